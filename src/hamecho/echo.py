@@ -1,0 +1,296 @@
+"""RHEL: the echo passes, the estimators, and the custom VJP around a Hamiltonian core.
+
+The core maps a drive sequence to the positions of a Hamiltonian recurrent unit:
+
+    hamiltonian_core(ham, options, theta, drives (L, N, U)) -> positions (L, N, P)
+
+With ``options.algo == "bptt"`` it is a plain scan and JAX differentiates through it. With
+``"rhel"`` it is wrapped in a custom VJP: the forward keeps only ``theta``, the drives and the final
+state (nothing of size L·P), and the backward runs the echo (spec §3):
+
+    flip the final momentum; replay the drives backwards; after the step that lands on the mirror
+    of state k−1, add ε·g_{k−1} to the momentum (g = incoming cotangent of the positions);
+    ∂L/∂θ  = −(Σ_k ∇θE(echo+ε) − Σ_k ∇θE(echo−ε)) / (2ε)
+    ∂L/∂u_k = −(∇uE_k(echo+ε) − ∇uE_k(echo−ε)) / (2ε)
+    with E = δ·[V(φ½) + ½(T(π_before) + T(π_after))] at the echo's half-step states.
+
+Numerical arrangement. The two echoes are carried as their mean m = (Φ₊ + Φ₋)/2 and half-difference
+h = (Φ₊ − Φ₋)/2, which is the same computation (Φ± = m ± h) but keeps h at full relative precision
+instead of as the difference of two rounded states: in float32 over tens of thousands of steps the
+two echoes otherwise differ by less than the rounding they accumulate. Differences of nonlinear
+functions f(m + h) − f(m − h) are evaluated according to ``options.difference``:
+
+- ``"direct"``: evaluate at both echoes and subtract (what a physical system does);
+- ``"exact"``: for energies that are polynomials of degree ≤ 4 in the state (the linear HRU), the
+  two-point Gauss–Legendre rule ½∫₋₁¹ Df(m + t·h)[h] dt with forward-mode derivatives, which is
+  exactly the same number without the cancellation;
+- ``"auto"`` (default): ``"exact"`` where the Hamiltonian declares a low polynomial degree, else
+  ``"direct"``.
+The one-sided variant echoes with +ε and 0 and divides by ε.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from .hamiltonians import LINEAR_HAMILTONIAN, SeparableHamiltonian, batched_velocity, batched_force
+from .hamiltonians import linear_step_size, linear_stiffness
+from .integrators import (affine_parallel_scan, leapfrog_step, linear_leapfrog_matrix,
+                          linear_leapfrog_offsets, run_leapfrog)
+
+ALGOS = ("rhel", "bptt")
+ESTIMATORS = ("two_sided", "one_sided")
+SCANS = ("sequential", "parallel")
+DIFFERENCES = ("auto", "direct", "exact")
+
+
+def default_scan() -> str:
+    """Sequential on CPU (measured faster there, see README), parallel on accelerators."""
+    return "sequential" if jax.default_backend() == "cpu" else "parallel"
+
+
+@dataclass(frozen=True)
+class CoreOptions:
+    """Static options of a Hamiltonian core (hashable; part of the compiled function's key)."""
+
+    algo: str = "rhel"
+    eps: float = 0.1
+    estimator: str = "two_sided"
+    scan: str = "sequential"
+    difference: str = "auto"
+
+    def __post_init__(self):
+        for field, value, allowed in (("algo", self.algo, ALGOS), ("estimator", self.estimator, ESTIMATORS),
+                                      ("scan", self.scan, SCANS), ("difference", self.difference, DIFFERENCES)):
+            if value not in allowed:
+                raise ValueError(f"{field} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps > 0):
+            raise ValueError(f"eps must be a finite number > 0; got {self.eps!r}")
+
+    def nudge_weights(self) -> tuple[float, float]:
+        """How the nudge ε·g splits into the mean and half-difference of the two echoes."""
+        return (0.0, 1.0) if self.estimator == "two_sided" else (0.5, 0.5)
+
+    def resolved_difference(self, ham: SeparableHamiltonian) -> str:
+        if self.difference != "auto":
+            return self.difference
+        exact_ok = ham.polynomial_degree is not None and ham.polynomial_degree <= 4
+        return "exact" if exact_ok else "direct"
+
+
+# --- differences of a function evaluated on the two echoes ------------------------------------
+
+_GAUSS_NODE = 1.0 / math.sqrt(3.0)
+
+
+def _tree_axpy(a, x, y):
+    return jax.tree_util.tree_map(lambda xi, yi: yi + a * xi, x, y)
+
+
+def half_difference(fn, mean, half, rule: str):
+    """(fn(mean + half) − fn(mean − half)) / 2 for pytrees ``mean``/``half`` (see module doc)."""
+    if rule == "direct":
+        plus, minus = fn(_tree_axpy(1.0, half, mean)), fn(_tree_axpy(-1.0, half, mean))
+        return jax.tree_util.tree_map(lambda a, b: 0.5 * (a - b), plus, minus)
+    # Two-point Gauss–Legendre on t ↦ Df(m + t·h)[h]: exact for polynomials of degree ≤ 4.
+    _, d_plus = jax.jvp(fn, (_tree_axpy(_GAUSS_NODE, half, mean),), (half,))
+    _, d_minus = jax.jvp(fn, (_tree_axpy(-_GAUSS_NODE, half, mean),), (half,))
+    return jax.tree_util.tree_map(lambda a, b: 0.5 * (a + b), d_plus, d_minus)
+
+
+def mean_and_half_difference(fn, mean, half, rule: str):
+    """Mean and half-difference of fn over the two echoes m ± h."""
+    plus, minus = fn(_tree_axpy(1.0, half, mean)), fn(_tree_axpy(-1.0, half, mean))
+    mean_value = jax.tree_util.tree_map(lambda a, b: 0.5 * (a + b), plus, minus)
+    if rule == "direct":
+        return mean_value, jax.tree_util.tree_map(lambda a, b: 0.5 * (a - b), plus, minus)
+    return mean_value, half_difference(fn, mean, half, rule)
+
+
+def step_energy_gradients(ham: SeparableHamiltonian, theta, states, drive):
+    """∇θ Σ_n E_n and ∇_drive E_n for N samples.
+
+    states = (half_position, momentum_before, momentum_after), each (N, P); drive (N, U).
+    Returns (gradient with theta's structure, drive gradient (N, U)).
+    """
+    half_position, momentum_before, momentum_after = states
+    energies = jax.vmap(ham.step_energy, in_axes=(None, 0, 0, 0, 0))
+    total = lambda th, u: jnp.sum(energies(th, half_position, momentum_before, momentum_after, u))
+    return jax.grad(total, argnums=(0, 1))(theta, drive)
+
+
+# --- forward ------------------------------------------------------------------------------------
+
+def _linear_matrix(theta):
+    return linear_leapfrog_matrix(linear_stiffness(theta), linear_step_size(theta))
+
+
+def core_forward(ham: SeparableHamiltonian, scan: str, theta, drives):
+    """Positions (L, N, P) and the final state from zero, by the chosen scan."""
+    length, batch = drives.shape[:2]
+    n_state = _state_size(ham, theta, drives)
+    zeros = jnp.zeros((batch, n_state), drives.dtype)
+    if scan == "sequential":
+        return run_leapfrog(ham, theta, drives, zeros, zeros)
+    _require_linear(ham)
+    step = linear_step_size(theta)
+    offsets_p, offsets_q = linear_leapfrog_offsets(step, drives)
+    momenta, positions = affine_parallel_scan(_linear_matrix(theta), offsets_p, offsets_q, zeros, zeros)
+    return positions, (positions[-1], momenta[-1])
+
+
+def _state_size(ham, theta, drives) -> int:
+    step_shape = jnp.shape(ham.step_size(theta))
+    if step_shape:
+        return step_shape[-1]
+    # Scalar step: the state size is the force's size for one sample.
+    probe = jax.eval_shape(lambda u: ham.potential(theta, jnp.zeros(u.shape[-1:], u.dtype), u), drives[0, 0])
+    if probe.shape:
+        return probe.shape[-1]
+    raise ValueError(f"cannot infer the state size of Hamiltonian {ham.name!r}: give it a per-channel "
+                     "step size or per-channel energies")
+
+
+def _require_linear(ham):
+    if ham is not LINEAR_HAMILTONIAN:
+        raise ValueError(f"scan='parallel' needs the linear HRU (a time-invariant affine step); "
+                         f"Hamiltonian {ham.name!r} must use scan='sequential'")
+
+
+# --- echo -----------------------------------------------------------------------------------------
+
+def echo_pass(ham: SeparableHamiltonian, options: CoreOptions, theta, drives, final_state, cotangents):
+    """Run the ±ε echo (as mean and half-difference) and return the RHEL estimates.
+
+    drives (L, N, U); final_state = (φ_{L−1}, π_{L−1}), each (N, P); cotangents g (L, N, P).
+    Returns (∂L/∂θ with theta's structure, ∂L/∂drives (L, N, U), echo end state mean (φ, π)).
+    Only the per-step drive gradient is L-sized; the parameter sums are carried.
+    """
+    if options.scan == "parallel":
+        return _echo_parallel(ham, options, theta, drives, final_state, cotangents)
+    rule = options.resolved_difference(ham)
+    w_mean, w_half = options.nudge_weights()
+    eps = options.eps
+    position, momentum = final_state
+    # Nudge that follows the step undoing forward step k: ε·g_{k−1}, none after step 0.
+    next_nudges = jnp.concatenate([jnp.zeros_like(cotangents[:1]), cotangents[:-1]], axis=0)
+    mean = (position, -momentum + w_mean * eps * cotangents[-1])
+    half = (jnp.zeros_like(position), w_half * eps * cotangents[-1])
+    acc = jax.tree_util.tree_map(jnp.zeros_like, theta)
+    step = ham.step_size(theta)
+    velocity = lambda p: batched_velocity(ham, theta, p)
+
+    def body(carry, inputs):
+        (m_q, m_p), (h_q, h_p), acc = carry
+        drive, nudge = inputs
+        v_mean, v_half = mean_and_half_difference(velocity, m_p, h_p, rule)
+        half_q = (m_q + 0.5 * step * v_mean, h_q + 0.5 * step * v_half)
+        force = lambda q: batched_force(ham, theta, q, drive)
+        f_mean, f_half = mean_and_half_difference(force, *half_q, rule)
+        new_p = (m_p + step * f_mean, h_p + step * f_half)
+        energy_grads = lambda states: step_energy_gradients(ham, theta, states, drive)
+        g_theta, g_drive = half_difference(energy_grads, (half_q[0], m_p, new_p[0]),
+                                           (half_q[1], h_p, new_p[1]), rule)
+        acc = jax.tree_util.tree_map(jnp.add, acc, g_theta)
+        v_mean, v_half = mean_and_half_difference(velocity, *new_p, rule)
+        new_q = (half_q[0] + 0.5 * step * v_mean, half_q[1] + 0.5 * step * v_half)
+        new_mean = (new_q[0], new_p[0] + w_mean * eps * nudge)
+        new_half = (new_q[1], new_p[1] + w_half * eps * nudge)
+        return (new_mean, new_half, acc), g_drive
+
+    (end_mean, _, acc), drive_half_diffs = jax.lax.scan(body, (mean, half, acc), (drives, next_nudges),
+                                                        reverse=True)
+    scale = -1.0 / (w_half * eps)
+    grad_theta = jax.tree_util.tree_map(lambda a: scale * a, acc)
+    return grad_theta, scale * drive_half_diffs, end_mean
+
+
+def _echo_parallel(ham, options, theta, drives, final_state, cotangents):
+    """The same echo as ``echo_pass`` with both passes as associative scans (linear HRU only)."""
+    _require_linear(ham)
+    rule = options.resolved_difference(ham)
+    w_mean, w_half = options.nudge_weights()
+    eps = options.eps
+    position, momentum = final_state
+    step = linear_step_size(theta)
+    matrix = _linear_matrix(theta)
+    drives_rev = drives[::-1]
+    # Echo step j (j = 0..L−1) undoes forward step L−1−j, then nudges with g_{L−2−j}.
+    nudges = jnp.concatenate([cotangents[:-1][::-1], jnp.zeros_like(cotangents[:1])], axis=0)
+    offsets_p, offsets_q = linear_leapfrog_offsets(step, drives_rev)
+    mean_p0, half_p0 = -momentum + w_mean * eps * cotangents[-1], w_half * eps * cotangents[-1]
+    mean_p, mean_q = affine_parallel_scan(matrix, offsets_p + w_mean * eps * nudges, offsets_q,
+                                          mean_p0, position)
+    half_p, half_q = affine_parallel_scan(matrix, w_half * eps * nudges, jnp.zeros_like(offsets_q),
+                                          half_p0, jnp.zeros_like(position))
+    # States before each echo step, and the momentum right after each kick (before its nudge).
+    pre = lambda seq, first: jnp.concatenate([first[None], seq[:-1]], axis=0)
+    pre_m = (pre(mean_q, position), pre(mean_p, mean_p0))
+    pre_h = (pre(half_q, jnp.zeros_like(position)), pre(half_p, half_p0))
+    post_m_p = mean_p - w_mean * eps * nudges
+    post_h_p = half_p - w_half * eps * nudges
+    half_m_q = pre_m[0] + 0.5 * step * pre_m[1]
+    half_h_q = pre_h[0] + 0.5 * step * pre_h[1]
+    flat = lambda x: x.reshape((-1, x.shape[-1]))
+    energy_grads = lambda states: step_energy_gradients(ham, theta, states, flat(drives_rev))
+    g_theta, g_drive = half_difference(
+        energy_grads, tuple(map(flat, (half_m_q, pre_m[1], post_m_p))),
+        tuple(map(flat, (half_h_q, pre_h[1], post_h_p))), rule)
+    scale = -1.0 / (w_half * eps)
+    grad_theta = jax.tree_util.tree_map(lambda a: scale * a, g_theta)
+    grad_drives = scale * g_drive.reshape(drives.shape)[::-1]
+    return grad_theta, grad_drives, (mean_q[-1], mean_p[-1])
+
+
+# --- the core with its custom VJP -----------------------------------------------------------------
+
+def hamiltonian_core(ham: SeparableHamiltonian, options: CoreOptions, theta, drives):
+    """Positions (L, N, P) of the HRU driven by ``drives`` (L, N, U) from the zero state.
+
+    Differentiable: by autodiff through the scan when ``options.algo == "bptt"``, by RHEL otherwise.
+    """
+    if options.algo == "bptt":
+        return core_forward(ham, options.scan, theta, drives)[0]
+    return _rhel_core(ham, options, theta, drives)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _rhel_core(ham, options, theta, drives):
+    return core_forward(ham, options.scan, theta, drives)[0]
+
+
+def _rhel_forward(ham, options, theta, drives):
+    positions, final_state = core_forward(ham, options.scan, theta, drives)
+    # Residuals: the parameters, the drives and the final state. Nothing else of length L.
+    return positions, (theta, drives, final_state)
+
+
+def _rhel_backward(ham, options, residuals, cotangents):
+    theta, drives, final_state = residuals
+    grad_theta, grad_drives, _ = echo_pass(ham, options, theta, drives, final_state, cotangents)
+    return grad_theta, grad_drives
+
+
+_rhel_core.defvjp(_rhel_forward, _rhel_backward)
+
+
+# --- diagnostics ------------------------------------------------------------------------------------
+
+def retrace_error(ham: SeparableHamiltonian, theta, drives, scan: str = "sequential") -> jax.Array:
+    """Run forward, flip the momentum, echo with ε = 0: relative distance from the zero initial state.
+
+    |echo end state| / |forward final state| (Frobenius norms over batch and channels); rounding
+    only, in exact arithmetic it is 0.
+    """
+    positions, final_state = core_forward(ham, scan, theta, drives)
+    options = CoreOptions(scan=scan)
+    zero_cotangents = jnp.zeros_like(positions)
+    _, _, (end_position, end_momentum) = echo_pass(ham, options, theta, drives, final_state,
+                                                   zero_cotangents)
+    final_norm = jnp.sqrt(jnp.sum(final_state[0] ** 2) + jnp.sum(final_state[1] ** 2))
+    end_norm = jnp.sqrt(jnp.sum(end_position**2) + jnp.sum(end_momentum**2))
+    return end_norm / final_norm

@@ -1,0 +1,190 @@
+"""Separable Hamiltonians H = T(π; θ) + V(φ; θ, u) and the time-reversal contract.
+
+A Hamiltonian here is three plain JAX functions of ONE sample (no batch axis):
+
+    kinetic(theta, momentum)           momentum (P,)            -> energy, () or (P,)
+    potential(theta, position, drive)  position (P,), drive (U,) -> energy, () or (P,)
+    step_size(theta)                                              -> δ,      () or (P,)
+
+``theta`` is any pytree of arrays (the raw trainable parameters: any reparameterisation such as
+``A = relu(a)`` happens inside these functions, so autodiff of the energies covers it). Every force
+and every parameter gradient used by the integrator and by RHEL is ``jax.grad`` of these energies.
+
+Energies may be returned per channel (shape (P,)); then channel i of the energy may depend on channel
+i of the state only, and δ may be per channel. A scalar energy couples channels freely, and then δ
+must be a scalar: with per-channel steps and a coupled potential the leapfrog is no longer
+symplectic in the canonical sense and RHEL would not equal BPTT.
+
+The time-reversal contract: T must be even in π (T(−π) = T(π)), so that flipping the momentum and
+running the same step retraces the trajectory. ``check_time_reversal`` tests it numerically.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+
+# Linear HRU stability: the per-channel leapfrog matrix has eigenvalues on the unit circle iff
+# δ²A < 4. A is clipped to at most STABILITY_MARGIN · 4 / δ² (see ``linear_stiffness``).
+STABILITY_MARGIN = 0.999
+
+
+@dataclass(frozen=True)
+class SeparableHamiltonian:
+    """H(φ, π; θ, u) = T(π; θ) + V(φ; θ, u) with step size δ(θ); see the module docstring.
+
+    Instances are hashable (they are used as static arguments of jitted and custom-VJP functions):
+    build them from module-level functions, not fresh closures, to keep compilation caches warm.
+
+    ``polynomial_degree``: if every energy is a polynomial of at most this degree in the state
+    (2 for the linear HRU), RHEL may evaluate the difference of the two echoes' energy gradients
+    exactly with forward-mode derivatives (see ``echo.py``). ``None`` for anything else.
+    """
+
+    kinetic: Callable[[PyTree, jax.Array], jax.Array]
+    potential: Callable[[PyTree, jax.Array, jax.Array], jax.Array]
+    step_size: Callable[[PyTree], jax.Array]
+    name: str = "generic"
+    polynomial_degree: int | None = None
+
+    # --- derivatives, one sample ------------------------------------------------------------
+    def velocity(self, theta: PyTree, momentum: jax.Array) -> jax.Array:
+        """∂T/∂π, shape (P,)."""
+        return jax.grad(lambda p: jnp.sum(self.kinetic(theta, p)))(momentum)
+
+    def force(self, theta: PyTree, position: jax.Array, drive: jax.Array) -> jax.Array:
+        """−∂V/∂φ, shape (P,)."""
+        return -jax.grad(lambda q: jnp.sum(self.potential(theta, q, drive)))(position)
+
+    def step_energy(self, theta, half_position, momentum_before, momentum_after, drive) -> jax.Array:
+        """E = Σ δ·[V(φ½) + ½(T(π_before) + T(π_after))] of one leapfrog step (a scalar).
+
+        ∇θE and ∇uE at the echo's states are the per-step RHEL estimates (spec §3); δ(θ) inside
+        E gives the step size its gradient with no special case.
+        """
+        step = self.step_size(theta)
+        energy = self.potential(theta, half_position, drive) + 0.5 * (
+            self.kinetic(theta, momentum_before) + self.kinetic(theta, momentum_after)
+        )
+        return jnp.sum(step * energy)
+
+
+def _per_sample(fn: Callable, n_batch_args: int) -> Callable:
+    """vmap ``fn(theta, *args)`` over a leading batch axis of its last ``n_batch_args`` args."""
+    return jax.vmap(fn, in_axes=(None,) + (0,) * n_batch_args)
+
+
+def batched_velocity(ham: SeparableHamiltonian, theta, momentum):
+    """∂T/∂π for momentum of shape (N, P)."""
+    return _per_sample(ham.velocity, 1)(theta, momentum)
+
+
+def batched_force(ham: SeparableHamiltonian, theta, position, drive):
+    """−∂V/∂φ for position (N, P) and drive (N, U)."""
+    return _per_sample(ham.force, 2)(theta, position, drive)
+
+
+def validate_hamiltonian(ham: SeparableHamiltonian, theta: PyTree, state_size: int, drive_size: int,
+                         *, seed: int = 0, trials: int = 8) -> None:
+    """Check the contract on random states; raise ``ValueError`` naming what is wrong.
+
+    - T(−π) = T(π) (time-reversal symmetry; without it the echo cannot retrace the forward pass);
+    - energy shapes are () or (P,), and a per-channel δ comes with per-channel energies.
+    """
+    rng = np.random.default_rng(seed)
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(theta)) if jax.tree_util.tree_leaves(theta) \
+        else jnp.float32
+    momentum = jnp.asarray(rng.normal(size=(trials, state_size)), dtype)
+    position = jnp.asarray(rng.normal(size=(trials, state_size)), dtype)
+    drive = jnp.asarray(rng.normal(size=(trials, drive_size)), dtype)
+
+    kinetic = jax.vmap(ham.kinetic, in_axes=(None, 0))
+    t_plus, t_minus = kinetic(theta, momentum), kinetic(theta, -momentum)
+    scale = jnp.maximum(jnp.max(jnp.abs(t_plus)), 1.0)
+    asymmetry = float(jnp.max(jnp.abs(t_plus - t_minus)) / scale)
+    tolerance = 1e-5 if dtype == jnp.float32 else 1e-10
+    if not np.isfinite(asymmetry) or asymmetry > tolerance:
+        raise ValueError(
+            f"kinetic energy of Hamiltonian {ham.name!r} is not even in the momentum: "
+            f"max |T(π) − T(−π)| / max|T| = {asymmetry:.3g} on random states (allowed ≤ {tolerance:g}). "
+            "RHEL needs time-reversal symmetry T(−π) = T(π); move odd terms out of T."
+        )
+
+    step = jnp.asarray(ham.step_size(theta))
+    energy_shapes = {
+        "kinetic": jax.eval_shape(ham.kinetic, theta, momentum[0]).shape,
+        "potential": jax.eval_shape(ham.potential, theta, position[0], drive[0]).shape,
+    }
+    for which, shape in energy_shapes.items():
+        if shape not in ((), (state_size,)):
+            raise ValueError(f"{which} energy of {ham.name!r} must return shape () or ({state_size},), "
+                             f"got {shape}")
+        if step.shape == (state_size,) and shape == () and state_size > 1:
+            raise ValueError(
+                f"{which} energy of {ham.name!r} returns a scalar but the step size is per channel "
+                f"(shape {step.shape}); return per-channel energies of shape ({state_size},) or use "
+                "a scalar step size")
+    if step.shape not in ((), (state_size,)):
+        raise ValueError(f"step size of {ham.name!r} must have shape () or ({state_size},), got {step.shape}")
+
+
+# --- the paper's two energies -----------------------------------------------------------------
+
+def quadratic_kinetic(theta, momentum):
+    """T = ½π² per channel (unit masses)."""
+    del theta
+    return 0.5 * momentum**2
+
+
+def linear_step_size(theta):
+    """δ = sigmoid(steps) ∈ (0, 1), per channel."""
+    return jax.nn.sigmoid(theta["steps"])
+
+
+def linear_stiffness(theta):
+    """A = min(relu(a), 0.999·4/δ²): non-negative, and stable by construction (δ²A < 4).
+
+    Where the clip is active A gets no gradient through ``a`` and the bound moves with δ; at the
+    paper's initialisation (a ~ U[0,1), δ < 0.74) the clip is far away (4/δ² > 7).
+    """
+    step = linear_step_size(theta)
+    return jnp.minimum(jax.nn.relu(theta["a"]), STABILITY_MARGIN * 4.0 / step**2)
+
+
+def linear_potential(theta, position, drive):
+    """V = ½Aφ² − φ·(Bu) per channel; ``drive`` is Bu, shape (P,)."""
+    return 0.5 * linear_stiffness(theta) * position**2 - position * drive
+
+
+LINEAR_HAMILTONIAN = SeparableHamiltonian(
+    kinetic=quadratic_kinetic, potential=linear_potential, step_size=linear_step_size,
+    name="linear", polynomial_degree=2,
+)
+
+
+def nonlinear_step_size(theta):
+    """δ = exp(log_step), a positive scalar; trained under RHEL exactly as under BPTT."""
+    return jnp.exp(theta["log_step"])
+
+
+def log_cosh(x):
+    """log cosh x, stable for large |x|."""
+    ax = jnp.abs(x)
+    return ax + jnp.log1p(jnp.exp(-2.0 * ax)) - jnp.log(2.0)
+
+
+def nonlinear_potential(theta, position, drive):
+    """V = (α/2)φ² + log cosh(wφ + Bu + b)/w per channel, so −∂V/∂φ = −αφ − tanh(wφ + Bu + b)."""
+    w, b, alpha = theta["w"], theta["b"], theta["alpha"]
+    return 0.5 * alpha * position**2 + log_cosh(w * position + drive + b) / w
+
+
+NONLINEAR_HAMILTONIAN = SeparableHamiltonian(
+    kinetic=quadratic_kinetic, potential=nonlinear_potential, step_size=nonlinear_step_size,
+    name="nonlinear",
+)
