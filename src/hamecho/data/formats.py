@@ -195,12 +195,16 @@ def read_ts(path: str | Path, *, return_timestamps: bool = False):
             if line[0] == "@":
                 raise DataFormatError(path, lineno, f"header line {line.split()[0]!r} after '@data'; expected a data line")
             fields = _split_outside_parens(line, ":") if stamped else line.split(":")
+            expected = None if dims is None else dims + labelled
+            if (expected is not None and len(fields) != expected) or (labelled and len(fields) < 2):
+                tail = " and a " + ("target" if regression else "class label") if labelled else ""
+                if expected is None:
+                    expected = 2
+                raise DataFormatError(
+                    path, lineno, f"expected {expected - labelled} dimension(s){tail} separated by ':', "
+                    f"found {len(fields)} field(s)",
+                )
             if labelled:
-                if len(fields) < 2:
-                    raise DataFormatError(
-                        path, lineno, "expected channels separated by ':' followed by ':' and the "
-                        + ("target" if regression else "class label") + f", found {len(fields)} field(s)",
-                    )
                 label = fields.pop().strip()
                 if regression:
                     try:
@@ -215,11 +219,6 @@ def read_ts(path: str | Path, *, return_timestamps: bool = False):
                     labels.append(label)
             if dims is None:
                 dims = len(fields)
-            elif len(fields) != dims:
-                raise DataFormatError(
-                    path, lineno, f"expected {dims} dimension(s)" + (" and a label" if labelled else "")
-                    + f" separated by ':', found {len(fields)} dimension(s)" + (" and a label" if labelled else ""),
-                )
             channels, case_stamps = [], []
             for c, field in enumerate(fields, start=1):
                 field = field.strip()
