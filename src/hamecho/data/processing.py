@@ -112,7 +112,7 @@ def pad_cases(cases: list[np.ndarray], length: int | None = None) -> np.ndarray:
     target = max(c.shape[0] for c in cases) if length is None else int(length)
     out = np.zeros((len(cases), target, channels.pop()), dtype=np.float32)
     for i, case in enumerate(cases):
-        filled = fill_missing(case[:target])
+        filled = fill_missing(case)[:target]
         n = filled.shape[0]
         if n == 0:
             continue
