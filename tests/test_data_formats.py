@@ -299,3 +299,18 @@ def test_idx_truncated_and_bad_magic(tmp_path):
         handle.write(b"\x1f\x8b\x08\x00" + bytes(8))
     with pytest.raises(DataFormatError, match=r"magic\.gz, byte 0: bad IDX magic"):
         read_idx(tmp_path / "magic.gz")
+
+
+def test_ucr_tsv_20mb_parses_in_seconds(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(1000, 1751)).astype(np.float32)
+    labels = rng.integers(1, 5, size=(1000, 1))
+    path = tmp_path / "big.tsv"
+    np.savetxt(path, np.hstack([labels, rows]), delimiter="\t", fmt="%.7e")
+    assert path.stat().st_size > 20e6
+    import time
+    start = time.perf_counter()
+    X, y = read_ucr_tsv(path)
+    elapsed = time.perf_counter() - start
+    assert len(X) == 1000 and X[0].shape == (1751, 1)
+    assert elapsed < 10, elapsed
