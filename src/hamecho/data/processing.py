@@ -6,8 +6,8 @@ The UEA/UCR protocol of the paper (and of the Log-NCDE/LinOSS pipeline it reuses
 2. Exact duplicate series are dropped, keeping the first occurrence and the original order (the LinOSS/RHEL code's
    ``np.unique`` reorders the cases lexicographically; we do not). Two series are duplicates when their values
    (including the positions of missing values) are identical, whatever their labels.
-3. Labels are encoded as ``0..K-1`` in the order of ``class_names``: the order declared in the file
-   (``@classLabel``/ARFF nominal) when there is one, otherwise sorted (numerically when all labels are numbers).
+3. Labels are encoded as ``0..K-1`` in the order of ``class_names``: sorted, numerically when all labels are
+   numbers (so the encoding does not depend on which file or format the data came from).
 4. Missing values and unequal lengths (:func:`fill_missing`, :func:`pad_cases`): inside a series, NaN runs are
    linearly interpolated along time; leading NaN take the first observed value, trailing NaN the last observed one;
    a channel with no observed value becomes 0. Shorter series are then right-padded to the longest by repeating
