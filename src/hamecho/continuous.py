@@ -281,8 +281,11 @@ def discrete_loss(system: HamiltonianSystem, theta, phi0, pi0, T: float, n_steps
 # ------------------------------------------------------------------------------------------------
 # Echo and RHEL
 # ------------------------------------------------------------------------------------------------
-def _echo_impl(system, theta, phiN, piN, T, n_steps, eps):
+def _echo_impl(system, theta, phiN, piN, T, n_steps, eps, loss_grads=None):
     """Echo from the momentum-flipped final state with nudge strength ``eps``.
+
+    The nudge uses ``d ell/d phi`` at the echo's own position, or, if ``loss_grads`` (shape
+    ``(n_steps + 1, *phi.shape)``, forward order) is given, those fixed forward-pass gradients.
 
     Returns the echo states (``n_steps + 1``, in echo order: index ``j`` mirrors forward state
     ``n_steps - j``) and the per-step ``dt * grad_theta H_step`` in forward-step order.
@@ -293,7 +296,11 @@ def _echo_impl(system, theta, phiN, piN, T, n_steps, eps):
     w = loss_weights(n_steps, dt, dtype)
     us = _step_inputs(system, T, n_steps, dtype)
 
-    pi_start = -piN + eps * w[-1] * system.dl_dphi(phiN, t[-1])
+    def nudge(phi, k):
+        g = system.dl_dphi(phi, t[k]) if loss_grads is None else loss_grads[k]
+        return eps * w[k] * g
+
+    pi_start = -piN + nudge(phiN, n_steps)
 
     def body(carry, k):  # reverse forward step k (k = N-1 .. 0), land on mirror of state k
         phi, pi = carry
@@ -311,7 +318,7 @@ def _echo_impl(system, theta, phiN, piN, T, n_steps, eps):
                 lambda a: dt * a,
                 system.dH_dtheta(0.5 * (phi + phi_new), 0.5 * (pi + pi_new), theta, u),
             )
-        pi_new = pi_new + eps * w[k] * system.dl_dphi(phi_new, t[k])
+        pi_new = pi_new + nudge(phi_new, k)
         return (phi_new, pi_new), (phi_new, pi_new, g)
 
     ks = jnp.arange(n_steps - 1, -1, -1)
@@ -344,11 +351,17 @@ def retrace_error(system: HamiltonianSystem, theta, phi0, pi0, T: float, n_steps
                              jnp.max(jnp.abs(back.pi[-1] + pi0))))
 
 
-def _rhel_impl(system, theta, phi0, pi0, T, n_steps, eps, one_sided):
+def _rhel_impl(system, theta, phi0, pi0, T, n_steps, eps, one_sided, nudge):
     traj = _integrate_impl(system, theta, phi0, pi0, T, n_steps)
     phiN, piN = traj.phi[-1], traj.pi[-1]
     signs = jnp.array([1.0, -1.0], dtype=phi0.dtype)
-    run = jax.vmap(lambda e: _echo_impl(system, theta, phiN, piN, T, n_steps, e))
+    if nudge == "forward":
+        loss_grads = jax.vmap(system.dl_dphi)(traj.phi, traj.t)
+    elif nudge == "echo":
+        loss_grads = None
+    else:
+        raise ValueError(f"nudge must be 'forward' or 'echo', not {nudge!r}")
+    run = jax.vmap(lambda e: _echo_impl(system, theta, phiN, piN, T, n_steps, e, loss_grads))
     if one_sided:  # (G(+eps) - G(0)) / eps: O(eps) bias
         phis, pis, gs = run(jnp.stack([eps, 0.0 * eps]).astype(phi0.dtype))
         denom = eps
@@ -364,12 +377,20 @@ def _rhel_impl(system, theta, phi0, pi0, T, n_steps, eps, one_sided):
     return grad, dphi0, dpi0, trace, loss, traj, phis, pis
 
 
-_rhel = jax.jit(_rhel_impl, static_argnames=("system", "T", "n_steps", "one_sided"))
+_rhel = jax.jit(_rhel_impl, static_argnames=("system", "T", "n_steps", "one_sided", "nudge"))
 
 
 def rhel_gradient(system: HamiltonianSystem, theta, phi0, pi0, T: float, n_steps: int,
-                  eps: float = 1e-4, *, one_sided: bool = False, check: bool = True) -> GradientResult:
+                  eps: float = 1e-4, *, one_sided: bool = False, nudge: str = "forward",
+                  check: bool = True) -> GradientResult:
     """RHEL estimate of ``dL/dtheta`` and ``dL/d(phi0, pi0)`` (one forward pass, two echoes).
+
+    ``nudge="forward"`` (default; the paper's explicit/linearised nudge, Cor. A.8, as in its
+    code) pushes the echo momentum by ``eps w_k d ell/d phi`` evaluated on the forward
+    trajectory; the echo is then affine in ``eps`` for linear dynamics and the two-sided estimator
+    is exact at any ``eps`` for quadratic ``H``.  ``nudge="echo"`` evaluates ``d ell/d phi`` on
+    the echo itself (the continuous Eq. 6, what a physical system would do; nothing of the
+    forward pass is stored): same limit, but an ``O(eps^2)`` bias even for linear dynamics.
 
     ``extras`` holds the forward trajectory (``"forward"``) and the echo states
     (``"echo_phi"``, ``"echo_pi"``; leading axis ``[+eps, -eps]`` or ``[+eps, 0]`` if
@@ -381,8 +402,8 @@ def rhel_gradient(system: HamiltonianSystem, theta, phi0, pi0, T: float, n_steps
         if system.separable:
             check_separable(system, theta, jnp.shape(phi0), t=-T)
     grad, dphi0, dpi0, trace, loss, traj, phis, pis = _rhel(
-        system, theta, phi0, pi0, T, n_steps, jnp.asarray(eps, phi0.dtype), one_sided)
-    extras = {"forward": traj, "echo_phi": phis, "echo_pi": pis, "eps": eps}
+        system, theta, phi0, pi0, T, n_steps, jnp.asarray(eps, phi0.dtype), one_sided, nudge)
+    extras = {"forward": traj, "echo_phi": phis, "echo_pi": pis, "eps": eps, "nudge": nudge}
     return GradientResult(grad, dphi0, dpi0, trace, loss, extras)
 
 
