@@ -18,7 +18,7 @@ $(STAMP): $(PY) pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/hamecho run-main
+	$(VENV)/bin/hamecho gradcheck --length 1000 --blocks 3
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -17,15 +17,17 @@ state (nothing of size L·P), and the backward runs the echo (spec §3):
 Numerical arrangement. The two echoes are carried as their mean m = (Φ₊ + Φ₋)/2 and half-difference
 h = (Φ₊ − Φ₋)/2, which is the same computation (Φ± = m ± h) but keeps h at full relative precision
 instead of as the difference of two rounded states: in float32 over tens of thousands of steps the
-two echoes otherwise differ by less than the rounding they accumulate. Differences of nonlinear
-functions f(m + h) − f(m − h) are evaluated according to ``options.difference``:
+two echoes otherwise differ by less than the rounding they accumulate.
 
-- ``"direct"``: evaluate at both echoes and subtract (what a physical system does);
-- ``"exact"``: for energies that are polynomials of degree ≤ 4 in the state (the linear HRU), the
-  two-point Gauss–Legendre rule ½∫₋₁¹ Df(m + t·h)[h] dt with forward-mode derivatives, which is
-  exactly the same number without the cancellation;
-- ``"auto"`` (default): ``"exact"`` where the Hamiltonian declares a low polynomial degree, else
-  ``"direct"``.
+Differences of functions f(m + h) − f(m − h) are evaluated according to ``options.difference``:
+
+- ``"quadrature"`` (default): ½∫₋₁¹ Df(m + t·h)[h] dt by the two-point Gauss–Legendre rule with
+  forward-mode derivatives. No cancellation: the result has full relative precision however small
+  h is. It is exact when the energies are polynomials of degree ≤ 4 in the state (the linear HRU);
+  otherwise its relative error is O(|h|⁴), far below RHEL's own O(ε²) bias (measured: nonlinear
+  HSSM in float64, error against BPTT 8e-14 at ε = 1e-4 against 5e-9 for "direct");
+- ``"direct"``: evaluate at both echoes and subtract, as a physical system would.
+
 The one-sided variant echoes with +ε and 0 and divides by ε.
 """
 from __future__ import annotations
@@ -45,7 +47,7 @@ from .integrators import (affine_parallel_scan, leapfrog_step, linear_leapfrog_m
 ALGOS = ("rhel", "bptt")
 ESTIMATORS = ("two_sided", "one_sided")
 SCANS = ("sequential", "parallel")
-DIFFERENCES = ("auto", "direct", "exact")
+DIFFERENCES = ("quadrature", "direct")
 
 
 def default_scan() -> str:
@@ -61,7 +63,7 @@ class CoreOptions:
     eps: float = 0.1
     estimator: str = "two_sided"
     scan: str = "sequential"
-    difference: str = "auto"
+    difference: str = "quadrature"
 
     def __post_init__(self):
         for field, value, allowed in (("algo", self.algo, ALGOS), ("estimator", self.estimator, ESTIMATORS),
@@ -74,12 +76,6 @@ class CoreOptions:
     def nudge_weights(self) -> tuple[float, float]:
         """How the nudge ε·g splits into the mean and half-difference of the two echoes."""
         return (0.0, 1.0) if self.estimator == "two_sided" else (0.5, 0.5)
-
-    def resolved_difference(self, ham: SeparableHamiltonian) -> str:
-        if self.difference != "auto":
-            return self.difference
-        exact_ok = ham.polynomial_degree is not None and ham.polynomial_degree <= 4
-        return "exact" if exact_ok else "direct"
 
 
 # --- differences of a function evaluated on the two echoes ------------------------------------
@@ -96,7 +92,7 @@ def half_difference(fn, mean, half, rule: str):
     if rule == "direct":
         plus, minus = fn(_tree_axpy(1.0, half, mean)), fn(_tree_axpy(-1.0, half, mean))
         return jax.tree_util.tree_map(lambda a, b: 0.5 * (a - b), plus, minus)
-    # Two-point Gauss–Legendre on t ↦ Df(m + t·h)[h]: exact for polynomials of degree ≤ 4.
+    # Two-point Gauss–Legendre on t ↦ Df(m + t·h)[h] (see the module docstring).
     _, d_plus = jax.jvp(fn, (_tree_axpy(_GAUSS_NODE, half, mean),), (half,))
     _, d_minus = jax.jvp(fn, (_tree_axpy(-_GAUSS_NODE, half, mean),), (half,))
     return jax.tree_util.tree_map(lambda a, b: 0.5 * (a + b), d_plus, d_minus)
@@ -172,7 +168,7 @@ def echo_pass(ham: SeparableHamiltonian, options: CoreOptions, theta, drives, fi
     """
     if options.scan == "parallel":
         return _echo_parallel(ham, options, theta, drives, final_state, cotangents)
-    rule = options.resolved_difference(ham)
+    rule = options.difference
     w_mean, w_half = options.nudge_weights()
     eps = options.eps
     position, momentum = final_state
@@ -212,7 +208,7 @@ def echo_pass(ham: SeparableHamiltonian, options: CoreOptions, theta, drives, fi
 def _echo_parallel(ham, options, theta, drives, final_state, cotangents):
     """The same echo as ``echo_pass`` with both passes as associative scans (linear HRU only)."""
     _require_linear(ham)
-    rule = options.resolved_difference(ham)
+    rule = options.difference
     w_mean, w_half = options.nudge_weights()
     eps = options.eps
     position, momentum = final_state

@@ -40,17 +40,12 @@ class SeparableHamiltonian:
 
     Instances are hashable (they are used as static arguments of jitted and custom-VJP functions):
     build them from module-level functions, not fresh closures, to keep compilation caches warm.
-
-    ``polynomial_degree``: if every energy is a polynomial of at most this degree in the state
-    (2 for the linear HRU), RHEL may evaluate the difference of the two echoes' energy gradients
-    exactly with forward-mode derivatives (see ``echo.py``). ``None`` for anything else.
     """
 
     kinetic: Callable[[PyTree, jax.Array], jax.Array]
     potential: Callable[[PyTree, jax.Array, jax.Array], jax.Array]
     step_size: Callable[[PyTree], jax.Array]
     name: str = "generic"
-    polynomial_degree: int | None = None
 
     # --- derivatives, one sample ------------------------------------------------------------
     def velocity(self, theta: PyTree, momentum: jax.Array) -> jax.Array:
@@ -163,7 +158,7 @@ def linear_potential(theta, position, drive):
 
 LINEAR_HAMILTONIAN = SeparableHamiltonian(
     kinetic=quadratic_kinetic, potential=linear_potential, step_size=linear_step_size,
-    name="linear", polynomial_degree=2,
+    name="linear",
 )
 
 

@@ -1,0 +1,263 @@
+"""RHEL-vs-BPTT gradient alignment and precision diagnostics (``hamecho gradcheck``).
+
+For every trainable array of an HSSM we compare the RHEL gradient g with a reference BPTT gradient
+r (autodiff through the same forward pass):
+
+    cosine     = g·r / (|g| |r|)
+    norm_ratio = |g| / |r|
+    rel_err    = max|g − r| / max|r|        (max-norm relative error of the whole array)
+
+The reference is BPTT in float64 of the same model and batch. For a float32 run, float32 BPTT is
+compared with the same float64 reference too ("floor" columns): that is the best any float32
+gradient can be expected to do.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DTYPES = ("float32", "float64")
+
+
+# --- comparing gradients ----------------------------------------------------------------------------
+
+def _path_name(path) -> tuple[int | None, str]:
+    """Tree path of a model leaf → (block index or None, dotted name such as 'hru.B')."""
+    block, parts = None, []
+    for entry in path:
+        if isinstance(entry, jax.tree_util.GetAttrKey):
+            parts.append(entry.name)
+        elif isinstance(entry, jax.tree_util.DictKey):
+            parts.append(str(entry.key))
+        elif isinstance(entry, jax.tree_util.SequenceKey):
+            if parts and parts[-1] == "blocks":
+                parts.pop()
+                block = int(entry.idx)
+            else:
+                parts.append(str(entry.idx))
+    parts = [p for p in parts if p != "theta"]
+    return block, ".".join(parts)
+
+
+def named_arrays(tree) -> list[tuple[int | None, str, np.ndarray]]:
+    """Trainable arrays of a model (or of its gradient) with (block, name), norm statistics excluded."""
+    leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(tree, eqx.is_inexact_array))[0]
+    out = []
+    for path, leaf in leaves:
+        block, name = _path_name(path)
+        if name.startswith("norm."):
+            continue
+        out.append((block, name, np.asarray(leaf, dtype=np.float64)))
+    return out
+
+
+def compare_arrays(grad: np.ndarray, reference: np.ndarray) -> dict:
+    """cosine, norm_ratio and rel_err of one gradient array against its reference."""
+    g, r = grad.ravel(), reference.ravel()
+    g_norm, r_norm = float(np.linalg.norm(g)), float(np.linalg.norm(r))
+    if r_norm == 0.0:
+        same = g_norm == 0.0
+        return {"cosine": 1.0 if same else 0.0, "norm_ratio": 1.0 if same else math.inf,
+                "rel_err": 0.0 if same else math.inf}
+    cosine = float(g @ r) / (g_norm * r_norm) if g_norm > 0 else 0.0
+    rel_err = float(np.max(np.abs(g - r)) / np.max(np.abs(r)))
+    return {"cosine": cosine, "norm_ratio": g_norm / r_norm, "rel_err": rel_err}
+
+
+def compare_gradients(grads, reference) -> list[dict]:
+    """One row {block, name, cosine, norm_ratio, rel_err} per trainable array."""
+    rows = []
+    for (block, name, g), (_, _, r) in zip(named_arrays(grads), named_arrays(reference), strict=True):
+        rows.append({"block": block, "name": name, **compare_arrays(g, r)})
+    return rows
+
+
+# --- the check --------------------------------------------------------------------------------------
+
+def random_problem(*, hru: str, blocks: int, hidden: int, state: int, length: int, batch: int, in_dim: int,
+                   classes: int, task: str, output_step: int, step: float, seed: int, dtype):
+    """A random HSSM and a random batch (x, y) of the given shapes, in ``dtype``."""
+    from .models import HSSM
+
+    model_key, x_key, y_key = jax.random.split(jax.random.PRNGKey(seed), 3)
+    model = HSSM(in_dim=in_dim, out_dim=classes, hidden=hidden, state=state, blocks=blocks, hru=hru,
+                 task=task, output_step=output_step, step=step, dtype=dtype, key=model_key)
+    x = jax.random.normal(x_key, (batch, length, in_dim), dtype)
+    if task == "classification":
+        y = jax.random.randint(y_key, (batch,), 0, classes)
+    else:
+        y = jax.random.uniform(y_key, (batch, length // output_step, classes), dtype, -1.0, 1.0)
+    return model, x, y
+
+
+def run_gradcheck(*, hru="linear", blocks=3, hidden=16, state=8, length=1000, batch=4, in_dim=3, classes=5,
+                  task="classification", output_step=1, step=1e-4, dtype="float64", eps=0.1, seed=0,
+                  estimator="two_sided", difference="quadrature") -> dict:
+    """Build a random problem, compute RHEL (in ``dtype``) and float64 BPTT, and compare them.
+
+    Needs JAX's x64 mode for the float64 reference (``enable_x64`` is switched on here).
+    Returns {"params": rows, "retrace_error": float, "config": {...}, "timing_s": {...}}; with
+    dtype float32 every row also carries the floor (float32 BPTT vs float64 BPTT) as
+    floor_cosine, floor_norm_ratio, floor_rel_err.
+    """
+    from .models import cast, value_and_grad
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(map(repr, DTYPES))}; got {dtype!r}")
+    jax.config.update("jax_enable_x64", True)
+    config = dict(hru=hru, blocks=blocks, hidden=hidden, state=state, length=length, batch=batch,
+                  in_dim=in_dim, classes=classes, task=task, output_step=output_step, step=step,
+                  dtype=dtype, eps=eps, seed=seed, estimator=estimator, difference=difference,
+                  backend=jax.default_backend())
+    model64, x64, y = random_problem(hru=hru, blocks=blocks, hidden=hidden, state=state, length=length,
+                                     batch=batch, in_dim=in_dim, classes=classes, task=task,
+                                     output_step=output_step, step=step, seed=seed, dtype=jnp.float64)
+    model, x = (model64, x64) if dtype == "float64" else (cast(model64, jnp.float32), x64.astype(jnp.float32))
+    y_run = y if task == "classification" else y.astype(x.dtype)
+
+    timing = {}
+    start = time.perf_counter()
+    _, reference = jax.block_until_ready(value_and_grad(model64, x64, y, algo="bptt"))
+    timing["bptt_float64"] = time.perf_counter() - start
+    start = time.perf_counter()
+    _, rhel = jax.block_until_ready(value_and_grad(model, x, y_run, algo="rhel", eps=eps,
+                                                   estimator=estimator, difference=difference))
+    timing["rhel"] = time.perf_counter() - start
+    rows = compare_gradients(rhel, reference)
+    if dtype == "float32":
+        _, floor = jax.block_until_ready(value_and_grad(model, x, y_run, algo="bptt"))
+        for row, floor_row in zip(rows, compare_gradients(floor, reference), strict=True):
+            row.update({f"floor_{k}": floor_row[k] for k in ("cosine", "norm_ratio", "rel_err")})
+
+    retrace = max(float(block.hru.retrace_error(u)) for block, u in zip(model.blocks, model.hru_inputs(x)))
+    return {"params": rows, "retrace_error": retrace, "config": config, "timing_s": timing}
+
+
+# --- output -----------------------------------------------------------------------------------------
+
+def format_table(report: dict) -> str:
+    """A plain-text table of the report, one line per array, grouped by block."""
+    floor = "floor_cosine" in report["params"][0]
+    header = f"{'block':>5}  {'array':<20} {'cosine':>12} {'norm ratio':>12} {'rel err':>10}"
+    if floor:
+        header += f"   {'f32 BPTT cos':>12} {'norm ratio':>10} {'rel err':>9}"
+    lines = [header, "-" * len(header)]
+    for row in report["params"]:
+        block = "-" if row["block"] is None else str(row["block"])
+        line = f"{block:>5}  {row['name']:<20} {row['cosine']:>12.9f} {row['norm_ratio']:>12.9f} {row['rel_err']:>10.2e}"
+        if floor:
+            line += f"   {row['floor_cosine']:>12.9f} {row['floor_norm_ratio']:>10.7f} {row['floor_rel_err']:>9.2e}"
+        lines.append(line)
+    worst = min(report["params"], key=lambda r: r["cosine"])
+    lines.append("")
+    lines.append(f"worst cosine {worst['cosine']:.9f} ({worst['name']}, block {worst['block']}); "
+                 f"max rel err {max(r['rel_err'] for r in report['params']):.2e}; "
+                 f"echo retrace error (eps = 0) {report['retrace_error']:.2e}")
+    return "\n".join(lines)
+
+
+def plot_report(report: dict, path: str) -> None:
+    """Bars of cosine and norm ratio per array (grouped by block) into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["params"]
+    labels = [r["name"] if r["block"] is None else f"b{r['block']}.{r['name']}" for r in rows]
+    positions = np.arange(len(rows))
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.28 * len(rows)), 6), sharex=True)
+    for ax, key, ylabel in ((axes[0], "cosine", "cosine(RHEL, BPTT f64)"),
+                            (axes[1], "norm_ratio", "|g_RHEL| / |g_BPTT|")):
+        values = np.array([r[key] for r in rows])
+        ax.bar(positions, values, color="tab:blue", label="RHEL")
+        if f"floor_{key}" in rows[0]:
+            ax.plot(positions, [r[f"floor_{key}"] for r in rows], "k_", markersize=10, label="float32 BPTT")
+            ax.legend(loc="lower right")
+        ax.axhline(1.0, color="grey", lw=0.8)
+        span = max(np.max(np.abs(values - 1.0)), 1e-12)
+        ax.set_ylim(1.0 - 1.5 * span, 1.0 + 1.5 * span if key == "norm_ratio" else 1.0 + 0.1 * span)
+        ax.set_ylabel(ylabel)
+    axes[1].set_xticks(positions, labels, rotation=90, fontsize=7)
+    c = report["config"]
+    fig.suptitle(f"RHEL vs BPTT: {c['hru']} HSSM, {c['blocks']} blocks, L = {c['length']}, "
+                 f"{c['dtype']}, eps = {c['eps']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --- command line -----------------------------------------------------------------------------------
+
+def _positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def add_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "gradcheck", help="compare RHEL and BPTT gradients on a random HSSM",
+        description="Build a random HSSM and batch, compute RHEL gradients (in --dtype) and float64 BPTT "
+                    "gradients, and print per block and per array: cosine similarity, norm ratio "
+                    "|g_RHEL|/|g_BPTT| and max relative error max|g - r|/max|r|. With --dtype float32 "
+                    "float32 BPTT is shown against the same float64 reference (the floor).")
+    parser.add_argument("--hru", choices=("linear", "nonlinear"), default="linear")
+    parser.add_argument("--task", choices=("classification", "regression"), default="classification")
+    parser.add_argument("--blocks", type=_positive_int, default=3)
+    parser.add_argument("--hidden", type=_positive_int, default=16)
+    parser.add_argument("--state", type=_positive_int, default=8)
+    parser.add_argument("--length", type=_positive_int, default=1000)
+    parser.add_argument("--batch", type=_positive_int, default=4)
+    parser.add_argument("--in-dim", type=_positive_int, default=3)
+    parser.add_argument("--classes", type=_positive_int, default=5,
+                        help="classes (classification) or targets per kept step (regression)")
+    parser.add_argument("--output-step", type=_positive_int, default=1,
+                        help="regression: read every k-th step (default 1)")
+    parser.add_argument("--step", type=_positive_float, default=1e-4,
+                        help="nonlinear HRU's initial step size delta (paper: 1e-4)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float64")
+    parser.add_argument("--eps", type=_positive_float, default=0.1, help="nudge strength epsilon")
+    parser.add_argument("--estimator", choices=("two_sided", "one_sided"), default="two_sided")
+    parser.add_argument("--difference", choices=("quadrature", "direct"), default="quadrature",
+                        help="how the two echoes' energy gradients are differenced (see echo.py)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--plot", metavar="FILE.png", help="write cosine / norm-ratio bars per array")
+    parser.set_defaults(func=main)
+
+
+def main(args) -> int:
+    report = run_gradcheck(hru=args.hru, blocks=args.blocks, hidden=args.hidden, state=args.state,
+                           length=args.length, batch=args.batch, in_dim=args.in_dim, classes=args.classes,
+                           task=args.task, output_step=args.output_step, step=args.step, dtype=args.dtype,
+                           eps=args.eps, seed=args.seed, estimator=args.estimator, difference=args.difference)
+    if args.plot:
+        plot_report(report, args.plot)
+    if args.json:
+        json.dump(report, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        c = report["config"]
+        print(f"RHEL ({c['dtype']}, eps = {c['eps']}) vs BPTT (float64): {c['hru']} HSSM, {c['blocks']} blocks, "
+              f"hidden {c['hidden']}, state {c['state']}, L = {c['length']}, batch {c['batch']}, {c['task']}")
+        print(format_table(report))
+        if args.plot:
+            print(f"plot written to {args.plot}")
+    return 0

@@ -1,0 +1,225 @@
+"""Layers: Hamiltonian recurrent units (generic, linear, nonlinear), a dense layer, GLU, BatchNorm.
+
+All layers here work on time-major activations ``(L, N, H)`` (time, batch, features): the HRU core
+scans over the leading axis, and keeping one layout through the whole stack avoids transposes.
+
+An HRU layer maps u (L, N, H) to
+
+    drives = B·u                       (L, N, P)
+    φ      = Hamiltonian core(drives)  (L, N, P)   positions, from the zero state
+    y      = C·φ + D ⊙ u               (L, N, H)
+
+The core is differentiated by RHEL or BPTT according to the ``CoreOptions`` passed at call time;
+B, C and D (outside the core) always get their gradients by ordinary autodiff, from the core's
+per-step drive gradient.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .echo import CoreOptions, hamiltonian_core, retrace_error
+from .hamiltonians import (LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN, SeparableHamiltonian,
+                           validate_hamiltonian)
+
+PyTree = Any
+
+
+def _uniform(key, shape, bound, dtype):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def _require_positive(**sizes):
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}")
+
+
+# --- feed-forward parts ---------------------------------------------------------------------------
+
+class Dense(eqx.Module):
+    """y = x·Wᵀ + b on the last axis (any leading axes). weight (out, in), bias (out,).
+
+    Initialised like ``eqx.nn.Linear``: U(±1/√in) for both.
+    """
+
+    weight: jax.Array
+    bias: jax.Array
+
+    def __init__(self, in_features: int, out_features: int, *, key, dtype=jnp.float32):
+        _require_positive(in_features=in_features, out_features=out_features)
+        w_key, b_key = jax.random.split(key)
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = _uniform(w_key, (out_features, in_features), bound, dtype)
+        self.bias = _uniform(b_key, (out_features,), bound, dtype)
+
+    def __call__(self, x):
+        return x @ self.weight.T + self.bias
+
+
+class GLU(eqx.Module):
+    """Gated linear unit H → H: (W₁x + b₁) ⊙ sigmoid(W₂x + b₂), per time step."""
+
+    value: Dense
+    gate: Dense
+
+    def __init__(self, features: int, *, key, dtype=jnp.float32):
+        value_key, gate_key = jax.random.split(key)
+        self.value = Dense(features, features, key=value_key, dtype=dtype)
+        self.gate = Dense(features, features, key=gate_key, dtype=dtype)
+
+    def __call__(self, x):
+        return self.value(x) * jax.nn.sigmoid(self.gate(x))
+
+
+class BatchNorm(eqx.Module):
+    """Per-channel normalisation over batch and time, no affine part (as in the paper's code).
+
+    In training mode it uses the statistics of the current batch (over all of (L, N)) and returns
+    updated running statistics; in inference mode it uses the running statistics. The running
+    statistics are arrays of the module but are never differentiated (``stop_gradient``); the
+    training loop replaces them with the returned values (``HSSM.with_norm_stats``).
+    """
+
+    running_mean: jax.Array
+    running_var: jax.Array
+    momentum: float = eqx.field(static=True, default=0.99)
+    eps: float = eqx.field(static=True, default=1e-5)
+
+    def __init__(self, features: int, *, dtype=jnp.float32, momentum: float = 0.99, eps: float = 1e-5):
+        self.running_mean = jnp.zeros((features,), dtype)
+        self.running_var = jnp.ones((features,), dtype)
+        self.momentum = momentum
+        self.eps = eps
+
+    def __call__(self, x, train: bool):
+        """x (L, N, H) → (normalised x, (new running mean, new running var))."""
+        running_mean = jax.lax.stop_gradient(self.running_mean)
+        running_var = jax.lax.stop_gradient(self.running_var)
+        if not train:
+            return (x - running_mean) / jnp.sqrt(running_var + self.eps), (running_mean, running_var)
+        axes = tuple(range(x.ndim - 1))
+        mean = jnp.mean(x, axis=axes)
+        var = jnp.mean(jnp.square(x - mean), axis=axes)
+        new_mean = self.momentum * running_mean + (1 - self.momentum) * jax.lax.stop_gradient(mean)
+        new_var = self.momentum * running_var + (1 - self.momentum) * jax.lax.stop_gradient(var)
+        return (x - mean) / jnp.sqrt(var + self.eps), (new_mean, new_var)
+
+
+def dropout(x, rate: float, key):
+    """Inverted dropout; identity when ``key`` is None (inference and gradient checks)."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+# --- Hamiltonian recurrent units --------------------------------------------------------------------
+
+class HRU(eqx.Module):
+    """Generic Hamiltonian recurrent unit from any separable energy H = T(π; θ) + V(φ; θ, B·u).
+
+    hamiltonian: a ``SeparableHamiltonian`` (module-level energy functions, see hamiltonians.py);
+    theta: the energies' parameters (a pytree of arrays), B (P, H), C (H, P), D (H,).
+    Construction checks the time-reversal contract (T even in π) and the energy shapes on random
+    states and raises ``ValueError`` otherwise. Every force and every parameter gradient comes from
+    ``jax.grad`` of T and V; nothing else about the energy is needed.
+    """
+
+    hamiltonian: SeparableHamiltonian = eqx.field(static=True)
+    theta: PyTree
+    B: jax.Array
+    C: jax.Array
+    D: jax.Array
+
+    def __init__(self, hamiltonian: SeparableHamiltonian, theta: PyTree, B, C, D, *, validate: bool = True):
+        B, C, D = jnp.asarray(B), jnp.asarray(C), jnp.asarray(D)
+        if B.ndim != 2 or C.ndim != 2 or D.ndim != 1 or C.shape != B.shape[::-1] or D.shape[0] != B.shape[1]:
+            raise ValueError(f"HRU needs B (P, H), C (H, P), D (H,); got B {B.shape}, C {C.shape}, D {D.shape}")
+        self.hamiltonian = hamiltonian
+        self.theta = theta
+        self.B, self.C, self.D = B, C, D
+        if validate:
+            validate_hamiltonian(hamiltonian, self.core_parameters(), B.shape[0], B.shape[0])
+
+    @property
+    def state_size(self) -> int:
+        return self.B.shape[0]
+
+    def core_parameters(self) -> PyTree:
+        """The θ the energies see (a subclass may derive it, e.g. tie parameters)."""
+        return self.theta
+
+    def drives(self, u):
+        """B·u for u (L, N, H) → (L, N, P)."""
+        return u @ self.B.T
+
+    def __call__(self, u, options: CoreOptions):
+        """u (L, N, H) → y (L, N, H)."""
+        positions = hamiltonian_core(self.hamiltonian, options, self.core_parameters(), self.drives(u))
+        return positions @ self.C.T + self.D * u
+
+    def retrace_error(self, u, scan: str = "sequential"):
+        """Relative distance of the free (ε = 0) echo's end state from the initial state."""
+        return retrace_error(self.hamiltonian, self.core_parameters(), self.drives(u), scan)
+
+
+def _readout_init(key, hidden, state, dtype):
+    b_key, c_key, d_key = jax.random.split(key, 3)
+    return b_key, c_key, jax.random.normal(d_key, (hidden,), dtype)
+
+
+class LinearHRU(HRU):
+    """The paper's linear HRU: H = ½|π|² + ½φᵀAφ − φᵀBu with A = relu(a) ≥ 0, δ = sigmoid(s).
+
+    ``state`` complex oscillators are implemented exactly as 2·state real channels with A and δ
+    tied pairwise: B = [B_r; B_i] (2P, H), and Re(C·φ) = C_r φ_r − C_i φ_i is a real C (H, 2P).
+    Stability δ²A < 4 holds by construction: A is clipped at 0.999·4/δ² (``linear_stiffness``).
+    Initialisation as the paper's code: a, s ~ U[0,1), B ~ U(±1/√H), C ~ U(±1/√P), D ~ N(0,1).
+    ``theta`` holds a (P,) and steps (P,).
+    """
+
+    def __init__(self, hidden: int, state: int, *, key, dtype=jnp.float32):
+        _require_positive(hidden=hidden, state=state)
+        a_key, s_key, key = jax.random.split(key, 3)
+        b_key, c_key, D = _readout_init(key, hidden, state, dtype)
+        theta = {"a": jax.random.uniform(a_key, (state,), dtype),
+                 "steps": jax.random.uniform(s_key, (state,), dtype)}
+        B = _uniform(b_key, (2 * state, hidden), 1.0 / math.sqrt(hidden), dtype)
+        C = _uniform(c_key, (hidden, 2 * state), 1.0 / math.sqrt(state), dtype)
+        super().__init__(LINEAR_HAMILTONIAN, theta, B, C, D, validate=False)
+
+    def core_parameters(self):
+        return {name: jnp.concatenate([value, value]) for name, value in self.theta.items()}
+
+
+class NonlinearHRU(HRU):
+    """The paper's nonlinear HRU: H = ½|π|² + (α/2)|φ|² + Σᵢ log cosh(wᵢφᵢ + (Bu)ᵢ + bᵢ)/wᵢ.
+
+    Force −αφ − tanh(wφ + Bu + b); true leapfrog (kick at the half-step position); sequential scan.
+    δ = exp(log_step) is a trained scalar under RHEL and BPTT alike. Initialisation as the paper's
+    code: w ~ U(0.5, 1), b = 0, α ~ U(0.1, 1) (one scalar), δ = ``step`` (paper: 1e-4),
+    B ~ U(±1/√H), C ~ U(±1/√P), D ~ N(0,1). (The paper's code also scales the log cosh by an extra
+    sigmoid(sigmoid(c)) factor that is not in the paper's equation; we follow the equation.)
+    """
+
+    def __init__(self, hidden: int, state: int, *, key, step: float = 1e-4, dtype=jnp.float32):
+        _require_positive(hidden=hidden, state=state)
+        if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
+            raise ValueError(f"step must be a finite number > 0; got {step!r}")
+        w_key, alpha_key, key = jax.random.split(key, 3)
+        b_key, c_key, D = _readout_init(key, hidden, state, dtype)
+        theta = {"w": jax.random.uniform(w_key, (state,), dtype, 0.5, 1.0),
+                 "b": jnp.zeros((state,), dtype),
+                 "alpha": jax.random.uniform(alpha_key, (), dtype, 0.1, 1.0),
+                 "log_step": jnp.asarray(math.log(step), dtype)}
+        B = _uniform(b_key, (state, hidden), 1.0 / math.sqrt(hidden), dtype)
+        C = _uniform(c_key, (hidden, state), 1.0 / math.sqrt(state), dtype)
+        super().__init__(NONLINEAR_HAMILTONIAN, theta, B, C, D, validate=False)
+
+
+HRU_KINDS: dict[str, Callable[..., HRU]] = {"linear": LinearHRU, "nonlinear": NonlinearHRU}
