@@ -7,13 +7,16 @@ r (autodiff through the same forward pass):
     norm_ratio = |g| / |r|
     rel_err    = max|g − r| / max|r|        (max-norm relative error of the whole array)
 
-The reference is BPTT in float64 of the same model and batch. For a float32 run, float32 BPTT is
-compared with the same float64 reference too ("floor" columns): that is the best any float32
-gradient can be expected to do.
+The reference is BPTT in float64 of the same model and batch (for a float32 run: the float32
+parameters and inputs, widened to float64). For a float32 run, all-float32 BPTT (its Hamiltonian
+cores included) is compared with the same reference too ("floor" columns): what plain float32
+autodiff achieves. RHEL's cores run in float64 by default (``CoreOptions.core_dtype``), so RHEL
+can beat that floor.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import sys
@@ -98,47 +101,122 @@ def random_problem(*, hru: str, blocks: int, hidden: int, state: int, length: in
     return model, x, y
 
 
-def run_gradcheck(*, hru="linear", blocks=3, hidden=16, state=8, length=1000, batch=4, in_dim=3, classes=5,
-                  task="classification", output_step=1, step=1e-4, dtype="float64", eps=0.1, seed=0,
-                  estimator="two_sided", difference="quadrature") -> dict:
-    """Build a random problem, compute RHEL (in ``dtype``) and float64 BPTT, and compare them.
-
-    Needs JAX's x64 mode for the float64 reference (``enable_x64`` is switched on here).
-    Returns {"params": rows, "retrace_error": float, "config": {...}, "timing_s": {...}}; with
-    dtype float32 every row also carries the floor (float32 BPTT vs float64 BPTT) as
-    floor_cosine, floor_norm_ratio, floor_rel_err.
-    """
+def prepare_problem(*, hru="linear", blocks=3, hidden=16, state=8, length=1000, batch=4, in_dim=3, classes=5,
+                    task="classification", output_step=1, step=1e-4, dtype="float64", seed=0) -> dict:
+    """A random problem in ``dtype`` with its float64 BPTT reference gradient (and, for float32, the
+    all-float32 BPTT floor rows). Switches JAX's x64 mode on (needed for the reference)."""
     from .models import cast, value_and_grad
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(map(repr, DTYPES))}; got {dtype!r}")
     jax.config.update("jax_enable_x64", True)
-    config = dict(hru=hru, blocks=blocks, hidden=hidden, state=state, length=length, batch=batch,
-                  in_dim=in_dim, classes=classes, task=task, output_step=output_step, step=step,
-                  dtype=dtype, eps=eps, seed=seed, estimator=estimator, difference=difference,
-                  backend=jax.default_backend())
     model64, x64, y = random_problem(hru=hru, blocks=blocks, hidden=hidden, state=state, length=length,
                                      batch=batch, in_dim=in_dim, classes=classes, task=task,
                                      output_step=output_step, step=step, seed=seed, dtype=jnp.float64)
-    model, x = (model64, x64) if dtype == "float64" else (cast(model64, jnp.float32), x64.astype(jnp.float32))
+    if dtype == "float32":
+        # The reference is the float64 gradient of the *same* model: the float32-rounded parameters and
+        # inputs, widened back. (Rounding A and delta to float32 shifts an oscillator's phase by ~L·1e-8
+        # after L steps, which at L = 18k moves the exact gradient by ~1e-3: that is a different model,
+        # not an error of the float32 computation.)
+        model, x = cast(model64, jnp.float32), x64.astype(jnp.float32)
+        model64, x64 = cast(model, jnp.float64), x.astype(jnp.float64)
+    else:
+        model, x = model64, x64
     y_run = y if task == "classification" else y.astype(x.dtype)
-
-    timing = {}
     start = time.perf_counter()
     _, reference = jax.block_until_ready(value_and_grad(model64, x64, y, algo="bptt"))
-    timing["bptt_float64"] = time.perf_counter() - start
-    start = time.perf_counter()
-    _, rhel = jax.block_until_ready(value_and_grad(model, x, y_run, algo="rhel", eps=eps,
-                                                   estimator=estimator, difference=difference))
-    timing["rhel"] = time.perf_counter() - start
-    rows = compare_gradients(rhel, reference)
+    timing = {"bptt_float64": time.perf_counter() - start}
+    floor_rows = None
     if dtype == "float32":
-        _, floor = jax.block_until_ready(value_and_grad(model, x, y_run, algo="bptt"))
-        for row, floor_row in zip(rows, compare_gradients(floor, reference), strict=True):
-            row.update({f"floor_{k}": floor_row[k] for k in ("cosine", "norm_ratio", "rel_err")})
+        start = time.perf_counter()
+        _, floor = jax.block_until_ready(value_and_grad(model, x, y_run, algo="bptt", core_dtype="input"))
+        timing["bptt_float32"] = time.perf_counter() - start
+        floor_rows = compare_gradients(floor, reference)
+    return {"model": model, "x": x, "y": y_run, "reference": reference, "floor_rows": floor_rows,
+            "timing_s": timing}
 
-    retrace = max(float(block.hru.retrace_error(u)) for block, u in zip(model.blocks, model.hru_inputs(x)))
-    return {"params": rows, "retrace_error": retrace, "config": config, "timing_s": timing}
+
+def rhel_against_reference(problem: dict, *, eps=0.1, estimator="two_sided", difference="quadrature",
+                           core_dtype="auto") -> dict:
+    """Rows comparing RHEL with the problem's reference, the retrace error and the RHEL time."""
+    from .echo import CoreOptions
+    from .models import value_and_grad
+
+    model, x = problem["model"], problem["x"]
+    start = time.perf_counter()
+    _, rhel = jax.block_until_ready(value_and_grad(model, x, problem["y"], algo="rhel", eps=eps,
+                                                   estimator=estimator, difference=difference,
+                                                   core_dtype=core_dtype))
+    elapsed = time.perf_counter() - start
+    rows = compare_gradients(rhel, problem["reference"])
+    if problem["floor_rows"] is not None:
+        for row, floor_row in zip(rows, problem["floor_rows"], strict=True):
+            row.update({f"floor_{k}": floor_row[k] for k in ("cosine", "norm_ratio", "rel_err")})
+    options = CoreOptions(core_dtype=core_dtype)
+    retrace = max(float(block.hru.retrace_error(u, options))
+                  for block, u in zip(model.blocks, model.hru_inputs(x)))
+    return {"params": rows, "retrace_error": retrace, "rhel_s": elapsed}
+
+
+def run_gradcheck(*, eps=0.1, estimator="two_sided", difference="quadrature", core_dtype="auto",
+                  **problem_config) -> dict:
+    """Build a random problem, compute RHEL (in ``dtype``) and float64 BPTT, and compare them.
+
+    ``problem_config``: the keyword arguments of ``prepare_problem`` (shapes, hru, task, dtype, seed).
+    Returns {"params": rows, "retrace_error": float, "config": {...}, "timing_s": {...}}; with
+    dtype float32 every row also carries the floor (all-float32 BPTT vs the float64 reference) as
+    floor_cosine, floor_norm_ratio, floor_rel_err.
+    """
+    problem = prepare_problem(**problem_config)
+    result = rhel_against_reference(problem, eps=eps, estimator=estimator, difference=difference,
+                                    core_dtype=core_dtype)
+    defaults = {k: v.default for k, v in inspect.signature(prepare_problem).parameters.items()}
+    config = {**defaults, **problem_config, "eps": eps, "estimator": estimator, "difference": difference,
+              "core_dtype": core_dtype, "backend": jax.default_backend()}
+    timing = {**problem["timing_s"], "rhel": result["rhel_s"]}
+    return {"params": result["params"], "retrace_error": result["retrace_error"], "config": config,
+            "timing_s": timing}
+
+
+def summarize(rows: list[dict], prefix: str = "") -> dict:
+    """Worst cosine, worst |norm ratio − 1| and worst rel err over all arrays."""
+    return {"min_cosine": min(r[f"{prefix}cosine"] for r in rows),
+            "max_norm_ratio_dev": max(abs(r[f"{prefix}norm_ratio"] - 1.0) for r in rows),
+            "max_rel_err": max(r[f"{prefix}rel_err"] for r in rows)}
+
+
+SWEEP_DEFAULTS = {"eps": (1e-4, 1e-3, 1e-2, 0.1, 1.0), "length": (250, 1000, 4000)}
+
+
+def run_sweep(kind: str, values, *, eps=0.1, estimator="two_sided", difference="quadrature",
+              core_dtype="auto", progress=None, **problem_config) -> list[dict]:
+    """Summaries of RHEL (float32 and float64) and of all-float32 BPTT, against ε or against L.
+
+    One row per (value, dtype): {"sweep", "value", "dtype", "min_cosine", "max_norm_ratio_dev",
+    "max_rel_err", "retrace_error"} plus "floor_*" (float32 rows). The reference gradient of each
+    length is computed once.
+    """
+    if kind not in SWEEP_DEFAULTS:
+        raise ValueError(f"sweep must be one of {', '.join(map(repr, SWEEP_DEFAULTS))}; got {kind!r}")
+    problem_config = {k: v for k, v in problem_config.items() if k != "dtype"}
+    rows = []
+    lengths = values if kind == "length" else [problem_config.pop("length", 1000)]
+    problem_config.pop("length", None)
+    for length in lengths:
+        for dtype in DTYPES:
+            problem = prepare_problem(length=int(length), dtype=dtype, **problem_config)
+            for eps_value in (values if kind == "eps" else [eps]):
+                result = rhel_against_reference(problem, eps=float(eps_value), estimator=estimator,
+                                                difference=difference, core_dtype=core_dtype)
+                row = {"sweep": kind, "value": float(eps_value) if kind == "eps" else int(length),
+                       "dtype": dtype, "length": int(length), "eps": float(eps_value),
+                       **summarize(result["params"]), "retrace_error": result["retrace_error"]}
+                if problem["floor_rows"] is not None:
+                    row.update({f"floor_{k}": v for k, v in summarize(problem["floor_rows"]).items()})
+                rows.append(row)
+                if progress is not None:
+                    progress(row)
+    return rows
 
 
 # --- output -----------------------------------------------------------------------------------------
@@ -195,6 +273,52 @@ def plot_report(report: dict, path: str) -> None:
     plt.close(fig)
 
 
+def format_sweep(rows: list[dict]) -> str:
+    kind = rows[0]["sweep"]
+    header = (f"{kind:>8} {'dtype':>8} {'min cosine':>14} {'max|ratio-1|':>13} {'max rel err':>11} {'retrace':>9}"
+              f"   {'f32 BPTT cos':>14} {'max|ratio-1|':>13}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        line = (f"{r['value']:>8g} {r['dtype']:>8} {r['min_cosine']:>14.10f} {r['max_norm_ratio_dev']:>13.2e} "
+                f"{r['max_rel_err']:>11.2e} {r['retrace_error']:>9.1e}")
+        if "floor_min_cosine" in r:
+            line += f"   {r['floor_min_cosine']:>14.10f} {r['floor_max_norm_ratio_dev']:>13.2e}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def plot_sweep(rows: list[dict], path: str, title: str = "") -> None:
+    """1 − min cosine and max |norm ratio − 1| against the swept variable (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kind = rows[0]["sweep"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    tiny = 1e-17
+    for ax, key, label in ((axes[0], "min_cosine", "1 − min cosine"),
+                           (axes[1], "max_norm_ratio_dev", "max |norm ratio − 1|")):
+        transform = (lambda v: max(1.0 - v, tiny)) if key == "min_cosine" else (lambda v: max(v, tiny))
+        for dtype, style in (("float64", "o-"), ("float32", "s-")):
+            sel = [r for r in rows if r["dtype"] == dtype]
+            ax.plot([r["value"] for r in sel], [transform(r[key]) for r in sel], style, label=f"RHEL {dtype}")
+        floor = [r for r in rows if "floor_" + key in r]
+        if floor:
+            ax.plot([r["value"] for r in floor], [transform(r["floor_" + key]) for r in floor], "k--",
+                    label="BPTT all-float32")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("ε" if kind == "eps" else "sequence length L")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or f"RHEL vs float64 BPTT against {kind}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 # --- command line -----------------------------------------------------------------------------------
 
 def _positive_int(text):
@@ -237,17 +361,64 @@ def add_command(subparsers) -> None:
     parser.add_argument("--estimator", choices=("two_sided", "one_sided"), default="two_sided")
     parser.add_argument("--difference", choices=("quadrature", "direct"), default="quadrature",
                         help="how the two echoes' energy gradients are differenced (see echo.py)")
+    parser.add_argument("--core-dtype", choices=("auto", "input", "float64"), default="auto",
+                        help="precision of the Hamiltonian cores: auto = float64 (x64 is on here), "
+                             "input = the model's dtype (see echo.CoreOptions.compute_dtype)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sweep", choices=tuple(SWEEP_DEFAULTS),
+                        help="sweep eps or length (float32 and float64 RHEL, float32 BPTT floor) and print "
+                             "the worst cosine / norm ratio / rel err per value instead of per array")
+    parser.add_argument("--values", type=_value_list,
+                        help="comma-separated sweep values (default eps: 1e-4,1e-3,1e-2,0.1,1; "
+                             "length: 250,1000,4000)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--plot", metavar="FILE.png", help="write cosine / norm-ratio bars per array")
     parser.set_defaults(func=main)
 
 
+def _value_list(text):
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not (math.isfinite(v) and v > 0) for v in values):
+        raise argparse.ArgumentTypeError(f"values must be positive numbers, got {text!r}")
+    return values
+
+
+def _problem_args(args) -> dict:
+    return dict(hru=args.hru, blocks=args.blocks, hidden=args.hidden, state=args.state, length=args.length,
+                batch=args.batch, in_dim=args.in_dim, classes=args.classes, task=args.task,
+                output_step=args.output_step, step=args.step, seed=args.seed)
+
+
+def main_sweep(args) -> int:
+    values = args.values or SWEEP_DEFAULTS[args.sweep]
+    if args.sweep == "length":
+        values = [int(v) for v in values]
+    progress = None if args.json else (lambda row: print(f"  {args.sweep} = {row['value']:g} ({row['dtype']}) done",
+                                                          file=sys.stderr))
+    rows = run_sweep(args.sweep, values, eps=args.eps, estimator=args.estimator, difference=args.difference,
+                     core_dtype=args.core_dtype, progress=progress, **_problem_args(args))
+    config = {**_problem_args(args), "eps": args.eps, "core_dtype": args.core_dtype, "sweep": args.sweep}
+    if args.plot:
+        plot_sweep(rows, args.plot, f"RHEL vs float64 BPTT: {args.hru} HSSM, {args.blocks} blocks, "
+                                    + (f"L = {args.length}" if args.sweep == "eps" else f"eps = {args.eps}"))
+    if args.json:
+        json.dump({"sweep": rows, "config": config}, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(format_sweep(rows))
+        if args.plot:
+            print(f"plot written to {args.plot}")
+    return 0
+
+
 def main(args) -> int:
-    report = run_gradcheck(hru=args.hru, blocks=args.blocks, hidden=args.hidden, state=args.state,
-                           length=args.length, batch=args.batch, in_dim=args.in_dim, classes=args.classes,
-                           task=args.task, output_step=args.output_step, step=args.step, dtype=args.dtype,
-                           eps=args.eps, seed=args.seed, estimator=args.estimator, difference=args.difference)
+    if args.sweep:
+        return main_sweep(args)
+    report = run_gradcheck(dtype=args.dtype, eps=args.eps, estimator=args.estimator, difference=args.difference,
+                           core_dtype=args.core_dtype, **_problem_args(args))
     if args.plot:
         plot_report(report, args.plot)
     if args.json:

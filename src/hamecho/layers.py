@@ -163,9 +163,9 @@ class HRU(eqx.Module):
         positions = hamiltonian_core(self.hamiltonian, options, self.core_parameters(), self.drives(u))
         return positions @ self.C.T + self.D * u
 
-    def retrace_error(self, u, scan: str = "sequential"):
+    def retrace_error(self, u, options: CoreOptions | None = None):
         """Relative distance of the free (ε = 0) echo's end state from the initial state."""
-        return retrace_error(self.hamiltonian, self.core_parameters(), self.drives(u), scan)
+        return retrace_error(self.hamiltonian, self.core_parameters(), self.drives(u), options)
 
 
 def _readout_init(key, hidden, state, dtype):
