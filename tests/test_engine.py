@@ -320,3 +320,14 @@ def test_nan_in_x_is_rejected(tiny_model):
 def test_named_arrays_excludes_norm_statistics(tiny_model):
     names = [name for _, name, _ in named_arrays(tiny_model)]
     assert not any(n.startswith("norm") for n in names) and "hru.B" in names
+
+
+def test_checkpointed_bptt_equals_bptt():
+    """BPTT with jax.checkpoint over chunks of time (L not a multiple of the chunk) is the same gradient."""
+    model, x, y = _problem("nonlinear", length=50, blocks=2, step=0.1)
+    _, plain = hamecho.value_and_grad(model, x, y, algo="bptt")
+    _, chunked = hamecho.value_and_grad(model, x, y, algo="bptt", checkpoint_chunk=7, scan="sequential")
+    for row in compare_gradients(chunked, plain):
+        assert row["rel_err"] < 1e-12, row
+    with pytest.raises(ValueError, match="checkpoint_chunk"):
+        hamecho.value_and_grad(model, x, y, algo="rhel", checkpoint_chunk=7)

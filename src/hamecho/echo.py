@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from .hamiltonians import LINEAR_HAMILTONIAN, SeparableHamiltonian, batched_velocity, batched_force
 from .hamiltonians import linear_step_size, linear_stiffness
 from .integrators import (affine_parallel_scan, leapfrog_step, linear_leapfrog_matrix,
-                          linear_leapfrog_offsets, run_leapfrog)
+                          linear_leapfrog_offsets, run_leapfrog, run_leapfrog_checkpointed)
 
 ALGOS = ("rhel", "bptt")
 ESTIMATORS = ("two_sided", "one_sided")
@@ -66,6 +66,7 @@ class CoreOptions:
     scan: str = "sequential"
     difference: str = "quadrature"
     core_dtype: str = "auto"
+    checkpoint_chunk: int | None = None
 
     def __post_init__(self):
         for field, value, allowed in (("algo", self.algo, ALGOS), ("estimator", self.estimator, ESTIMATORS),
@@ -75,6 +76,12 @@ class CoreOptions:
                 raise ValueError(f"{field} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
         if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps > 0):
             raise ValueError(f"eps must be a finite number > 0; got {self.eps!r}")
+        if self.checkpoint_chunk is not None:
+            if not isinstance(self.checkpoint_chunk, int) or self.checkpoint_chunk <= 0:
+                raise ValueError(f"checkpoint_chunk must be a positive integer or None; got {self.checkpoint_chunk!r}")
+            if self.algo != "bptt" or self.scan != "sequential":
+                raise ValueError("checkpoint_chunk (BPTT with gradient checkpointing over time) needs "
+                                 f"algo='bptt' and scan='sequential'; got algo={self.algo!r}, scan={self.scan!r}")
 
     def compute_dtype(self, input_dtype):
         """The dtype the core integrates in, for drives of ``input_dtype``.
@@ -283,6 +290,9 @@ def to_compute_dtype(options: CoreOptions, theta, drives):
 
 
 def _core(ham, options, theta, drives):
+    if options.checkpoint_chunk is not None:
+        zeros = jnp.zeros((drives.shape[1], _state_size(ham, theta, drives)), drives.dtype)
+        return run_leapfrog_checkpointed(ham, theta, drives, zeros, zeros, options.checkpoint_chunk)[0]
     if options.algo == "bptt":
         return core_forward(ham, options.scan, theta, drives)[0]
     return _rhel_core(ham, options, theta, drives)

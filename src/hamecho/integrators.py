@@ -48,6 +48,32 @@ def run_leapfrog(ham: SeparableHamiltonian, theta, drives, position, momentum):
     return positions, (position, momentum)
 
 
+def run_leapfrog_checkpointed(ham: SeparableHamiltonian, theta, drives, position, momentum, chunk: int):
+    """``run_leapfrog`` whose reverse-mode derivative stores only the state every ``chunk`` steps.
+
+    The scan runs over chunks of ``chunk`` steps, each chunk under ``jax.checkpoint``: autodiff keeps
+    the chunk-boundary states and recomputes each chunk's steps during the backward pass (BPTT with
+    gradient checkpointing: one more forward pass, memory O(L/chunk + chunk) per layer instead of
+    O(L)). The drives are padded with zeros to a whole number of chunks; the padded steps come after
+    every returned position, so they change nothing but the final state, which is taken before them.
+    """
+    length = drives.shape[0]
+    n_chunks = -(-length // chunk)
+    padded = jnp.concatenate([drives, jnp.zeros((n_chunks * chunk - length,) + drives.shape[1:], drives.dtype)])
+
+    @jax.checkpoint
+    def run_chunk(state, chunk_drives):
+        positions, state = run_leapfrog(ham, theta, chunk_drives, *state)
+        return state, positions
+
+    def body(state, chunk_drives):
+        return run_chunk(state, chunk_drives)
+
+    _, positions = jax.lax.scan(body, (position, momentum), padded.reshape((n_chunks, chunk) + drives.shape[1:]))
+    positions = positions.reshape((n_chunks * chunk,) + positions.shape[2:])[:length]
+    return positions, None
+
+
 # --- linear HRU: the step as a 2×2 affine map per channel -----------------------------------
 
 def linear_leapfrog_matrix(stiffness, step):
