@@ -278,8 +278,15 @@ def hamiltonian_core(ham: SeparableHamiltonian, options: CoreOptions, theta, dri
     The integration runs in ``options.compute_dtype(drives.dtype)``; the positions come back in the
     drives' dtype.
     """
+    if options.algo == "rhel":
+        return _rhel_core(ham, options, theta, drives)  # casts inside: its residuals keep the input dtype
     theta_c, drives_c = to_compute_dtype(options, theta, drives)
-    return _core(ham, options, theta_c, drives_c).astype(drives.dtype)
+    if options.checkpoint_chunk is not None:
+        zeros = jnp.zeros((drives.shape[1], _state_size(ham, theta_c, drives_c)), drives_c.dtype)
+        positions = run_leapfrog_checkpointed(ham, theta_c, drives_c, zeros, zeros, options.checkpoint_chunk)[0]
+    else:
+        positions = core_forward(ham, options.scan, theta_c, drives_c)[0]
+    return positions.astype(drives.dtype)
 
 
 def to_compute_dtype(options: CoreOptions, theta, drives):
@@ -289,30 +296,26 @@ def to_compute_dtype(options: CoreOptions, theta, drives):
     return jax.tree_util.tree_map(widen, theta), drives.astype(compute)
 
 
-def _core(ham, options, theta, drives):
-    if options.checkpoint_chunk is not None:
-        zeros = jnp.zeros((drives.shape[1], _state_size(ham, theta, drives)), drives.dtype)
-        return run_leapfrog_checkpointed(ham, theta, drives, zeros, zeros, options.checkpoint_chunk)[0]
-    if options.algo == "bptt":
-        return core_forward(ham, options.scan, theta, drives)[0]
-    return _rhel_core(ham, options, theta, drives)
-
-
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _rhel_core(ham, options, theta, drives):
-    return core_forward(ham, options.scan, theta, drives)[0]
+    theta_c, drives_c = to_compute_dtype(options, theta, drives)
+    return core_forward(ham, options.scan, theta_c, drives_c)[0].astype(drives.dtype)
 
 
 def _rhel_forward(ham, options, theta, drives):
-    positions, final_state = core_forward(ham, options.scan, theta, drives)
-    # Residuals: the parameters, the drives and the final state. Nothing else of length L.
-    return positions, (theta, drives, final_state)
+    theta_c, drives_c = to_compute_dtype(options, theta, drives)
+    positions, final_state = core_forward(ham, options.scan, theta_c, drives_c)
+    # Residuals: the parameters, the drives (in their own dtype) and the final state. Nothing else of length L.
+    return positions.astype(drives.dtype), (theta, drives, final_state)
 
 
 def _rhel_backward(ham, options, residuals, cotangents):
     theta, drives, final_state = residuals
-    grad_theta, grad_drives, _ = echo_pass(ham, options, theta, drives, final_state, cotangents)
-    return grad_theta, grad_drives
+    theta_c, drives_c = to_compute_dtype(options, theta, drives)
+    grad_theta, grad_drives, _ = echo_pass(ham, options, theta_c, drives_c, final_state,
+                                           cotangents.astype(drives_c.dtype))
+    grad_theta = jax.tree_util.tree_map(lambda g, t: g.astype(jnp.result_type(t)), grad_theta, theta)
+    return grad_theta, grad_drives.astype(drives.dtype)
 
 
 _rhel_core.defvjp(_rhel_forward, _rhel_backward)
