@@ -86,3 +86,21 @@ def test_main_job_end_to_end_tiny(tmp_path):
     # a second call reuses the finished runs
     again = run_main(paths, out=str(out), gradcheck=False, echo=lambda line: None)
     assert again["elapsed_s"] < summary["elapsed_s"]
+
+
+@pytest.mark.parametrize("step, low, high", [(1e-4, 0.0, 1e-5), (0.1, 0.05, 1.0)])
+def test_nonlinear_core_share_at_initial_step(step, low, high):
+    """Why the main job's nonlinear HSSM starts at step 0.1: at the paper's 1e-4 and L = 29 the core's part of
+    the HRU output (C·φ) is ~1e-7 of the D·u skip, so the Hamiltonian core barely takes part."""
+    from hamecho.echo import CoreOptions
+    from hamecho.models import HSSM
+
+    jax.config.update("jax_enable_x64", True)
+    model = HSSM(in_dim=12, out_dim=9, hidden=64, state=16, blocks=1, hru="nonlinear", step=step, dtype="float64",
+                 key=jax.random.PRNGKey(2345))
+    x = jax.random.normal(jax.random.PRNGKey(0), (16, 29, 12), "float64")
+    u = model.hru_inputs(x)[0]
+    hru = model.blocks[0].hru
+    skip = hru.D * u
+    share = float(jax.numpy.linalg.norm(hru(u, CoreOptions(algo="bptt")) - skip) / jax.numpy.linalg.norm(skip))
+    assert low < share < high

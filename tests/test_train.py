@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from hamecho import cli
-from hamecho.config import config_from_dict
-from hamecho.train import (Interrupted, batch_indices, load_checkpoint, read_result, run_one, run_paths,
-                           train_config)
+from hamecho.cli import build_parser
+from hamecho.config import config_from_dict, load_config
+from hamecho.train import (Interrupted, batch_indices, load_checkpoint, overrides_from_args, read_result, run_one,
+                           run_paths, train_config)
 
 
 @pytest.fixture(autouse=True)
@@ -200,4 +201,19 @@ def test_cli_train_then_resume_flags(tmp_path, capsys):
     assert cli.main(argv) == 0
     assert "c rhel seed 5: test accuracy" in capsys.readouterr().out
     assert (out / "c" / "rhel" / "seed5.json").exists()
+    captured = capsys.readouterr()
+    assert "it/s" not in captured.err and "\r" not in captured.err      # no progress bar off a terminal
     assert cli.main(argv + ["--resume"]) == 0       # finished runs are skipped
+    # an interrupted run: a plain rerun refuses to overwrite it, --restart discards it, --resume continues it
+    config = load_config(path, overrides_from_args(build_parser().parse_args(argv)))
+    with pytest.raises(Interrupted):
+        run_one(config, "rhel", 6, progress=False, stop_at_step=3)
+    argv6 = argv[:5] + ["6"] + argv[6:]
+    assert cli.main(argv6) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert cli.main(argv6 + ["--resume"]) == 0
+    assert read_result(out / "c" / "rhel" / "seed6.json")["sessions"] == 2
+    with pytest.raises(Interrupted):
+        run_one(config, "rhel", 7, progress=False, stop_at_step=3)
+    assert cli.main(argv[:5] + ["7"] + argv[6:] + ["--restart"]) == 0
+    assert read_result(out / "c" / "rhel" / "seed7.json")["sessions"] == 1

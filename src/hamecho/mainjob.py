@@ -143,5 +143,11 @@ def add_command(subparsers) -> None:
 
 
 def main(args) -> int:
-    run_main(args.configs, out=args.out, seeds=args.seeds, steps=args.steps, gradcheck=not args.no_gradcheck)
+    from .train import Interrupted
+
+    try:
+        run_main(args.configs, out=args.out, seeds=args.seeds, steps=args.steps, gradcheck=not args.no_gradcheck)
+    except Interrupted as stop:
+        print(f"hamecho run: {stop}; run it again to continue from there", file=sys.stderr)
+        return 130
     return 0

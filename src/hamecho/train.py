@@ -503,8 +503,9 @@ def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None,
                     interval_start, interval_first = time.perf_counter(), loop["step"]
                     if log is not None:
                         test_text = (f", test {entry[f'test_{metric}']:.4f}" if f"test_{metric}" in entry else "")
-                        log(f"{description}: step {loop['step']}, loss {entry['train_loss']:.4f}, "
-                            f"val {metric} {last_val:.4f}{test_text}")
+                        with tqdm.external_write_mode(file=sys.stderr):
+                            log(f"{description}: step {loop['step']}, loss {entry['train_loss']:.4f}, "
+                                f"val {metric} {last_val:.4f}{test_text}")
                 if loop["step"] % 10 == 0 or loop["step"] == 1:
                     bar.set_postfix_str(f"loss {loss:.4f}" + ("" if last_val is None else f", val {last_val:.4f}"),
                                         refresh=False)
