@@ -162,14 +162,16 @@ def test_result_file_contents_and_idempotence(tmp_path):
 
 
 def test_same_seed_same_init_and_batches_for_both_algorithms(tmp_path):
-    """Honest comparison: only the gradient differs. The linear HRU's RHEL gradient equals BPTT's in
-    exact arithmetic, so in float64 both trainings stay within rounding of each other."""
-    config = tiny(hru="linear", algos=["bptt", "rhel"])
+    """Honest comparison: only the gradient differs. Same seed → same split, initial model, batches and
+    dropout masks; the nonlinear HRU's echo gradient differs from BPTT's by O(eps^2) (relative ~1e-8 here),
+    so in float64 the two trainings stay close over these 20 steps."""
+    config = tiny(algos=["bptt", "rhel"])
     a = read_result(run_one(config, "bptt", 3, tmp_path, progress=False))
     b = read_result(run_one(config, "rhel", 3, tmp_path, progress=False))
     la = np.array([h["train_loss"] for h in a["history"]])
     lb = np.array([h["train_loss"] for h in b["history"]])
-    np.testing.assert_allclose(lb, la, rtol=1e-9)
+    assert la[0] != lb[0]                       # really two different gradient computations...
+    np.testing.assert_allclose(lb, la, rtol=1e-6)   # ...that agree closely
     assert a["data"] == b["data"]
 
 

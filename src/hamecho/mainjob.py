@@ -49,7 +49,7 @@ def run_main(config_paths=DEFAULT_CONFIGS, *, out: str = DEFAULT_OUT, seeds=None
              progress: bool | None = None, echo=None) -> dict:
     from . import gradcheck as gc
     from .report import table_paired, paired_differences, table_runs, table_paper_layout, write_report
-    from .train import load_data, read_result, run_one
+    from .train import _fmt, load_data, read_result, run_one
 
     if echo is None:
         echo = lambda line: print(line, flush=True)
@@ -82,8 +82,8 @@ def run_main(config_paths=DEFAULT_CONFIGS, *, out: str = DEFAULT_OUT, seeds=None
             for algo in c.train.algos:
                 path = run_one(c, algo, seed, out, resume=True, progress=progress)
                 r = read_result(path)
-                echo(f"  {c.model.hru:9s} {algo.upper():4s} seed {seed}: test accuracy {100 * r['test_metric']:5.1f} % "
-                     f"(best val {100 * r['best_val_metric']:5.1f} % at step {r['best_step']}), "
+                echo(f"  {c.model.hru:9s} {algo.upper():4s} seed {seed}: test accuracy {_fmt(r['test_metric'], 100, '5.1f')} % "
+                     f"(best val {_fmt(r['best_val_metric'], 100, '5.1f')} % at step {r['best_step']}), "
                      f"{r['steps']} steps, {r['wall_time_s']:.1f} s")
     echo(f"training: {time.perf_counter() - train_start:.0f} s in this call (per-run times include JAX "
          "compilation, paid by the first seed of each model and algorithm)")

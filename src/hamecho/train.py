@@ -393,7 +393,6 @@ def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None,
 
     set_precision(config.train.dtype)
     import jax
-    import jax.numpy as jnp
     from tqdm.auto import tqdm
 
     from .models import core_options
@@ -572,6 +571,10 @@ def train_config(config: Config, *, out: str | Path | None = None, resume: bool 
 
 # --- command line -------------------------------------------------------------------------------------
 
+def _fmt(value, scale=1.0, spec=".4f") -> str:
+    return "n/a" if value is None else format(scale * value, spec)
+
+
 def overrides_from_args(args) -> dict:
     """The dotted-key overrides given by the command-line flags (``--set`` first, named flags win)."""
     overrides = {}
@@ -644,8 +647,8 @@ def main(args) -> int:
         for c in configs:
             for path in train_config(c, resume=args.resume, log=log):
                 r = read_result(path)
-                print(f"{r['config_name']} {r['algo']} seed {r['seed']}: test {r['metric']} {r['test_metric']:.4f} "
-                      f"(best val {r['best_val_metric']:.4f} at step {r['best_step']}; {r['steps']} steps, "
+                print(f"{r['config_name']} {r['algo']} seed {r['seed']}: test {r['metric']} {_fmt(r['test_metric'])} "
+                      f"(best val {_fmt(r['best_val_metric'])} at step {r['best_step']}; {r['steps']} steps, "
                       f"{r['stopped']}, {r['wall_time_s']:.1f} s) -> {path}", flush=True)
     except Interrupted as stop:
         print(f"hamecho train: {stop}; run the same command with --resume to continue", file=sys.stderr)
