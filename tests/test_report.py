@@ -135,3 +135,15 @@ def test_cli_report(runs, tmp_path, capsys):
     empty.mkdir()
     assert cli.main(["report", str(empty)]) == 2
     assert "no result files" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model, algo, avg", [("linear", "bptt", (63.4, 3.9)), ("linear", "rhel", (62.9, 4.9)),
+                                              ("nonlinear", "bptt", (58.8, 4.3)), ("nonlinear", "rhel", (57.8, 4.0))])
+def test_published_average_column_is_mean_of_means_and_of_stds(model, algo, avg):
+    """The Avg rule we use reproduces the paper's Avg column from its six per-dataset cells."""
+    from hamecho.report import PUBLISHED
+
+    cells = [v for (dataset, m, a), v in PUBLISHED.items() if m == model and a == algo and dataset != "ppg"]
+    assert len(cells) == 6
+    assert np.mean([c[0] for c in cells]) == pytest.approx(avg[0], abs=0.051)
+    assert np.mean([c[1] for c in cells]) == pytest.approx(avg[1], abs=0.051)

@@ -82,8 +82,9 @@ def run_main(config_paths=DEFAULT_CONFIGS, *, out: str = DEFAULT_OUT, seeds=None
             for algo in c.train.algos:
                 path = run_one(c, algo, seed, out, resume=True, progress=progress)
                 r = read_result(path)
-                echo(f"  {c.model.hru:9s} {algo.upper():4s} seed {seed}: test accuracy {_fmt(r['test_metric'], 100, '5.1f')} % "
-                     f"(best val {_fmt(r['best_val_metric'], 100, '5.1f')} % at step {r['best_step']}), "
+                test, val = _fmt(r["test_metric"], 100, "5.1f"), _fmt(r["best_val_metric"], 100, "5.1f")
+                echo(f"  {c.model.hru:9s} {algo.upper():4s} seed {seed}: test accuracy {test} % "
+                     f"(best val {val} % at step {r['best_step']}), "
                      f"{r['steps']} steps, {r['wall_time_s']:.1f} s")
     echo(f"training: {time.perf_counter() - train_start:.0f} s in this call (per-run times include JAX "
          "compilation, paid by the first seed of each model and algorithm)")
