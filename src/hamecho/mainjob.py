@@ -73,8 +73,8 @@ def run_main(config_paths=DEFAULT_CONFIGS, *, out: str = DEFAULT_OUT, seeds=None
                                  for c in configs))
     t = first.train
     echo(f"protocol: BPTT and RHEL (eps = {t.eps}), seeds {', '.join(map(str, t.seeds))}, {t.steps} steps each, "
-         f"batch {t.batch_size}, Adam lr {t.lr:g}, {t.dtype}, validation every {t.eval_every} steps, test at the "
-         f"best validation; results in {out}/")
+         f"batch {t.batch_size}, Adam lr {t.lr:g}, {t.dtype}, validation every {t.eval_every} steps, test accuracy "
+         f"taken at the last evaluation with the best validation accuracy; results in {out}/")
     echo("")
     train_start = time.perf_counter()
     for c in configs:
