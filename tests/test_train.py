@@ -219,3 +219,16 @@ def test_cli_train_then_resume_flags(tmp_path, capsys):
         run_one(config, "rhel", 7, progress=False, stop_at_step=3)
     assert cli.main(argv[:5] + ["7"] + argv[6:] + ["--restart"]) == 0
     assert read_result(out / "c" / "rhel" / "seed7.json")["sessions"] == 1
+
+
+def test_nonlinear_trains_where_the_default_scan_is_parallel(tmp_path, monkeypatch):
+    """On accelerators the default scan is parallel, which only the linear HRU supports; the loop must keep
+    the nonlinear HRU sequential (simulated here on CPU)."""
+    import hamecho.echo
+    from hamecho.train import scan_for
+
+    monkeypatch.setattr(hamecho.echo, "default_scan", lambda: "parallel")
+    assert scan_for("linear") == "parallel" and scan_for("nonlinear") == "sequential"
+    config = tiny(name="gpu-like", steps=4, eval_every=2, dtype="float32", batch_size=4)
+    for algo in ("rhel", "bptt"):
+        assert read_result(run_one(config, algo, 3, tmp_path, progress=False))["steps"] == 4

@@ -185,6 +185,14 @@ def trainable_spec(model):
 _STEP_CACHE: dict = {}
 
 
+def scan_for(hru: str) -> str:
+    """The scan for an HRU kind: the per-backend default (parallel on accelerators) for the linear HRU; always
+    sequential for the nonlinear one, whose step is not affine (``scan='parallel'`` raises for it)."""
+    from . import echo
+
+    return echo.default_scan() if hru == "linear" else "sequential"
+
+
 def _train_step(lr: float, options):
     """The jitted step for (learning rate, core options), cached so seeds share one compilation."""
     key = (lr, options)
@@ -217,11 +225,11 @@ def _eval_batch_fn():
     import jax
     import jax.numpy as jnp
 
-    from .echo import CoreOptions, default_scan
+    from .echo import CoreOptions
 
     @eqx.filter_jit
-    def evaluate(model, x, y, mask):
-        outputs, _ = model(x, CoreOptions(algo="bptt", scan=default_scan()), train=False)
+    def evaluate(model, x, y, mask, scan):
+        outputs, _ = model(x, CoreOptions(algo="bptt", scan=scan), train=False)
         if model.task == "classification":
             log_probs = jax.nn.log_softmax(outputs, axis=-1)
             nll = -jnp.take_along_axis(log_probs, y[:, None], axis=-1)[:, 0]
@@ -269,10 +277,11 @@ def evaluate_split(model, split: _Split, task: str) -> tuple[float, float]:
     if split.count == 0:
         return float("nan"), float("nan")
     fn = _eval_batch_fn()
+    scan = scan_for(model.hru_kind)
     metric_sum = loss_sum = 0.0
     for start in range(0, len(split.x), split.batch):
         sl = slice(start, start + split.batch)
-        m, l = fn(model, split.x[sl], split.y[sl], split.mask[sl])
+        m, l = fn(model, split.x[sl], split.y[sl], split.mask[sl], scan)
         metric_sum += float(m)
         loss_sum += float(l)
     denominator = split.count * split.per_sample
@@ -404,7 +413,8 @@ def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None,
         raise ValueError(f"{config.name}: output_step {data.output_step} exceeds the length {data.length}")
     dtype = np.dtype(t.dtype)
     model = build_model(config, data, seed)
-    options = core_options(algo, t.eps, estimator=t.estimator, difference=t.difference)
+    options = core_options(algo, t.eps, estimator=t.estimator, difference=t.difference,
+                           scan=scan_for(config.model.hru))
     optimizer, step_fn = _train_step(t.lr, options)
     opt_state = optimizer.init(eqx_filter_trainable(model))
     dropout_base = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
