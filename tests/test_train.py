@@ -230,5 +230,4 @@ def test_nonlinear_trains_where_the_default_scan_is_parallel(tmp_path, monkeypat
     monkeypatch.setattr(hamecho.echo, "default_scan", lambda: "parallel")
     assert scan_for("linear") == "parallel" and scan_for("nonlinear") == "sequential"
     config = tiny(name="gpu-like", steps=4, eval_every=2, dtype="float32", batch_size=4)
-    for algo in ("rhel", "bptt"):
-        assert read_result(run_one(config, algo, 3, tmp_path, progress=False))["steps"] == 4
+    assert read_result(run_one(config, "rhel", 3, tmp_path, progress=False))["steps"] == 4
