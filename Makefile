@@ -21,7 +21,7 @@ $(STAMP): $(PY) pyproject.toml
 install: $(STAMP)
 
 # The main job: linear and nonlinear HSSMs trained with BPTT and RHEL on JapaneseVowels (same seeds, steps and
-# model), comparison and gradient-alignment tables, report and plots in runs/main/ (~6 min on 2 cores).
+# model), comparison and gradient-alignment tables, report and plots in runs/main/ (7-8 min measured on 2 cores).
 run: $(STAMP)
 	$(VENV)/bin/hamecho run --out runs/main
 
