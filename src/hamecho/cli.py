@@ -15,6 +15,9 @@ COMMAND_MODULES = (
     "hamecho.gradcheck",
     "hamecho.data.commands",
     "hamecho.demo",
+    "hamecho.train",
+    "hamecho.report",
+    "hamecho.mainjob",
 )
 
 

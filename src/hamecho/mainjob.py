@@ -1,0 +1,154 @@
+"""``hamecho run`` (what ``make run`` calls): RHEL vs BPTT on a real offline dataset, end to end.
+
+Trains the linear and the nonlinear HSSM of ``configs/{linear,nonlinear}/JapaneseVowels.toml`` with
+BPTT and with RHEL (same seeds, hence the same splits and initial models; same steps; same model),
+then prints the comparison table and the RHEL-vs-BPTT gradient-alignment table at the trained model
+size (``hamecho.gradcheck``), and writes the report and plots to the output folder.
+
+Finished runs are reused (``train.run_one`` is idempotent) and interrupted ones resume from their
+checkpoints, so running it again after Ctrl-C continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from .config import load_config
+
+DEFAULT_CONFIGS = ("configs/linear/JapaneseVowels.toml", "configs/nonlinear/JapaneseVowels.toml")
+DEFAULT_OUT = "runs/main"
+
+
+def resolve_config_path(path: str) -> Path:
+    """``path`` as given, else relative to the repository root (for an editable install run elsewhere)."""
+    candidate = Path(path)
+    if candidate.is_file() or candidate.is_absolute():
+        return candidate
+    repo_root = Path(__file__).resolve().parents[2]
+    fallback = repo_root / path
+    return fallback if fallback.is_file() else candidate
+
+
+def check_fair(configs) -> None:
+    """The comparison is only meaningful if both algorithms see the same seeds, steps and data."""
+    for c in configs:
+        if set(c.train.algos) != {"bptt", "rhel"}:
+            raise ValueError(f"{c.source}: the main job compares both algorithms; train.algos must be "
+                             f"['bptt', 'rhel'], got {list(c.train.algos)}")
+    datasets = {c.data.name for c in configs}
+    seeds = {c.train.seeds for c in configs}
+    steps = {c.train.steps for c in configs}
+    if len(datasets) > 1 or len(seeds) > 1 or len(steps) > 1:
+        raise ValueError("the main job's configs must share the dataset, seeds and steps; got "
+                         f"datasets {sorted(datasets)}, seeds {sorted(seeds)}, steps {sorted(steps)}")
+
+
+def run_main(config_paths=DEFAULT_CONFIGS, *, out: str = DEFAULT_OUT, seeds=None, steps=None, gradcheck: bool = True,
+             progress: bool | None = None, echo=None) -> dict:
+    from . import gradcheck as gc
+    from .report import table_paired, paired_differences, table_runs, table_paper_layout, write_report
+    from .train import _fmt, load_data, read_result, run_one
+
+    if echo is None:
+        echo = lambda line: print(line, flush=True)
+    start = time.perf_counter()
+    overrides = {"out": out}
+    if seeds is not None:
+        overrides["train.seeds"] = list(seeds)
+    if steps is not None:
+        overrides["train.steps"] = int(steps)
+        overrides["train.eval_every"] = max(1, min(int(steps), 100))
+    configs = [load_config(resolve_config_path(p), overrides) for p in config_paths]
+    check_fair(configs)
+    first = configs[0]
+    data = load_data(first, first.train.seeds[0])
+    echo(f"hamecho main job: {first.data.name} ({len(data.x_train)}/{len(data.x_val)}/{len(data.x_test)} "
+         f"train/val/test cases, length {data.length}, {data.channels} channels, {data.num_classes} classes; "
+         f"found in {data.source})")
+    echo(f"models: " + "; ".join(f"{c.model.hru} HSSM ({c.model.blocks} blocks, hidden {c.model.hidden}, "
+                                 f"state {c.model.state}" + (f", initial step {c.model.step:g}"
+                                                             if c.model.hru == "nonlinear" else "") + ")"
+                                 for c in configs))
+    t = first.train
+    echo(f"protocol: BPTT and RHEL (eps = {t.eps}), seeds {', '.join(map(str, t.seeds))}, {t.steps} steps each, "
+         f"batch {t.batch_size}, Adam lr {t.lr:g}, {t.dtype}, validation every {t.eval_every} steps, test accuracy "
+         f"taken at the last evaluation with the best validation accuracy; results in {out}/")
+    echo("")
+    train_start = time.perf_counter()
+    for c in configs:
+        for seed in c.train.seeds:
+            for algo in c.train.algos:
+                path = run_one(c, algo, seed, out, resume=True, progress=progress)
+                r = read_result(path)
+                test, val = _fmt(r["test_metric"], 100, "5.1f"), _fmt(r["best_val_metric"], 100, "5.1f")
+                echo(f"  {c.model.hru:9s} {algo.upper():4s} seed {seed}: test accuracy {test} % "
+                     f"(best val {val} % at step {r['best_step']}), "
+                     f"{r['steps']} steps, {r['wall_time_s']:.1f} s")
+    echo(f"training: {time.perf_counter() - train_start:.0f} s in this call (per-run times include JAX "
+         "compilation, paid by the first seed of each model and algorithm)")
+    report = write_report(out)
+    rows = [r for r in report["rows"] if r["config"] in {c.name for c in configs}]
+    results = [r for r in report["results"] if r["config_name"] in {c.name for c in configs}]
+    echo("")
+    echo("== Comparison (test accuracy %, mean ± population std over seeds) ==")
+    echo(table_paper_layout(rows))
+    echo("")
+    echo(table_runs(rows))
+    echo("")
+    echo("RHEL − BPTT, paired by seed (same split, same initial model):")
+    echo(table_paired(paired_differences(results)))
+
+    checks = {}
+    if gradcheck:
+        for c in configs:
+            m = c.model
+            gc_batch = min(c.train.batch_size, 8)
+            report_gc = gc.run_gradcheck(hru=m.hru, blocks=m.blocks, hidden=m.hidden, state=m.state,
+                                         length=data.length, batch=gc_batch, in_dim=data.channels,
+                                         classes=data.out_dim, step=m.step, dtype=c.train.dtype, eps=c.train.eps,
+                                         seed=0, estimator=c.train.estimator, difference=c.train.difference)
+            checks[m.hru] = report_gc
+            (Path(out) / f"gradcheck_{m.hru}.json").write_text(json.dumps(report_gc, indent=1))
+            echo("")
+            echo(f"== Gradient alignment: RHEL ({c.train.dtype}, eps = {c.train.eps}) vs BPTT (float64), {m.hru} HSSM "
+                 f"at the trained size ({m.blocks} blocks, hidden {m.hidden}, state {m.state}), random model and "
+                 f"batch of {gc_batch}, L = {data.length} ==")
+            shown = [row for row in report_gc["params"] if row["name"].startswith(("hru.", "encoder."))]
+            echo(gc.format_table({**report_gc, "params": shown}))
+            worst = min(report_gc["params"], key=lambda row: row["cosine"])
+            echo(f"(HRU and encoder arrays shown; all {len(report_gc['params'])} arrays in gradcheck_{m.hru}.json: "
+                 f"worst cosine {worst['cosine']:.9f}, max rel err "
+                 f"{max(row['rel_err'] for row in report_gc['params']):.2e})")
+    elapsed = time.perf_counter() - start
+    echo("")
+    echo("written: " + ", ".join(str(p) for p in report["files"].values())
+         + (", " + ", ".join(str(Path(out) / f"gradcheck_{h}.json") for h in checks) if checks else ""))
+    echo(f"main job done in {elapsed:.0f} s (runs already in {out}/ are reused; delete it to retrain)")
+    return {"report": report, "gradcheck": checks, "elapsed_s": elapsed}
+
+
+def add_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "run", help="the main job: RHEL vs BPTT on JapaneseVowels, tables and plots (make run)",
+        description="Train linear and nonlinear HSSMs with BPTT and RHEL on a real offline dataset (same seeds, "
+                    "steps and model for both), print the comparison and gradient-alignment tables, write the "
+                    "report and plots. Finished runs in OUT are reused; interrupted ones resume.")
+    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), metavar="CONFIG.toml")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
+    parser.add_argument("--seeds", type=int, nargs="+", help="override the configs' seeds")
+    parser.add_argument("--steps", type=int, help="override the configs' steps (quick trial runs)")
+    parser.add_argument("--no-gradcheck", action="store_true")
+    parser.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from .train import Interrupted
+
+    try:
+        run_main(args.configs, out=args.out, seeds=args.seeds, steps=args.steps, gradcheck=not args.no_gradcheck)
+    except Interrupted as stop:
+        print(f"hamecho run: {stop}; run it again to continue from there", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,204 @@
+"""Configuration files: every shipped config validates; bad ones fail before training with a clear message."""
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hamecho import cli
+from hamecho.config import ConfigError, config_from_dict, load_config, parse_override
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.toml"))
+
+GOOD = """
+[data]
+name = "synthetic/first5"
+length = 40
+
+[model]
+hru = "linear"
+hidden = 8
+state = 4
+blocks = 1
+
+[train]
+lr = 1e-3
+steps = 10
+eval_every = 5
+"""
+
+
+def write(tmp_path, text, name="cfg.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# --- shipped configurations -----------------------------------------------------------------------------
+
+def test_shipped_configs_exist():
+    names = {str(p.relative_to(ROOT / "configs")) for p in CONFIGS}
+    paper = ["EigenWorms", "EthanolConcentration", "Heartbeat", "MotorImagery", "SelfRegulationSCP1",
+             "SelfRegulationSCP2", "ppg"]
+    for model in ("linear", "nonlinear"):
+        for dataset in paper + ["JapaneseVowels", "BasicMotions", "EthanolLevel", "fashion-mnist", "synthetic-first5",
+                                "synthetic-ppg"]:
+            assert f"{model}/{dataset}.toml" in names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_shipped_config_validates(path):
+    config = load_config(path)
+    assert config.name == str(path.relative_to(ROOT / "configs"))[:-len(".toml")]
+    assert config.model.hru == path.parent.name
+
+
+# The paper's hyper-parameters (rhel-paper-notes §6.3): lr, batch, blocks, hidden H, state P, time channel.
+PAPER = {
+    "EigenWorms": (1e-4, 4, 2, 64, 16, False, 64),
+    "EthanolConcentration": (1e-5, 32, 4, 16, 256, False, 16),
+    "Heartbeat": (1e-5, 32, 2, 64, 16, True, 64),
+    "MotorImagery": (1e-5, 32, 2, 128, 16, False, 128),
+    "SelfRegulationSCP1": (1e-4, 32, 6, 64, 256, True, 128),
+    "SelfRegulationSCP2": (1e-5, 32, 6, 64, 256, True, 64),
+    "ppg": (1e-4, 4, 6, 64, 16, True, 64),
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(PAPER))
+@pytest.mark.parametrize("model", ["linear", "nonlinear"])
+def test_paper_hyperparameters(dataset, model):
+    lr, batch, blocks, hidden, state, time_channel, nonlinear_hidden = PAPER[dataset]
+    c = load_config(ROOT / "configs" / model / f"{dataset}.toml")
+    assert c.train.lr == lr and c.train.batch_size == batch and c.model.blocks == blocks
+    assert c.model.hidden == (hidden if model == "linear" else nonlinear_hidden)
+    assert c.model.state == state and c.data.time_channel is time_channel
+    assert c.train.steps == 100_000 and c.train.eval_every == 1_000 and c.train.patience == 10
+    assert c.train.early_stopping and c.train.eps == 0.1
+    assert c.train.seeds == (2345, 3456, 4567, 5678, 6789)
+    if model == "nonlinear":
+        assert c.model.step == 1e-4
+    assert c.data.name == ("ppg" if dataset == "ppg" else f"uea/{dataset}")
+
+
+# --- validation messages --------------------------------------------------------------------------------
+
+def test_good_config_and_defaults(tmp_path):
+    c = load_config(write(tmp_path, GOOD))
+    assert c.name == "cfg" and c.out == "runs"
+    assert c.train.algos == ("bptt", "rhel") and c.train.dtype == "float32" and c.train.batch_size == 32
+    assert c.data.time_channel is False and c.data.length == 40
+
+
+@pytest.mark.parametrize("edit, fragments", [
+    (("[train]", "[train]\nlrr = 1"), ["unknown key 'lrr' in train", "allowed keys: lr, batch_size"]),
+    (("[model]", "[modle]\nx = 1\n[model]"), ["unknown key or table 'modle'", "[data], [model], [train]"]),
+    (("steps = 10", "steps = \"ten\""), ["train.steps must be an integer", "'ten'", "string"]),
+    (("steps = 10", "steps = 10.0"), ["train.steps must be an integer", "10.0"]),
+    (("lr = 1e-3", "lr = 0"), ["train.lr must be a finite number > 0", "got 0.0"]),
+    (("lr = 1e-3", "lr = -1e-3"), ["train.lr must be a finite number > 0"]),
+    (("lr = 1e-3", "lr = true"), ["train.lr must be a number", "boolean"]),
+    (("lr = 1e-3\n", ""), ["missing required key train.lr"]),
+    (('name = "synthetic/first5"\n', ""), ["missing required key data.name"]),
+    (('name = "synthetic/first5"', 'name = "mnist"'), ["data.name must be a dataset name", "uea/<Name>"]),
+    (('name = "synthetic/first5"', 'name = "synthetic/first9"'), ["synthetic task 'first9' is unknown",
+                                                                  "synthetic/first5, synthetic/ppg"]),
+    (('hru = "linear"', 'hru = "lstm"'), ["model.hru must be one of 'linear', 'nonlinear'", "'lstm'"]),
+    (("[train]", "[train]\ndtype = \"float16\""), ["train.dtype must be one of 'float32', 'float64'"]),
+    (("[train]", "[train]\nalgos = [\"rhel\", \"adjoint\"]"), ["train.algos has 'adjoint'", "'bptt', 'rhel'"]),
+    (("[train]", "[train]\nseeds = [1, 1]"), ["train.seeds must not repeat"]),
+    (("eval_every = 5", "eval_every = 50"), ["train.eval_every must be <= train.steps"]),
+    (("[data]", "[data]\ntime_channel = 1"), ["data.time_channel must be true or false"]),
+])
+def test_bad_config_names_key_and_allowed_values(tmp_path, edit, fragments):
+    text = GOOD.replace(*edit, 1)
+    assert text != GOOD
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    message = str(info.value)
+    assert str(tmp_path / "cfg.toml") in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_missing_table(tmp_path):
+    with pytest.raises(ConfigError, match=r"missing table \[train\]"):
+        load_config(write(tmp_path, GOOD.split("[train]")[0]))
+
+
+def test_not_toml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[data\nname = 1"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_overrides_merge_and_validate(tmp_path):
+    path = write(tmp_path, GOOD)
+    c = load_config(path, {"train.lr": 0.5, "train.algos": ["rhel"], "train.seeds": [7], "out": "elsewhere",
+                           "data.data_dir": "/data"})
+    assert c.train.lr == 0.5 and c.train.algos == ("rhel",) and c.train.seeds == (7,)
+    assert c.out == "elsewhere" and c.data.data_dir == "/data"
+    with pytest.raises(ConfigError, match="train.lr must be a finite number > 0"):
+        load_config(path, {"train.lr": -1.0})
+    with pytest.raises(ConfigError, match="unknown key 'stpes' in train"):
+        load_config(path, {"train.stpes": 3})
+    assert parse_override("train.batch_size=16") == ("train.batch_size", 16)
+    assert parse_override("train.dtype=float64") == ("train.dtype", "float64")
+    assert parse_override("train.algos=['rhel']") == ("train.algos", ["rhel"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_override("lr")
+
+
+def test_fingerprint_ignores_seeds_and_paths_only(tmp_path):
+    c = load_config(write(tmp_path, GOOD))
+    assert c.replace(train={"seeds": [1]}).run_fingerprint() == c.run_fingerprint()
+    assert c.replace(out="x", data={"data_dir": "/d"}).run_fingerprint() == c.run_fingerprint()
+    assert c.replace(train={"lr": 0.1}).run_fingerprint() != c.run_fingerprint()
+    assert c.replace(model={"hidden": 9}).run_fingerprint() != c.run_fingerprint()
+
+
+def test_dict_config_default_name():
+    c = config_from_dict({"data": {"name": "synthetic/first5"}, "model": {"hru": "nonlinear"},
+                          "train": {"lr": 1.0, "steps": 2000}})
+    assert c.name == "synthetic-first5" and c.model.step == 1e-4
+
+
+# --- the command line fails before training -------------------------------------------------------------
+
+def run_cli(argv):
+    return cli.main(argv)
+
+
+def test_cli_bad_config_exits_2_with_one_line(tmp_path, capsys):
+    bad = write(tmp_path, GOOD.replace("lr = 1e-3", "lr = 0"))
+    assert run_cli(["train", str(bad), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.lr must be a finite number > 0" in err[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_flag_override_is_validated(tmp_path, capsys):
+    good = write(tmp_path, GOOD)
+    assert run_cli(["train", str(good), "--lr", "-1", "--out", str(tmp_path / "runs")]) == 2
+    assert "train.lr must be a finite number > 0" in capsys.readouterr().err
+    assert run_cli(["train", str(good), "--algo", "rhel,adjoint", "--check"]) == 2
+    assert "train.algos has 'adjoint'" in capsys.readouterr().err
+    assert run_cli(["train", str(good), "--set", "train.batch_size=0", "--check"]) == 2
+    assert "train.batch_size must be > 0" in capsys.readouterr().err
+
+
+def test_cli_missing_data_fails_before_training(tmp_path, capsys):
+    cfg = write(tmp_path, GOOD.replace('name = "synthetic/first5"', 'name = "uea/NoSuchDataset"'))
+    code = run_cli(["train", str(cfg), "--out", str(tmp_path / "runs"), "--data-dir", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "NoSuchDataset" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_check_lists_configs(tmp_path, capsys):
+    assert run_cli(["train", str(write(tmp_path, GOOD)), "--check", "--seeds", "1", "2"]) == 0
+    assert "ok (cfg: synthetic/first5, linear HRU, algos bptt, rhel, seeds 1, 2)" in capsys.readouterr().out
