@@ -46,7 +46,7 @@ from .integrators import (affine_parallel_scan, leapfrog_step, linear_leapfrog_m
 
 ALGOS = ("rhel", "bptt")
 ESTIMATORS = ("two_sided", "one_sided")
-SCANS = ("sequential", "parallel")
+SCANS = ("auto", "sequential", "parallel")
 DIFFERENCES = ("quadrature", "direct")
 CORE_DTYPES = ("auto", "input", "float64")
 
@@ -63,7 +63,7 @@ class CoreOptions:
     algo: str = "rhel"
     eps: float = 0.1
     estimator: str = "two_sided"
-    scan: str = "sequential"
+    scan: str = "auto"
     difference: str = "quadrature"
     core_dtype: str = "auto"
     checkpoint_chunk: int | None = None
@@ -79,9 +79,16 @@ class CoreOptions:
         if self.checkpoint_chunk is not None:
             if not isinstance(self.checkpoint_chunk, int) or self.checkpoint_chunk <= 0:
                 raise ValueError(f"checkpoint_chunk must be a positive integer or None; got {self.checkpoint_chunk!r}")
-            if self.algo != "bptt" or self.scan != "sequential":
+            if self.algo != "bptt" or self.scan == "parallel":
                 raise ValueError("checkpoint_chunk (BPTT with gradient checkpointing over time) needs "
-                                 f"algo='bptt' and scan='sequential'; got algo={self.algo!r}, scan={self.scan!r}")
+                                 f"algo='bptt' and a sequential scan; got algo={self.algo!r}, scan={self.scan!r}")
+
+    def scan_for(self, ham: SeparableHamiltonian) -> str:
+        """The scan this core runs: "auto" is parallel for the linear HRU on accelerators and sequential
+        otherwise (CPU, where it is faster, and every nonlinear HRU, whose step is not affine)."""
+        if self.scan != "auto":
+            return self.scan
+        return default_scan() if ham is LINEAR_HAMILTONIAN else "sequential"
 
     def compute_dtype(self, input_dtype):
         """The dtype the core integrates in, for drives of ``input_dtype``.
@@ -193,7 +200,7 @@ def echo_pass(ham: SeparableHamiltonian, options: CoreOptions, theta, drives, fi
     Returns (∂L/∂θ with theta's structure, ∂L/∂drives (L, N, U), echo end state mean (φ, π)).
     Only the per-step drive gradient is L-sized; the parameter sums are carried.
     """
-    if options.scan == "parallel":
+    if options.scan_for(ham) == "parallel":
         return _echo_parallel(ham, options, theta, drives, final_state, cotangents)
     rule = options.difference
     w_mean, w_half = options.nudge_weights()
@@ -285,7 +292,7 @@ def hamiltonian_core(ham: SeparableHamiltonian, options: CoreOptions, theta, dri
         zeros = jnp.zeros((drives.shape[1], _state_size(ham, theta_c, drives_c)), drives_c.dtype)
         positions = run_leapfrog_checkpointed(ham, theta_c, drives_c, zeros, zeros, options.checkpoint_chunk)[0]
     else:
-        positions = core_forward(ham, options.scan, theta_c, drives_c)[0]
+        positions = core_forward(ham, options.scan_for(ham), theta_c, drives_c)[0]
     return positions.astype(drives.dtype)
 
 
@@ -299,12 +306,12 @@ def to_compute_dtype(options: CoreOptions, theta, drives):
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _rhel_core(ham, options, theta, drives):
     theta_c, drives_c = to_compute_dtype(options, theta, drives)
-    return core_forward(ham, options.scan, theta_c, drives_c)[0].astype(drives.dtype)
+    return core_forward(ham, options.scan_for(ham), theta_c, drives_c)[0].astype(drives.dtype)
 
 
 def _rhel_forward(ham, options, theta, drives):
     theta_c, drives_c = to_compute_dtype(options, theta, drives)
-    positions, final_state = core_forward(ham, options.scan, theta_c, drives_c)
+    positions, final_state = core_forward(ham, options.scan_for(ham), theta_c, drives_c)
     # Residuals: the parameters, the drives (in their own dtype) and the final state. Nothing else of length L.
     return positions.astype(drives.dtype), (theta, drives, final_state)
 
@@ -331,8 +338,7 @@ def retrace_error(ham: SeparableHamiltonian, theta, drives, options: CoreOptions
     """
     options = CoreOptions() if options is None else options
     theta, drives = to_compute_dtype(options, theta, drives)
-    scan = options.scan
-    positions, final_state = core_forward(ham, scan, theta, drives)
+    positions, final_state = core_forward(ham, options.scan_for(ham), theta, drives)
     zero_cotangents = jnp.zeros_like(positions)
     _, _, (end_position, end_momentum) = echo_pass(ham, options, theta, drives, final_state,
                                                    zero_cotangents)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .echo import ALGOS, CoreOptions, default_scan
+from .echo import ALGOS, CoreOptions
 from .layers import GLU, HRU, HRU_KINDS, BatchNorm, Dense, dropout
 
 TASKS = ("classification", "regression")
@@ -120,7 +120,7 @@ class HSSM(eqx.Module):
         ``train``: normalise with batch statistics (and return updated running statistics);
         ``key``: enables dropout. ``options``: how the cores are differentiated (default RHEL).
         """
-        options = CoreOptions(scan=default_scan()) if options is None else options
+        options = CoreOptions() if options is None else options
         block_keys = [None] * len(self.blocks) if key is None else jax.random.split(key, len(self.blocks))
         h = self.encode(x)
         stats = []
@@ -131,7 +131,7 @@ class HSSM(eqx.Module):
 
     def hru_inputs(self, x, options: CoreOptions | None = None):
         """The normalised input (L, N, H) each block's HRU sees (training-mode norm, no dropout)."""
-        options = CoreOptions(scan=default_scan()) if options is None else options
+        options = CoreOptions() if options is None else options
         h = self.encode(x)
         inputs = []
         for block in self.blocks:
@@ -199,10 +199,9 @@ def check_inputs(model: HSSM, x, y=None):
 
 
 def core_options(algo: str = "rhel", eps: float = 0.1, **kwargs) -> CoreOptions:
-    """CoreOptions with the per-backend default scan; ``ValueError`` on bad values."""
+    """CoreOptions (scan "auto" unless given: per backend and HRU kind); ``ValueError`` on bad values."""
     if algo not in ALGOS:
         raise ValueError(f"algo must be one of {', '.join(map(repr, ALGOS))}; got {algo!r}")
-    kwargs.setdefault("scan", default_scan())
     return CoreOptions(algo=algo, eps=eps, **kwargs)
 
 
@@ -234,7 +233,7 @@ def value_and_grad(model: HSSM, x, y, *, algo: str = "rhel", eps: float = 0.1, *
 
 @eqx.filter_jit
 def _predict(model, x):
-    return model(x, CoreOptions(algo="bptt", scan=default_scan()), train=False)[0]
+    return model(x, CoreOptions(algo="bptt"), train=False)[0]
 
 
 def predict(model: HSSM, x):
