@@ -225,9 +225,25 @@ def test_nonlinear_trains_where_the_default_scan_is_parallel(tmp_path, monkeypat
     """On accelerators the default scan is parallel, which only the linear HRU supports; the loop must keep
     the nonlinear HRU sequential (simulated here on CPU)."""
     import hamecho.echo
-    from hamecho.train import scan_for
+    from hamecho.echo import CoreOptions
+    from hamecho.hamiltonians import LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN
 
     monkeypatch.setattr(hamecho.echo, "default_scan", lambda: "parallel")
-    assert scan_for("linear") == "parallel" and scan_for("nonlinear") == "sequential"
+    assert CoreOptions().scan_for(LINEAR_HAMILTONIAN) == "parallel"
+    assert CoreOptions().scan_for(NONLINEAR_HAMILTONIAN) == "sequential"
     config = tiny(name="gpu-like", steps=4, eval_every=2, dtype="float32", batch_size=4)
     assert read_result(run_one(config, "rhel", 3, tmp_path, progress=False))["steps"] == 4
+
+
+def test_float32_model_keeps_float32_with_float64_cores(tmp_path):
+    """The default core_dtype='float64' switches x64 mode on; the model and optimiser state must stay
+    float32 (only the cores widen), and core_dtype='input' must give a different (all-float32) run."""
+    config = tiny(name="f32", hru="linear", dtype="float32", steps=4, eval_every=2, batch_size=4)
+    assert config.train.core_dtype == "float64"
+    with pytest.raises(Interrupted):
+        run_one(config, "rhel", 3, tmp_path, progress=False, stop_at_step=2)
+    _, ckpt = run_paths(config, "rhel", 3, tmp_path)
+    leaves = [a for a in arrays(ckpt) if np.issubdtype(a.dtype, np.floating)]
+    assert leaves and {a.dtype for a in leaves} == {np.dtype(np.float32)}
+    narrow = config.replace(train={"core_dtype": "input"})
+    assert narrow.run_fingerprint() != config.run_fingerprint()

@@ -141,11 +141,12 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
-def set_precision(dtype: str) -> None:
-    """float64 training needs JAX's x64 mode (switched on, never off: other code may rely on it)."""
+def set_precision(dtype: str, core_dtype: str = "float64") -> None:
+    """float64 training or float64 cores need JAX's x64 mode (switched on, never off: other code may rely
+    on it). The model's own dtype is explicit, so x64 mode does not widen a float32 model."""
     import jax
 
-    if dtype == "float64" and not jax.config.jax_enable_x64:
+    if "float64" in (dtype, core_dtype) and not jax.config.jax_enable_x64:
         jax.config.update("jax_enable_x64", True)
 
 
@@ -185,14 +186,6 @@ def trainable_spec(model):
 _STEP_CACHE: dict = {}
 
 
-def scan_for(hru: str) -> str:
-    """The scan for an HRU kind: the per-backend default (parallel on accelerators) for the linear HRU; always
-    sequential for the nonlinear one, whose step is not affine (``scan='parallel'`` raises for it)."""
-    from . import echo
-
-    return echo.default_scan() if hru == "linear" else "sequential"
-
-
 def _train_step(lr: float, options):
     """The jitted step for (learning rate, core options), cached so seeds share one compilation."""
     key = (lr, options)
@@ -228,8 +221,8 @@ def _eval_batch_fn():
     from .echo import CoreOptions
 
     @eqx.filter_jit
-    def evaluate(model, x, y, mask, scan):
-        outputs, _ = model(x, CoreOptions(algo="bptt", scan=scan), train=False)
+    def evaluate(model, x, y, mask):
+        outputs, _ = model(x, CoreOptions(algo="bptt"), train=False)
         if model.task == "classification":
             log_probs = jax.nn.log_softmax(outputs, axis=-1)
             nll = -jnp.take_along_axis(log_probs, y[:, None], axis=-1)[:, 0]
@@ -277,11 +270,10 @@ def evaluate_split(model, split: _Split, task: str) -> tuple[float, float]:
     if split.count == 0:
         return float("nan"), float("nan")
     fn = _eval_batch_fn()
-    scan = scan_for(model.hru_kind)
     metric_sum = loss_sum = 0.0
     for start in range(0, len(split.x), split.batch):
         sl = slice(start, start + split.batch)
-        m, l = fn(model, split.x[sl], split.y[sl], split.mask[sl], scan)
+        m, l = fn(model, split.x[sl], split.y[sl], split.mask[sl])
         metric_sum += float(m)
         loss_sum += float(l)
     denominator = split.count * split.per_sample
@@ -400,7 +392,7 @@ def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None,
                              f"{previous.get('fingerprint')} vs {fingerprint}); use another --out or remove it")
         return result_path
 
-    set_precision(config.train.dtype)
+    set_precision(config.train.dtype, config.train.core_dtype)
     import jax
     from tqdm.auto import tqdm
 
@@ -413,8 +405,7 @@ def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None,
         raise ValueError(f"{config.name}: output_step {data.output_step} exceeds the length {data.length}")
     dtype = np.dtype(t.dtype)
     model = build_model(config, data, seed)
-    options = core_options(algo, t.eps, estimator=t.estimator, difference=t.difference,
-                           scan=scan_for(config.model.hru))
+    options = core_options(algo, t.eps, estimator=t.estimator, difference=t.difference, core_dtype=t.core_dtype)
     optimizer, step_fn = _train_step(t.lr, options)
     opt_state = optimizer.init(eqx_filter_trainable(model))
     dropout_base = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
