@@ -1,0 +1,584 @@
+"""Sweeps over configurations, algorithms and seeds: a local process pool by default, Ray on request.
+
+    hamecho sweep SPEC.toml                         # grid from a file
+    hamecho sweep --config configs/linear/*.toml --algos rhel bptt --seeds 2345 3456 --workers 2
+    hamecho sweep SPEC.toml --ray                   # local Ray instance, or --ray-address HOST:PORT
+
+Every run is ``train.run_one(config, algo, seed, out, resume=True)``: idempotent (a run whose result
+JSON exists is skipped) and resumable (a run with a checkpoint continues from it). Each run executes
+in a fresh worker process, so a run that crashes its worker is retried and resumes from its last
+checkpoint. Results land in ``OUT/<config name>/<algo>/seed<seed>.json`` — the layout
+``hamecho report OUT`` reads — wherever the worker ran: the worker writes there (use a shared
+folder on a cluster), and the driver also writes every result it receives when the file is missing.
+
+Sweep file (TOML; every key optional except ``configs``):
+
+    out = "runs/sweep"                     # results folder (default: each config's own ``out``)
+    configs = ["configs/linear/JapaneseVowels.toml", "configs/nonlinear/*.toml"]   # paths or globs
+    algos = ["rhel", "bptt"]               # default: each config's train.algos
+    seeds = [2345, 3456, 4567]             # default: each config's train.seeds
+    workers = 2                            # local pool size
+    [set]                                  # overrides applied to every run (dotted config keys)
+    "train.steps" = 2000
+    [resources]                            # per run, for Ray
+    cpus = 1
+    gpus = 0
+    retries = 3                            # re-runs of a run whose worker died
+    [search]                               # hyperparameter search: every combination is a run
+    "train.lr" = [1e-3, 1e-4]              # (or `search = "paper"` for the peers' grid, PAPER_GRID)
+    "model.blocks" = [2, 4]
+
+Search mode: each combination of the ``[search]`` values (any config keys) becomes its own
+configuration named ``<config name>/search/<key-value_...>``, run for every algorithm and seed.
+Afterwards, per configuration and algorithm, the combination with the best mean *validation*
+metric over its seeds is selected (test metrics are never looked at for the choice) and written to
+``OUT/<config name>/search.json`` with the full ranking; ``hamecho report OUT`` shows every run.
+
+Storage: a worker writes its checkpoint and result under ``out`` as the driver resolves it, so on
+a cluster ``out`` must be a folder every node sees (NFS, a mounted bucket). Without shared storage,
+the result JSON also travels back with the task and the driver writes it locally when it is
+missing (``gather``), so the report works on the driver either way; checkpoints stay on the nodes.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as futures
+import glob
+import itertools
+import json
+import multiprocessing
+import os
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SPEC_KEYS = {"out", "configs", "algos", "seeds", "workers", "set", "resources", "search"}
+# The grid of the peers' stacked-recurrent-model search (spec: peer-implementations.md, "Search grid"),
+# restricted to the keys an HSSM has: 3 x 2 x 3 x 3 x 3 = 162 combinations per configuration.
+PAPER_GRID = {"train.lr": [1e-3, 1e-4, 1e-5], "data.time_channel": [True, False], "model.hidden": [16, 64, 128],
+              "model.blocks": [2, 4, 6], "model.state": [16, 64, 256]}
+RESOURCE_KEYS = {"cpus", "gpus", "retries"}
+# Fault injection for tests: a worker dies (os._exit) once per run right after the checkpoint at this step.
+KILL_ENV = "HAMECHO_SWEEP_KILL_AT_STEP"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One (configuration file, algorithm, seed) with the overrides of the sweep."""
+
+    config_path: str
+    algo: str
+    seed: int
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    def config(self):
+        from .config import load_config
+
+        return load_config(self.config_path, dict(self.overrides))
+
+    @property
+    def label(self) -> str:
+        return f"{Path(self.config_path).parent.name}/{Path(self.config_path).stem} {self.algo} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class SearchGroup:
+    """The combinations searched for one base configuration: ``names[i]`` is the configuration name of
+    ``combos[i]`` (a tuple of (key, value))."""
+
+    base_path: str
+    base_name: str
+    out: str
+    combos: tuple
+    names: tuple
+
+
+@dataclass
+class Sweep:
+    runs: list[RunSpec]
+    workers: int = 1
+    cpus: float = 1.0
+    gpus: float = 0.0
+    retries: int = 3
+    out: str | None = None
+    search: list[SearchGroup] = field(default_factory=list)
+
+
+def _error(source: str, message: str) -> ValueError:
+    return ValueError(f"{source}: {message}")
+
+
+def _expand_configs(patterns, source: str) -> list[str]:
+    paths = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(str(pattern))) if any(c in str(pattern) for c in "*?[") else [str(pattern)]
+        if not matches:
+            raise _error(source, f"configs: no file matches {pattern!r}")
+        for path in matches:
+            if not Path(path).is_file():
+                raise _error(source, f"configs: {path} does not exist")
+            paths.append(path)
+    if not paths:
+        raise _error(source, "configs: give at least one configuration file")
+    return paths
+
+
+def search_grid(search, source: str) -> dict[str, list]:
+    """Validate a search grid: ``"paper"`` or a table of config keys to non-empty lists of values."""
+    if search is None:
+        return {}
+    if search == "paper":
+        return {k: list(v) for k, v in PAPER_GRID.items()}
+    if not isinstance(search, dict) or not search:
+        raise _error(source, 'search must be "paper" or a table of config keys to lists of values, '
+                             'e.g. "train.lr" = [1e-3, 1e-4]')
+    grid = {}
+    for key, values in search.items():
+        if "." not in key:
+            raise _error(source, f"search key {key!r} must be section.key, e.g. model.hidden")
+        values = values if isinstance(values, list) else [values]
+        if not values or len({json.dumps(v) for v in values}) != len(values):
+            raise _error(source, f"search {key}: give a non-empty list of distinct values; got {values!r}")
+        grid[key] = values
+    return grid
+
+
+def combinations(grid: dict[str, list]) -> list[tuple[tuple[str, Any], ...]]:
+    """Every combination of the grid's values, keys in sorted order (``[()]`` for an empty grid)."""
+    keys = sorted(grid)
+    return [tuple(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def combo_label(combo) -> str:
+    """``(("model.hidden", 16), ("train.lr", 0.001))`` → ``hidden-16_lr-0.001`` (a folder-safe name)."""
+    def text(value):
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    return "_".join(f"{key.split('.', 1)[1]}-{text(value)}" for key, value in combo)
+
+
+def build_sweep(*, configs, algos=None, seeds=None, out=None, overrides=None, workers=1, cpus=1.0, gpus=0.0,
+                retries=3, search=None, source="command line") -> Sweep:
+    """Expand the grid into runs; every configuration is loaded and validated before anything runs.
+
+    ``search``: a hyperparameter grid (see :func:`search_grid`); each combination becomes its own
+    configuration ``<name>/search/<label>`` run for every algorithm and seed.
+    """
+    from .config import load_config
+    from .echo import ALGOS
+
+    overrides = dict(overrides or {})
+    grid = search_grid(search, source)
+    if out is not None:
+        overrides["out"] = str(out)
+    if algos is not None:
+        bad = [a for a in algos if a not in ALGOS]
+        if bad or not algos:
+            raise _error(source, f"algos must be a non-empty list of {', '.join(map(repr, ALGOS))}; got {algos!r}")
+    if seeds is not None and (not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds)):
+        raise _error(source, f"seeds must be a non-empty list of integers >= 0; got {seeds!r}")
+    for name, value, minimum in (("workers", workers, 1), ("cpus", cpus, 0), ("gpus", gpus, 0), ("retries", retries, 0)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
+            raise _error(source, f"{name} must be a number >= {minimum}; got {value!r}")
+    runs, seen, groups = [], set(), []
+    for path in _expand_configs(configs, source):
+        base = load_config(path, overrides)
+        names = []
+        for combo in combinations(grid):
+            run_overrides = dict(overrides)
+            if grid:
+                run_overrides.update(dict(combo))
+                run_overrides["name"] = f"{base.name}/search/{combo_label(combo)}"
+            try:
+                config = load_config(path, run_overrides)
+            except ValueError as error:
+                raise _error(source, f"search combination {combo_label(combo)} of {path}: {error}") from None
+            names.append(config.name)
+            for seed in (seeds if seeds is not None else config.train.seeds):
+                for algo in (algos if algos is not None else config.train.algos):
+                    spec = RunSpec(path, algo, int(seed), tuple(sorted(run_overrides.items())))
+                    key = (config.name, str(config.out), algo, int(seed))
+                    if key in seen:
+                        raise _error(source, f"two configurations share the name {config.name!r} and output folder")
+                    seen.add(key)
+                    runs.append(spec)
+        if grid:
+            groups.append(SearchGroup(path, base.name, str(base.out), tuple(combinations(grid)),
+                                      tuple(names)))
+    return Sweep(runs, workers=int(workers), cpus=float(cpus), gpus=float(gpus), retries=int(retries), out=out,
+                 search=groups)
+
+
+def load_sweep(path: str | Path, **cli) -> Sweep:
+    """Read a sweep file; command-line values (not None) override the file's."""
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise ValueError(f"sweep file {source} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise _error(source, f"not valid TOML: {error}") from None
+    unknown = set(raw) - SPEC_KEYS
+    if unknown:
+        raise _error(source, f"unknown key(s) {', '.join(sorted(map(repr, unknown)))}; allowed: "
+                             f"{', '.join(sorted(SPEC_KEYS))}")
+    resources = raw.get("resources", {})
+    if not isinstance(resources, dict) or set(resources) - RESOURCE_KEYS:
+        raise _error(source, f"[resources] allows only {', '.join(sorted(RESOURCE_KEYS))}; got {resources!r}")
+    overrides = raw.get("set", {})
+    if not isinstance(overrides, dict):
+        raise _error(source, "[set] must be a table of dotted config keys, e.g. \"train.steps\" = 1000")
+    configs = raw.get("configs")
+    if isinstance(configs, str):
+        configs = [configs]
+    if not isinstance(configs, list):
+        raise _error(source, "configs must be a list of configuration files or globs")
+    base = path.parent
+    configs = [c if Path(c).is_absolute() or Path(c).exists() else str(base / c) for c in configs]
+    merged = {"configs": configs, "algos": raw.get("algos"), "seeds": raw.get("seeds"), "out": raw.get("out"),
+              "overrides": {**overrides, **(cli.pop("overrides", None) or {})},
+              "workers": raw.get("workers", 1), "cpus": resources.get("cpus", 1.0),
+              "gpus": resources.get("gpus", 0.0), "retries": resources.get("retries", 3),
+              "search": raw.get("search")}
+    merged.update({k: v for k, v in cli.items() if v is not None})
+    return build_sweep(source=source, **merged)
+
+
+# --- one run, in a worker process ------------------------------------------------------------------
+
+def execute_run(spec: RunSpec) -> dict:
+    """Train (or skip, or resume) one run; return a small summary and the result JSON text."""
+    from .train import Interrupted, read_result, run_one, run_paths
+
+    config = spec.config()
+    result_path, checkpoint_path = run_paths(config, spec.algo, spec.seed)
+    kill_step = os.environ.get(KILL_ENV)
+    marker = checkpoint_path.with_suffix(".killed")
+    if kill_step and not result_path.exists() and not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        try:
+            run_one(config, spec.algo, spec.seed, resume=True, progress=False, stop_at_step=int(kill_step))
+        except Interrupted:
+            os._exit(17)  # the worker dies after its checkpoint, as a killed node would
+    path = run_one(config, spec.algo, spec.seed, resume=True, progress=False)
+    result = read_result(path)
+    return {"path": str(path), "out": str(config.out), "name": config.name, "algo": spec.algo, "seed": spec.seed,
+            "metric": result.get("metric"), "test": result.get("test_metric"),
+            "best_val": result.get("best_val_metric"), "json": Path(path).read_text(encoding="utf-8")}
+
+
+def _store(summary: dict) -> None:
+    """Write a result received from a worker where the driver expects it, if it is not there yet."""
+    path = Path(summary["path"])
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(summary["json"], encoding="utf-8")
+        os.replace(tmp, path)
+
+
+# --- progress ----------------------------------------------------------------------------------------
+
+class Progress:
+    """Runs done / running / failed and the best test metric so far, on a tqdm bar."""
+
+    def __init__(self, total: int, skipped: int):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=skipped, desc="sweep", unit="run", mininterval=1.0, disable=None,
+                        file=sys.stderr)
+        self.done, self.failed, self.running, self.best = skipped, 0, 0, None
+
+    def update(self, running: int, finished: dict | None = None, failed: bool = False):
+        self.running = running
+        if failed:
+            self.failed += 1
+            self.bar.update(1)
+        elif finished is not None:
+            self.done += 1
+            test = finished.get("test")
+            if isinstance(test, (int, float)):
+                better = (self.best is None or
+                          (test < self.best[0] if finished.get("metric") == "mse" else test > self.best[0]))
+                if better:
+                    self.best = (test, f"{finished['name']} {finished['algo']} {finished['seed']}")
+            self.bar.update(1)
+        best = "-" if self.best is None else f"{self.best[0]:.4g} ({self.best[1]})"
+        self.bar.set_postfix_str(f"done {self.done} running {self.running} failed {self.failed} best {best}")
+
+    def close(self):
+        self.bar.close()
+
+
+# --- executors -----------------------------------------------------------------------------------------
+
+def _pending(sweep: Sweep) -> tuple[list[RunSpec], int]:
+    from .train import run_paths
+
+    pending = [spec for spec in sweep.runs if not run_paths(spec.config(), spec.algo, spec.seed)[0].exists()]
+    return pending, len(sweep.runs) - len(pending)
+
+
+def run_local(sweep: Sweep, log=print) -> dict:
+    """Run the pending runs on a local pool of ``sweep.workers`` processes (one fresh process per run).
+
+    A run whose worker dies is resubmitted up to ``sweep.retries`` times (it resumes from its
+    checkpoint); a run that raises an error is reported failed and the others go on.
+    """
+    pending, skipped = _pending(sweep)
+    progress = Progress(len(sweep.runs), skipped)
+    outcome = {"done": [], "failed": [], "skipped": skipped}
+    attempts = {spec: 0 for spec in pending}
+    context = multiprocessing.get_context("spawn")
+    while pending:
+        retry = []
+        with futures.ProcessPoolExecutor(max_workers=sweep.workers, mp_context=context,
+                                         max_tasks_per_child=1) as pool:
+            running = {pool.submit(execute_run, spec): spec for spec in pending}
+            progress.update(len(running))
+            try:
+                for future in futures.as_completed(running):
+                    spec = running[future]
+                    left = sum(not f.done() for f in running)
+                    try:
+                        summary = future.result()
+                    except futures.process.BrokenProcessPool:
+                        attempts[spec] += 1
+                        if attempts[spec] <= sweep.retries:
+                            retry.append(spec)
+                            progress.update(left)
+                            continue
+                        outcome["failed"].append((spec, "worker died"))
+                        progress.update(left, failed=True)
+                        continue
+                    except Exception as error:  # noqa: BLE001 - one failed run must not stop the sweep
+                        outcome["failed"].append((spec, f"{type(error).__name__}: {error}"))
+                        progress.update(left, failed=True)
+                        continue
+                    _store(summary)
+                    outcome["done"].append(summary)
+                    progress.update(left, finished=summary)
+            except KeyboardInterrupt:
+                pool.shutdown(wait=True, cancel_futures=True)
+                progress.close()
+                raise
+        if retry:
+            log(f"sweep: {len(retry)} run(s) lost their worker; resuming from their checkpoints")
+        pending = retry
+    progress.close()
+    return outcome
+
+
+def run_ray(sweep: Sweep, address: str | None = None, log=print, local_cpus: int | None = None) -> dict:
+    """The same runs as Ray tasks (per-run CPUs/GPUs, ``max_retries`` on worker death).
+
+    ``address``: an existing cluster ("auto", "HOST:PORT" or "ray://HOST:PORT"); None starts a local
+    instance bound to the loopback interface with ``local_cpus`` CPUs (default: all).
+    """
+    if address is None:
+        # Ray resolves a single-node instance to the loopback address only with this switch (read when
+        # ray is imported); a local sweep has no reason to listen on the network.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--ray needs Ray: pip install 'hamecho[ray]' (or pip install 'ray>=2.9'); without it, "
+                         "leave out --ray to use the local process pool") from None
+    pending, skipped = _pending(sweep)
+    progress = Progress(len(sweep.runs), skipped)
+    outcome = {"done": [], "failed": [], "skipped": skipped}
+    if not pending:
+        progress.close()
+        return outcome
+    env = {k: os.environ[k] for k in (KILL_ENV, "HAMECHO_DATA", "HAMECHO_CACHE", "PYTHONPATH") if k in os.environ}
+    options = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
+                   runtime_env={"env_vars": env} if env else None)
+    if address is None:
+        options.update(num_cpus=local_cpus)
+    ray.init(address=address, **options)
+    try:
+        task = ray.remote(num_cpus=sweep.cpus, num_gpus=sweep.gpus, max_retries=sweep.retries)(execute_run)
+        refs = {task.remote(spec): spec for spec in pending}
+        progress.update(len(refs))
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=2.0)
+            for ref in ready:
+                spec = refs.pop(ref)
+                try:
+                    summary = ray.get(ref)
+                except Exception as error:  # noqa: BLE001 - includes WorkerCrashedError after the retries
+                    message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+                    outcome["failed"].append((spec, message))
+                    progress.update(len(refs), failed=True)
+                    continue
+                _store(summary)
+                outcome["done"].append(summary)
+                progress.update(len(refs), finished=summary)
+    finally:
+        progress.close()
+        ray.shutdown()
+    return outcome
+
+
+# --- hyperparameter selection ----------------------------------------------------------------------
+
+def select(sweep: Sweep) -> list[dict]:
+    """Per searched configuration and algorithm: every combination ranked by its mean best validation
+    metric over the finished seeds (accuracy: higher is better; MSE: lower), the best one selected.
+
+    Test metrics are carried along for the record only; they never influence the ranking. Each
+    selection is written atomically to ``<out>/<config name>/search.json``. Returns the selections.
+    """
+    from .train import _slug, _write_json, read_result, run_paths
+
+    selections = []
+    for group in sweep.search:
+        cells: dict[tuple[str, int], list[dict]] = {}
+        metric = None
+        for spec in sweep.runs:
+            config = spec.config()
+            if config.name not in group.names:
+                continue
+            index = group.names.index(config.name)
+            result_path = run_paths(config, spec.algo, spec.seed)[0]
+            cells.setdefault((spec.algo, index), [])
+            if result_path.exists():
+                result = read_result(result_path)
+                metric = result.get("metric", metric)
+                cells[(spec.algo, index)].append(result)
+        per_algo = {}
+        for algo in sorted({algo for algo, _ in cells}):
+            ranking = []
+            for index, combo in enumerate(group.combos):
+                results = cells.get((algo, index), [])
+                vals = [r["best_val_metric"] for r in results if isinstance(r.get("best_val_metric"), (int, float))]
+                tests = [r["test_metric"] for r in results if isinstance(r.get("test_metric"), (int, float))]
+                ranking.append({"label": combo_label(combo), "settings": dict(combo), "config_name": group.names[index],
+                                "seeds_done": len(results), "val_mean": float(sum(vals) / len(vals)) if vals else None,
+                                "val_values": vals, "test_mean": float(sum(tests) / len(tests)) if tests else None})
+            lower_is_better = metric == "mse"
+            scored = [r for r in ranking if r["val_mean"] is not None]
+            scored.sort(key=lambda r: r["val_mean"] if lower_is_better else -r["val_mean"])
+            unscored = [r for r in ranking if r["val_mean"] is None]
+            per_algo[algo] = {"selected": scored[0] if scored else None, "ranking": scored + unscored}
+        selection = {"config_name": group.base_name, "config_path": group.base_path, "metric": metric,
+                     "selected_on": "mean best validation metric over seeds (test never used)",
+                     "grid": {key: sorted({v for combo in group.combos for k, v in combo if k == key}, key=str)
+                              for key in dict(group.combos[0])},
+                     "algos": per_algo}
+        path = Path(group.out)
+        for part in group.base_name.split("/"):
+            path = path / _slug(part)
+        _write_json(path / "search.json", selection)
+        selection["path"] = str(path / "search.json")
+        selections.append(selection)
+    return selections
+
+
+def print_selection(selection: dict, top: int = 5, file=None) -> None:
+    file = sys.stdout if file is None else file
+    print(f"search {selection['config_name']} ({selection['metric'] or 'no results yet'}, ranked on validation; "
+          f"{selection['path']}):", file=file)
+    for algo, entry in selection["algos"].items():
+        chosen = entry["selected"]
+        print(f"  {algo}: selected {chosen['label'] if chosen else '(no finished run)'}", file=file)
+        for row in entry["ranking"][:top]:
+            val = "n/a" if row["val_mean"] is None else f"{row['val_mean']:.4g}"
+            test = "n/a" if row["test_mean"] is None else f"{row['test_mean']:.4g}"
+            print(f"    val {val:>8}  (test {test:>8})  seeds {row['seeds_done']}  {row['label']}", file=file)
+
+
+# --- command line ----------------------------------------------------------------------------------------
+
+def add_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sweep", help="run a grid of (config, algo, seed) training runs locally or on Ray",
+        description="Expand configurations x algorithms x seeds into runs and execute them: a local pool of "
+                    "worker processes by default, Ray tasks with --ray / --ray-address. Finished runs are "
+                    "skipped and interrupted ones resume from their checkpoints, so a sweep can be stopped and "
+                    "started again at will. Results go where `hamecho report` reads them. The sweep file "
+                    "format is described in the module docstring of hamecho.sweep and in docs/training.md.")
+    parser.add_argument("spec", nargs="?", metavar="SPEC.toml", help="sweep file (optional with --config)")
+    parser.add_argument("--config", nargs="+", metavar="CONFIG.toml", help="configuration files or globs")
+    parser.add_argument("--algos", nargs="+", choices=("rhel", "bptt"))
+    parser.add_argument("--seeds", nargs="+", type=int)
+    parser.add_argument("--out", help="results folder for every run")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                        help="override a config key in every run (TOML literal), e.g. --set train.steps=500")
+    parser.add_argument("--workers", type=int,
+                        help="local pool size (default 1); with --ray and no address, the CPUs of the local Ray "
+                             "instance (default: all)")
+    parser.add_argument("--ray", action="store_true", help="run on Ray (a local instance unless --ray-address)")
+    parser.add_argument("--ray-address", help="address of an existing Ray cluster (implies --ray)")
+    parser.add_argument("--cpus-per-run", type=float, help="Ray: CPUs reserved per run (default 1)")
+    parser.add_argument("--gpus-per-run", type=float, help="Ray: GPUs reserved per run (default 0)")
+    parser.add_argument("--retries", type=int, help="re-runs of a run whose worker died (default 3)")
+    parser.add_argument("--search", action="append", metavar="paper|SECTION.KEY=V1,V2,...",
+                        help="hyperparameter search: 'paper' (the peers' grid: lr, time channel, hidden, blocks, "
+                             "state; 162 combinations) or one key with its values, repeatable, e.g. "
+                             "--search train.lr=1e-3,1e-4 --search model.blocks=2,4; selects on validation")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and whether they are done")
+    parser.set_defaults(func=main)
+
+
+def search_from_args(items) -> dict | str | None:
+    """``["paper"]`` → "paper"; ``["train.lr=1e-3,1e-4"]`` → {"train.lr": [0.001, 0.0001]}."""
+    from .config import parse_override
+
+    if not items:
+        return None
+    if items == ["paper"]:
+        return "paper"
+    grid = {}
+    for item in items:
+        if item == "paper":
+            raise ValueError("--search paper cannot be combined with other --search keys")
+        key, value = parse_override(f"{item.partition('=')[0]}=[{item.partition('=')[2]}]")
+        if "=" not in item or not isinstance(value, list):
+            raise ValueError(f"--search {item!r}: expected SECTION.KEY=V1,V2,... (values as TOML literals)")
+        grid[key] = value
+    return grid
+
+
+def main(args) -> int:
+    from .config import parse_override
+
+    overrides = dict(parse_override(text) for text in (args.set or ()))
+    cli = dict(algos=args.algos, seeds=args.seeds, out=args.out, workers=args.workers, cpus=args.cpus_per_run,
+               gpus=args.gpus_per_run, retries=args.retries, search=search_from_args(args.search))
+    if args.spec:
+        if args.config:
+            cli["configs"] = args.config
+        sweep = load_sweep(args.spec, overrides=overrides, **cli)
+    elif args.config:
+        sweep = build_sweep(configs=args.config, overrides=overrides,
+                            **{k: v for k, v in cli.items() if v is not None})
+    else:
+        raise ValueError("give a sweep file SPEC.toml or --config CONFIG.toml ...")
+    pending, skipped = _pending(sweep)
+    print(f"sweep: {len(sweep.runs)} runs, {skipped} already done, {len(pending)} to run "
+          f"({'Ray' if args.ray or args.ray_address else f'local pool of {sweep.workers}'})")
+    if args.dry_run:
+        for spec in sweep.runs:
+            print(f"  {'todo' if spec in pending else 'done'}  {spec.label}")
+        return 0
+    start = time.perf_counter()
+    if args.ray or args.ray_address:
+        outcome = run_ray(sweep, args.ray_address, local_cpus=args.workers)
+    else:
+        outcome = run_local(sweep)
+    print(f"sweep: {len(outcome['done'])} finished, {outcome['skipped']} skipped, {len(outcome['failed'])} failed "
+          f"in {time.perf_counter() - start:.0f} s")
+    for spec, why in outcome["failed"]:
+        print(f"  FAILED {spec.label}: {why}", file=sys.stderr)
+    for selection in select(sweep):
+        print_selection(selection)
+    outs = sorted({s["out"] for s in outcome["done"]} or ({sweep.out} if sweep.out else set()))
+    if outs:
+        print("summarise with: " + "; ".join(f"hamecho report {o}" for o in outs))
+    return 1 if outcome["failed"] else 0
+
