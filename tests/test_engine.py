@@ -176,6 +176,19 @@ def test_direct_difference_agrees_with_quadrature_at_moderate_eps(nonlinear_prob
         assert row["rel_err"] < 1e-7, row
 
 
+def test_auto_difference_subtracts_only_where_it_is_safe(nonlinear_problem):
+    """"auto" = direct for float64 cores at ε >= 1e-3 (cheaper), quadrature for float32 cores or tiny ε."""
+    assert CoreOptions(eps=0.1).difference_rule(jnp.float64) == "direct"
+    assert CoreOptions(eps=1e-4).difference_rule(jnp.float64) == "quadrature"
+    assert CoreOptions(eps=0.1).difference_rule(jnp.float32) == "quadrature"
+    assert CoreOptions(eps=0.1, difference="quadrature").difference_rule(jnp.float64) == "quadrature"
+    model, x, y = nonlinear_problem
+    _, auto = hamecho.value_and_grad(model, x, y, eps=0.05)
+    _, direct = hamecho.value_and_grad(model, x, y, eps=0.05, difference="direct")
+    for row in compare_gradients(auto, direct):
+        assert row["rel_err"] == 0.0, row  # float64 here: auto is the direct rule, bit for bit
+
+
 # --- generic HRU from user energies ---------------------------------------------------------------
 
 def pendulum_potential(theta, position, drive):

@@ -18,6 +18,8 @@ COMMAND_MODULES = (
     "hamecho.train",
     "hamecho.report",
     "hamecho.mainjob",
+    "hamecho.sweep",
+    "hamecho.bench",
 )
 
 

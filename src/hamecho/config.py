@@ -48,7 +48,7 @@ DTYPES = ("float32", "float64")
 CORE_DTYPES = ("float64", "input")
 HRUS = ("linear", "nonlinear")
 ESTIMATORS = ("two_sided", "one_sided")
-DIFFERENCES = ("quadrature", "direct")
+DIFFERENCES = ("auto", "quadrature", "direct")
 PAPER_SEEDS = (2345, 3456, 4567, 5678, 6789)
 SYNTHETIC = ("first5", "ppg")
 
@@ -155,7 +155,7 @@ TRAIN_FIELDS = {
     "algos": ("str_list", ["bptt", "rhel"], _subset_of(ALGOS)),
     "eps": ("float", 0.1, _positive_finite),
     "estimator": ("str", "two_sided", _one_of(ESTIMATORS)),
-    "difference": ("str", "quadrature", _one_of(DIFFERENCES)),
+    "difference": ("str", "auto", _one_of(DIFFERENCES)),
     "dtype": ("str", "float32", _one_of(DTYPES)),
     "core_dtype": ("str", "float64", _one_of(CORE_DTYPES)),
     "eval_batch_size": ("int", 256, _positive),
@@ -207,7 +207,7 @@ class TrainConfig:
     algos: tuple[str, ...] = ("bptt", "rhel")
     eps: float = 0.1
     estimator: str = "two_sided"
-    difference: str = "quadrature"
+    difference: str = "auto"
     dtype: str = "float32"
     # Precision the Hamiltonian cores integrate in: "float64" (default; the model and the stored drives keep
     # ``dtype``, ~+20 % step time, removes float32 phase drift on long sequences) or "input" (= ``dtype``).

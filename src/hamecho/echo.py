@@ -21,7 +21,10 @@ two echoes otherwise differ by less than the rounding they accumulate.
 
 Differences of functions f(m + h) − f(m − h) are evaluated according to ``options.difference``:
 
-- ``"quadrature"`` (default): ½∫₋₁¹ Df(m + t·h)[h] dt by the two-point Gauss–Legendre rule with
+- ``"auto"`` (default): ``"direct"`` when the core integrates in float64 and ε ≥ 1e-3 (the
+  subtraction then loses ~1e-16/ε relative, far below RHEL's O(ε²) bias, and it is 1.4x cheaper on
+  the nonlinear HRU), ``"quadrature"`` otherwise (float32 cores, tiny ε);
+- ``"quadrature"``: ½∫₋₁¹ Df(m + t·h)[h] dt by the two-point Gauss–Legendre rule with
   forward-mode derivatives. No cancellation: the result has full relative precision however small
   h is. It is exact when the energies are polynomials of degree ≤ 4 in the state (the linear HRU);
   otherwise its relative error is O(|h|⁴), far below RHEL's own O(ε²) bias (measured: nonlinear
@@ -47,7 +50,9 @@ from .integrators import (affine_parallel_scan, leapfrog_step, linear_leapfrog_m
 ALGOS = ("rhel", "bptt")
 ESTIMATORS = ("two_sided", "one_sided")
 SCANS = ("auto", "sequential", "parallel")
-DIFFERENCES = ("quadrature", "direct")
+DIFFERENCES = ("auto", "quadrature", "direct")
+# difference="auto" subtracts the two echoes directly only in float64 and for ε at least this large.
+DIRECT_MIN_EPS = 1e-3
 CORE_DTYPES = ("auto", "input", "float64")
 
 
@@ -64,7 +69,7 @@ class CoreOptions:
     eps: float = 0.1
     estimator: str = "two_sided"
     scan: str = "auto"
-    difference: str = "quadrature"
+    difference: str = "auto"
     core_dtype: str = "auto"
     checkpoint_chunk: int | None = None
 
@@ -106,6 +111,13 @@ class CoreOptions:
             raise ValueError("core_dtype='float64' needs JAX's x64 mode: "
                              "jax.config.update('jax_enable_x64', True) before building arrays")
         return jnp.dtype(jnp.float64) if x64 else jnp.dtype(input_dtype)
+
+    def difference_rule(self, compute_dtype) -> str:
+        """The rule the echo uses to difference its two branches when the core runs in ``compute_dtype``."""
+        if self.difference != "auto":
+            return self.difference
+        wide = jnp.dtype(compute_dtype) == jnp.dtype(jnp.float64)
+        return "direct" if wide and self.eps >= DIRECT_MIN_EPS else "quadrature"
 
     def nudge_weights(self) -> tuple[float, float]:
         """How the nudge ε·g splits into the mean and half-difference of the two echoes."""
@@ -202,7 +214,7 @@ def echo_pass(ham: SeparableHamiltonian, options: CoreOptions, theta, drives, fi
     """
     if options.scan_for(ham) == "parallel":
         return _echo_parallel(ham, options, theta, drives, final_state, cotangents)
-    rule = options.difference
+    rule = options.difference_rule(drives.dtype)
     w_mean, w_half = options.nudge_weights()
     eps = options.eps
     position, momentum = final_state
@@ -242,7 +254,7 @@ def echo_pass(ham: SeparableHamiltonian, options: CoreOptions, theta, drives, fi
 def _echo_parallel(ham, options, theta, drives, final_state, cotangents):
     """The same echo as ``echo_pass`` with both passes as associative scans (linear HRU only)."""
     _require_linear(ham)
-    rule = options.difference
+    rule = options.difference_rule(drives.dtype)
     w_mean, w_half = options.nudge_weights()
     eps = options.eps
     position, momentum = final_state

@@ -136,7 +136,7 @@ def prepare_problem(*, hru="linear", blocks=3, hidden=16, state=8, length=1000, 
             "timing_s": timing}
 
 
-def rhel_against_reference(problem: dict, *, eps=0.1, estimator="two_sided", difference="quadrature",
+def rhel_against_reference(problem: dict, *, eps=0.1, estimator="two_sided", difference="auto",
                            core_dtype="auto") -> dict:
     """Rows comparing RHEL with the problem's reference, the retrace error and the RHEL time."""
     from .echo import CoreOptions
@@ -158,7 +158,7 @@ def rhel_against_reference(problem: dict, *, eps=0.1, estimator="two_sided", dif
     return {"params": rows, "retrace_error": retrace, "rhel_s": elapsed}
 
 
-def run_gradcheck(*, eps=0.1, estimator="two_sided", difference="quadrature", core_dtype="auto",
+def run_gradcheck(*, eps=0.1, estimator="two_sided", difference="auto", core_dtype="auto",
                   **problem_config) -> dict:
     """Build a random problem, compute RHEL (in ``dtype``) and float64 BPTT, and compare them.
 
@@ -188,7 +188,7 @@ def summarize(rows: list[dict], prefix: str = "") -> dict:
 SWEEP_DEFAULTS = {"eps": (1e-4, 1e-3, 1e-2, 0.1, 1.0), "length": (250, 1000, 4000)}
 
 
-def run_sweep(kind: str, values, *, eps=0.1, estimator="two_sided", difference="quadrature",
+def run_sweep(kind: str, values, *, eps=0.1, estimator="two_sided", difference="auto",
               core_dtype="auto", progress=None, **problem_config) -> list[dict]:
     """Summaries of RHEL (float32 and float64) and of all-float32 BPTT, against ε or against L.
 
@@ -359,8 +359,9 @@ def add_command(subparsers) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="float64")
     parser.add_argument("--eps", type=_positive_float, default=0.1, help="nudge strength epsilon")
     parser.add_argument("--estimator", choices=("two_sided", "one_sided"), default="two_sided")
-    parser.add_argument("--difference", choices=("quadrature", "direct"), default="quadrature",
-                        help="how the two echoes' energy gradients are differenced (see echo.py)")
+    parser.add_argument("--difference", choices=("auto", "quadrature", "direct"), default="auto",
+                        help="how the two echoes' energy gradients are differenced (see echo.py; auto: direct "
+                             "in float64 cores with eps >= 1e-3, quadrature otherwise)")
     parser.add_argument("--core-dtype", choices=("auto", "input", "float64"), default="auto",
                         help="precision of the Hamiltonian cores: auto = float64 (x64 is on here), "
                              "input = the model's dtype (see echo.CoreOptions.compute_dtype)")

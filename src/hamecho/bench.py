@@ -1,0 +1,266 @@
+"""Speed and memory of a full training step: RHEL vs BPTT vs BPTT with gradient checkpointing.
+
+    hamecho bench                         # the full grid (long: up to L = 49,920)
+    hamecho bench --quick                 # a small subset, < 2 minutes
+    hamecho bench --algos rhel bptt --models linear --lengths 17984 --batch 4 --json
+
+Each case runs in a fresh subprocess (so peak memory does not mix between cases): it builds a
+6-block HSSM (hidden 64, state 16, float32 parameters, the default core precision), one random
+batch, and the same jitted Adam training step ``hamecho train`` uses; compiles and warms up with two
+steps, then times ``--reps`` steps (median). Peak memory is the child's peak resident set size
+(``ru_maxrss``: the whole process, JAX runtime and compiled code included; the row also carries
+the RSS measured before the first step as ``baseline_bytes``).
+
+Algorithms: ``rhel``; ``bptt`` (autodiff through the scan); ``bptt_ckpt`` (autodiff with
+``jax.checkpoint`` over chunks of ⌈√L⌉ steps: stores chunk-boundary states, recomputes the rest).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ALGOS = ("rhel", "bptt", "bptt_ckpt")
+MODELS = ("linear", "nonlinear")
+LENGTHS = (1000, 4000, 17984, 49920)
+BATCHES = (4, 32)
+QUICK = {"algos": ALGOS, "models": MODELS, "lengths": (1000,), "batches": (4,), "reps": 5}
+SHAPE = {"blocks": 6, "hidden": 64, "state": 16, "in_dim": 6, "classes": 5}
+# Cases skipped up front: the float64-free BPTT trajectory of the biggest cases does not fit in
+# 24 GiB together with the runtime (measured: see benchmarks/README.md); they are listed as skipped.
+DEFAULT_MEMORY_LIMIT_GIB = 20.0
+
+
+# --- one case, in a child process --------------------------------------------------------------------
+
+def run_case(algo: str, model_kind: str, batch: int, length: int, reps: int, core_dtype: str) -> dict:
+    """Build, compile, warm up and time one case in this process; return its row."""
+    import resource
+
+    import jax
+
+    if core_dtype == "auto":
+        jax.config.update("jax_enable_x64", True)  # float64 cores, float32 model: the CLI default
+    import jax.numpy as jnp
+
+    from .models import HSSM, core_options
+    from .train import _train_step, eqx_filter_trainable
+
+    key_model, key_x, key_y = jax.random.split(jax.random.PRNGKey(0), 3)
+    model = HSSM(in_dim=SHAPE["in_dim"], out_dim=SHAPE["classes"], hidden=SHAPE["hidden"], state=SHAPE["state"],
+                 blocks=SHAPE["blocks"], hru=model_kind, dtype=jnp.float32, key=key_model)
+    x = jax.random.normal(key_x, (batch, length, SHAPE["in_dim"]), jnp.float32)
+    y = jax.random.randint(key_y, (batch,), 0, SHAPE["classes"])
+    if algo == "bptt_ckpt":
+        options = core_options("bptt", checkpoint_chunk=max(1, math.isqrt(length - 1) + 1),
+                               core_dtype=core_dtype, scan="sequential")
+    else:
+        options = core_options(algo, core_dtype=core_dtype)
+    optimizer, step = _train_step(1e-3, options)
+    opt_state = optimizer.init(eqx_filter_trainable(model))
+    dropout_key = jax.random.PRNGKey(1)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    for _ in range(2):  # compile, then one warm step
+        model, opt_state, loss = step(model, opt_state, x, y, dropout_key)
+        jax.block_until_ready(loss)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        model, opt_state, loss = step(model, opt_state, x, y, dropout_key)
+        jax.block_until_ready(loss)
+        times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"algo": algo, "model": model_kind, "batch": batch, "length": length,
+            "step_time_s": statistics.median(times), "peak_mem_bytes": int(peak),
+            "baseline_bytes": int(baseline), "reps": reps, "loss": float(loss), "core_dtype": core_dtype,
+            "backend": jax.default_backend()}
+
+
+def _child_env() -> dict:
+    env = dict(os.environ)
+    # First-touch page faults are expensive on these VMs; huge pages for malloc measured 1.6-2.9x faster
+    # on the memory-heavy cases. Applied to every case alike.
+    env.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    return env
+
+
+def run_case_subprocess(algo, model, batch, length, reps, core_dtype, timeout) -> dict:
+    """Run one case in a fresh interpreter; a failure or timeout becomes a row with ``skipped``."""
+    case = json.dumps({"algo": algo, "model": model, "batch": batch, "length": length, "reps": reps,
+                       "core_dtype": core_dtype})
+    row = {"algo": algo, "model": model, "batch": batch, "length": length}
+    try:
+        done = subprocess.run([sys.executable, "-m", "hamecho.bench", "--run-case", case], capture_output=True,
+                              text=True, timeout=timeout, env=_child_env())
+    except subprocess.TimeoutExpired:
+        return {**row, "skipped": f"timed out after {timeout:.0f} s"}
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        reason = "killed (out of memory?)" if done.returncode in (-9, 137) else f"failed: {tail}"
+        return {**row, "skipped": reason}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- the grid ----------------------------------------------------------------------------------------
+
+def estimated_bptt_bytes(model: str, batch: int, length: int) -> float:
+    """Rough size of what BPTT stores (for skipping cases that cannot fit; calibrated by measurement)."""
+    per_step_sample = 6 * (SHAPE["hidden"] * 4 * 14 + 2 * SHAPE["state"] * 8 * (6 if model == "linear" else 10))
+    return per_step_sample * batch * length
+
+
+def run_grid(algos, models, lengths, batches, reps=5, core_dtype="auto", timeout=1800.0,
+             memory_limit_gib=DEFAULT_MEMORY_LIMIT_GIB, progress=None) -> list[dict]:
+    rows = []
+    for batch in batches:
+        for length in lengths:
+            for model in models:
+                for algo in algos:
+                    estimate = estimated_bptt_bytes(model, batch, length)
+                    if algo == "bptt" and estimate > memory_limit_gib * 2**30:
+                        row = {"algo": algo, "model": model, "batch": batch, "length": length,
+                               "skipped": f"BPTT needs ~{estimate / 2**30:.0f} GiB (limit {memory_limit_gib:g})"}
+                    else:
+                        row = run_case_subprocess(algo, model, batch, length, reps, core_dtype, timeout)
+                    rows.append(row)
+                    if progress:
+                        progress(row)
+    return rows
+
+
+# --- output ------------------------------------------------------------------------------------------
+
+def _ratio(rows, row, key):
+    base = next((r for r in rows if r["algo"] == "bptt" and r["model"] == row["model"] and r["batch"] == row["batch"]
+                 and r["length"] == row["length"] and "skipped" not in r), None)
+    if base is None or "skipped" in row:
+        return None
+    return row[key] / base[key]
+
+
+def format_markdown(rows: list[dict]) -> str:
+    lines = ["| model | batch | L | algo | step time (s) | × BPTT | peak memory (GiB) | × BPTT | target |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['model']} | {r['batch']} | {r['length']} | {r['algo']} | skipped: {r['skipped']} "
+                         "| | | | |")
+            continue
+        t_ratio, m_ratio = _ratio(rows, r, "step_time_s"), _ratio(rows, r, "peak_mem_bytes")
+        target = ""
+        if r["algo"] == "rhel" and r["batch"] == 4 and r["length"] == 17984 and t_ratio is not None:
+            target = f"time ≤ 1.0×: {'met' if t_ratio <= 1.0 else 'MISSED'}"
+        if r["algo"] == "rhel" and r["batch"] == 4 and r["length"] == 49920 and m_ratio is not None:
+            target = f"memory ≤ 0.25×: {'met' if m_ratio <= 0.25 else 'MISSED'}"
+        fmt = lambda v: "" if v is None else f"{v:.2f}"
+        lines.append(f"| {r['model']} | {r['batch']} | {r['length']} | {r['algo']} | {r['step_time_s']:.3f} | "
+                     f"{fmt(t_ratio)} | {r['peak_mem_bytes'] / 2**30:.2f} | {fmt(m_ratio)} | {target} |")
+    return "\n".join(lines)
+
+
+def write_outputs(rows: list[dict], out: Path) -> list[Path]:
+    """bench.md, bench.csv, bench.json and bench.png (time and memory against L, log-log)."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "bench.md", out / "bench.csv", out / "bench.json"]
+    written[0].write_text(format_markdown(rows) + "\n", encoding="utf-8")
+    fields = ["algo", "model", "batch", "length", "step_time_s", "peak_mem_bytes", "baseline_bytes", "skipped"]
+    with open(written[1], "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    written[2].write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    measured = [r for r in rows if "skipped" not in r]
+    if measured and len({r["length"] for r in measured}) > 1:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        styles = {"rhel": "o-", "bptt": "s--", "bptt_ckpt": "^:"}
+        for ax, key, label, scale in ((axes[0], "step_time_s", "step time (s)", 1.0),
+                                      (axes[1], "peak_mem_bytes", "peak memory (GiB)", 2.0**-30)):
+            for (algo, model, batch) in sorted({(r["algo"], r["model"], r["batch"]) for r in measured}):
+                sel = sorted((r for r in measured if (r["algo"], r["model"], r["batch"]) == (algo, model, batch)),
+                             key=lambda r: r["length"])
+                ax.plot([r["length"] for r in sel], [r[key] * scale for r in sel], styles[algo],
+                        label=f"{algo} {model} b{batch}")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("sequence length L")
+            ax.set_ylabel(label)
+            ax.grid(True, which="both", alpha=0.3)
+        axes[1].legend(fontsize=7, ncol=2)
+        fig.suptitle("Training step, 6-block HSSM (hidden 64, state 16), one process per case")
+        fig.tight_layout()
+        fig.savefig(out / "bench.png", dpi=120)
+        plt.close(fig)
+        written.append(out / "bench.png")
+    return written
+
+
+# --- command line ----------------------------------------------------------------------------------------
+
+def _positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def add_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="time and memory of a training step: RHEL vs BPTT (vs checkpointed BPTT)",
+        description=__doc__.split("\n\n")[2] + " Writes bench.md, bench.csv, bench.json and bench.png to --out.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="L = 1000, batch 4, all algorithms and models")
+    parser.add_argument("--algos", nargs="+", choices=ALGOS)
+    parser.add_argument("--models", nargs="+", choices=MODELS)
+    parser.add_argument("--lengths", nargs="+", type=_positive_int)
+    parser.add_argument("--batch", nargs="+", type=_positive_int, help="batch sizes (default 4 32)")
+    parser.add_argument("--reps", type=_positive_int, help="timed steps per case (default 5; median reported)")
+    parser.add_argument("--core-dtype", choices=("auto", "input"), default="auto",
+                        help="auto: float64 cores with a float32 model (the default everywhere); input: all float32")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per case before it is skipped")
+    parser.add_argument("--out", default="benchmarks/results", help="folder for bench.md/.csv/.json/.png")
+    parser.add_argument("--json", action="store_true", help="print the rows as a JSON list (and write files)")
+    parser.set_defaults(func=main)
+
+
+def main(args) -> int:
+    quick = QUICK if args.quick else {}
+    algos = args.algos or quick.get("algos", ALGOS)
+    models = args.models or quick.get("models", MODELS)
+    lengths = args.lengths or quick.get("lengths", LENGTHS)
+    batches = args.batch or quick.get("batches", BATCHES)
+    reps = args.reps or 5
+    log = (lambda row: None) if args.json else (lambda row: print(
+        f"  {row['model']:>9} b{row['batch']:<3} L={row['length']:<6} {row['algo']:<9} " +
+        (f"skipped: {row['skipped']}" if "skipped" in row else
+         f"{row['step_time_s']:.3f} s/step, peak {row['peak_mem_bytes'] / 2**30:.2f} GiB"), flush=True))
+    rows = run_grid(algos, models, lengths, batches, reps=reps, core_dtype=args.core_dtype, timeout=args.timeout,
+                    progress=log)
+    written = write_outputs(rows, Path(args.out))
+    if args.json:
+        json.dump(rows, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(format_markdown(rows))
+        print("written: " + ", ".join(map(str, written)))
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--run-case":
+        case = json.loads(sys.argv[2])
+        print(json.dumps(run_case(**case)))
+    else:
+        print("usage: hamecho bench ... (this module's entry point is for one benchmark case)", file=sys.stderr)
+        sys.exit(2)
