@@ -40,7 +40,7 @@ DEFAULT_MEMORY_LIMIT_GIB = 20.0
 
 # --- one case, in a child process --------------------------------------------------------------------
 
-def run_case(algo: str, model_kind: str, batch: int, length: int, reps: int, core_dtype: str) -> dict:
+def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dtype: str) -> dict:
     """Build, compile, warm up and time one case in this process; return its row."""
     import resource
 
@@ -54,8 +54,8 @@ def run_case(algo: str, model_kind: str, batch: int, length: int, reps: int, cor
     from .train import _train_step, eqx_filter_trainable
 
     key_model, key_x, key_y = jax.random.split(jax.random.PRNGKey(0), 3)
-    model = HSSM(in_dim=SHAPE["in_dim"], out_dim=SHAPE["classes"], hidden=SHAPE["hidden"], state=SHAPE["state"],
-                 blocks=SHAPE["blocks"], hru=model_kind, dtype=jnp.float32, key=key_model)
+    hssm = HSSM(in_dim=SHAPE["in_dim"], out_dim=SHAPE["classes"], hidden=SHAPE["hidden"], state=SHAPE["state"],
+                 blocks=SHAPE["blocks"], hru=model, dtype=jnp.float32, key=key_model)
     x = jax.random.normal(key_x, (batch, length, SHAPE["in_dim"]), jnp.float32)
     y = jax.random.randint(key_y, (batch,), 0, SHAPE["classes"])
     if algo == "bptt_ckpt":
@@ -64,20 +64,20 @@ def run_case(algo: str, model_kind: str, batch: int, length: int, reps: int, cor
     else:
         options = core_options(algo, core_dtype=core_dtype)
     optimizer, step = _train_step(1e-3, options)
-    opt_state = optimizer.init(eqx_filter_trainable(model))
+    opt_state = optimizer.init(eqx_filter_trainable(hssm))
     dropout_key = jax.random.PRNGKey(1)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     for _ in range(2):  # compile, then one warm step
-        model, opt_state, loss = step(model, opt_state, x, y, dropout_key)
+        hssm, opt_state, loss = step(hssm, opt_state, x, y, dropout_key)
         jax.block_until_ready(loss)
     times = []
     for _ in range(reps):
         start = time.perf_counter()
-        model, opt_state, loss = step(model, opt_state, x, y, dropout_key)
+        hssm, opt_state, loss = step(hssm, opt_state, x, y, dropout_key)
         jax.block_until_ready(loss)
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"algo": algo, "model": model_kind, "batch": batch, "length": length,
+    return {"algo": algo, "model": model, "batch": batch, "length": length,
             "step_time_s": statistics.median(times), "peak_mem_bytes": int(peak),
             "baseline_bytes": int(baseline), "reps": reps, "loss": float(loss), "core_dtype": core_dtype,
             "backend": jax.default_backend()}
@@ -116,15 +116,27 @@ def estimated_bptt_bytes(model: str, batch: int, length: int) -> float:
     return per_step_sample * batch * length
 
 
+def _same_case(row: dict, case: dict) -> bool:
+    return all(row.get(k) == v for k, v in case.items())
+
+
 def run_grid(algos, models, lengths, batches, reps=5, core_dtype="auto", timeout=1800.0,
-             memory_limit_gib=DEFAULT_MEMORY_LIMIT_GIB, progress=None) -> list[dict]:
+             memory_limit_gib=DEFAULT_MEMORY_LIMIT_GIB, progress=None, previous=(), on_row=None) -> list[dict]:
+    """Every case of the grid, one subprocess each. ``previous``: rows of an earlier run; a measured
+    row of the same case (same reps and core precision) is reused instead of measured again.
+    ``on_row(rows)`` is called after each case (to write partial outputs)."""
     rows = []
     for batch in batches:
         for length in lengths:
             for model in models:
                 for algo in algos:
+                    case = {"algo": algo, "model": model, "batch": batch, "length": length, "reps": reps,
+                            "core_dtype": core_dtype}
+                    reuse = next((r for r in previous if "skipped" not in r and _same_case(r, case)), None)
                     estimate = estimated_bptt_bytes(model, batch, length)
-                    if algo == "bptt" and estimate > memory_limit_gib * 2**30:
+                    if reuse is not None:
+                        row = reuse
+                    elif algo == "bptt" and estimate > memory_limit_gib * 2**30:
                         row = {"algo": algo, "model": model, "batch": batch, "length": length,
                                "skipped": f"BPTT needs ~{estimate / 2**30:.0f} GiB (limit {memory_limit_gib:g})"}
                     else:
@@ -132,6 +144,8 @@ def run_grid(algos, models, lengths, batches, reps=5, core_dtype="auto", timeout
                     rows.append(row)
                     if progress:
                         progress(row)
+                    if on_row:
+                        on_row(rows)
     return rows
 
 
@@ -175,7 +189,9 @@ def write_outputs(rows: list[dict], out: Path) -> list[Path]:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    written[2].write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    tmp = written[2].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, written[2])  # bench.json is what --resume reads: never half-written
     measured = [r for r in rows if "skipped" not in r]
     if measured and len({r["length"] for r in measured}) > 1:
         import matplotlib
@@ -231,6 +247,9 @@ def add_command(subparsers) -> None:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per case before it is skipped")
     parser.add_argument("--out", default="benchmarks/results", help="folder for bench.md/.csv/.json/.png")
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list (and write files)")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the measured rows of OUT/bench.json (same case, reps and core precision); "
+                             "outputs are rewritten after every case, so an interrupted grid loses nothing")
     parser.set_defaults(func=main)
 
 
@@ -245,9 +264,13 @@ def main(args) -> int:
         f"  {row['model']:>9} b{row['batch']:<3} L={row['length']:<6} {row['algo']:<9} " +
         (f"skipped: {row['skipped']}" if "skipped" in row else
          f"{row['step_time_s']:.3f} s/step, peak {row['peak_mem_bytes'] / 2**30:.2f} GiB"), flush=True))
+    out = Path(args.out)
+    previous = []
+    if args.resume and (out / "bench.json").exists():
+        previous = json.loads((out / "bench.json").read_text(encoding="utf-8"))
     rows = run_grid(algos, models, lengths, batches, reps=reps, core_dtype=args.core_dtype, timeout=args.timeout,
-                    progress=log)
-    written = write_outputs(rows, Path(args.out))
+                    progress=log, previous=previous, on_row=lambda rows: write_outputs(rows, out))
+    written = write_outputs(rows, out)
     if args.json:
         json.dump(rows, sys.stdout)
         sys.stdout.write("\n")
