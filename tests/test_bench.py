@@ -1,0 +1,57 @@
+"""`hamecho bench`: the --quick --json schema (not the timings), resume, and the target marks."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hamecho import bench
+
+ROW_TYPES = {"algo": str, "model": str, "batch": int, "length": int, "step_time_s": float, "peak_mem_bytes": int}
+
+
+def test_quick_json_schema(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "hamecho.cli", "bench", "--quick", "--json", "--reps", "1",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    assert isinstance(rows, list) and len(rows) == len(bench.ALGOS) * len(bench.MODELS)
+    for row in rows:
+        assert "skipped" not in row, row
+        for key, kind in ROW_TYPES.items():
+            assert isinstance(row[key], kind), (key, row)
+        assert row["algo"] in ("rhel", "bptt", "bptt_ckpt") and row["model"] in ("linear", "nonlinear")
+        assert (row["batch"], row["length"]) == (4, 1000)
+        assert row["step_time_s"] > 0 and row["peak_mem_bytes"] > row["baseline_bytes"] > 0
+    assert {(r["algo"], r["model"]) for r in rows} == {(a, m) for a in bench.ALGOS for m in bench.MODELS}
+    assert json.loads((tmp_path / "bench.json").read_text()) == rows
+    assert (tmp_path / "bench.csv").read_text().count("\n") == len(rows) + 1
+    assert "| linear | 4 | 1000 | rhel |" in (tmp_path / "bench.md").read_text()
+
+
+def _row(algo, model="linear", batch=4, length=17984, time_s=1.0, mem=2**30):
+    return {"algo": algo, "model": model, "batch": batch, "length": length, "step_time_s": time_s,
+            "peak_mem_bytes": mem, "reps": 5, "core_dtype": "auto"}
+
+
+def test_resume_reuses_measured_rows_and_remeasures_skipped_ones(monkeypatch):
+    measured = []
+
+    def fake_subprocess(algo, model, batch, length, reps, core_dtype, timeout):
+        measured.append((algo, model))
+        return _row(algo, model, batch, length)
+
+    monkeypatch.setattr(bench, "run_case_subprocess", fake_subprocess)
+    previous = [_row("rhel"), {**_row("bptt"), "skipped": "timed out"}, {**_row("bptt_ckpt"), "reps": 3}]
+    rows = bench.run_grid(bench.ALGOS, ("linear",), (17984,), (4,), previous=previous)
+    assert rows[0] is previous[0]
+    assert measured == [("bptt", "linear"), ("bptt_ckpt", "linear")]  # skipped and other-reps rows re-run
+
+
+@pytest.mark.parametrize("rhel_time, rhel_mem, expect", [(0.9, 2**30, "met"), (1.1, 2**30, "MISSED")])
+def test_markdown_marks_the_target_rows(rhel_time, rhel_mem, expect):
+    rows = [_row("rhel", time_s=rhel_time, mem=rhel_mem), _row("bptt"),
+            _row("rhel", length=49920, mem=2**28), _row("bptt", length=49920, mem=2**30)]
+    table = bench.format_markdown(rows)
+    assert f"time ≤ 1.0×: {expect}" in table
+    assert "memory ≤ 0.25×: met" in table  # 0.25 exactly: 2**28 / 2**30
