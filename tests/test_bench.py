@@ -15,7 +15,7 @@ def test_quick_json_schema(tmp_path):
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(done.stdout.strip().splitlines()[-1])
-    assert isinstance(rows, list) and len(rows) == len(bench.ALGOS) * len(bench.MODELS)
+    assert isinstance(rows, list) and len(rows) == len(bench.QUICK_ALGOS) * len(bench.MODELS)
     for row in rows:
         assert "skipped" not in row, row
         for key, kind in ROW_TYPES.items():
@@ -23,7 +23,7 @@ def test_quick_json_schema(tmp_path):
         assert row["algo"] in ("rhel", "bptt", "bptt_ckpt") and row["model"] in ("linear", "nonlinear")
         assert (row["batch"], row["length"]) == (4, 1000)
         assert row["step_time_s"] > 0 and row["peak_mem_bytes"] > row["baseline_bytes"] > 0
-    assert {(r["algo"], r["model"]) for r in rows} == {(a, m) for a in bench.ALGOS for m in bench.MODELS}
+    assert {(r["algo"], r["model"]) for r in rows} == {(a, m) for a in bench.QUICK_ALGOS for m in bench.MODELS}
     assert json.loads((tmp_path / "bench.json").read_text()) == rows
     assert (tmp_path / "bench.csv").read_text().count("\n") == len(rows) + 1
     assert "| linear | 4 | 1000 | rhel |" in (tmp_path / "bench.md").read_text()
@@ -43,7 +43,7 @@ def test_resume_reuses_measured_rows_and_remeasures_skipped_ones(monkeypatch):
 
     monkeypatch.setattr(bench, "run_case_subprocess", fake_subprocess)
     previous = [_row("rhel"), {**_row("bptt"), "skipped": "timed out"}, {**_row("bptt_ckpt"), "reps": 3}]
-    rows = bench.run_grid(bench.ALGOS, ("linear",), (17984,), (4,), previous=previous)
+    rows = bench.run_grid(bench.QUICK_ALGOS, ("linear",), (17984,), (4,), previous=previous)
     assert rows[0] is previous[0]
     assert measured == [("bptt", "linear"), ("bptt_ckpt", "linear")]  # skipped and other-reps rows re-run
 

@@ -158,6 +158,7 @@ TRAIN_FIELDS = {
     "difference": ("str", "auto", _one_of(DIFFERENCES)),
     "dtype": ("str", "float32", _one_of(DTYPES)),
     "core_dtype": ("str", "float64", _one_of(CORE_DTYPES)),
+    "recompute_blocks": ("bool", False, None),
     "eval_batch_size": ("int", 256, _positive),
     "eval_train": ("bool", False, None),
     "time_limit_s": ("float", None, _positive_finite),
@@ -212,6 +213,9 @@ class TrainConfig:
     # Precision the Hamiltonian cores integrate in: "float64" (default; the model and the stored drives keep
     # ``dtype``, ~+20 % step time, removes float32 phase drift on long sequences) or "input" (= ``dtype``).
     core_dtype: str = "float64"
+    # Memory for long sequences: keep only each block's input per step, recompute the block in the backward
+    # pass (one more forward per block; README "Speed and memory").
+    recompute_blocks: bool = False
     eval_batch_size: int = 256
     eval_train: bool = False
     time_limit_s: float | None = None

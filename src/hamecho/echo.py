@@ -72,6 +72,9 @@ class CoreOptions:
     difference: str = "auto"
     core_dtype: str = "auto"
     checkpoint_chunk: int | None = None
+    # Memory: keep only each HSSM block's input per time step and recompute the block (feed-forward parts and
+    # core forward) in the backward pass; see models.recompute_in_backward. Costs one more forward per block.
+    recompute_blocks: bool = False
 
     def __post_init__(self):
         for field, value, allowed in (("algo", self.algo, ALGOS), ("estimator", self.estimator, ESTIMATORS),

@@ -30,6 +30,35 @@ def default_dtype():
     return jnp.zeros(()).dtype
 
 
+def recompute_in_backward(fn):
+    """``fn`` whose reverse-mode derivative stores only its arguments and recomputes ``fn`` when the
+    cotangent arrives (rematerialisation). Arguments: pytrees of arrays (``None`` allowed).
+
+    Why not ``jax.checkpoint``: on XLA CPU its recomputation is merged back into the forward pass, so the
+    compiled step keeps every activation anyway (benchmarks/remat_check.py). Here the recomputation
+    takes its inputs through ``a + 0·g`` with ``g`` an element of the incoming cotangent: a float
+    multiply by zero is not simplified away (it is NaN for inf), so the recomputation cannot start
+    before the backward pass reaches it, and its activations live only while this block is
+    differentiated.
+    """
+
+    @jax.custom_vjp
+    def wrapped(*args):
+        return fn(*args)
+
+    def forward(*args):
+        return fn(*args), args
+
+    def backward(args, cotangent):
+        first = jnp.ravel(jax.tree_util.tree_leaves(cotangent)[0])[0]
+        tie = lambda a: a + (first * 0).astype(a.dtype) if jnp.issubdtype(a.dtype, jnp.inexact) else a
+        _, vjp = jax.vjp(fn, *jax.tree_util.tree_map(tie, args))
+        return vjp(cotangent)  # integer inputs (random keys) get float0 cotangents from jax.vjp
+
+    wrapped.defvjp(forward, backward)
+    return wrapped
+
+
 class Block(eqx.Module):
     """Norm → HRU → GELU → dropout → GLU → dropout → residual, on (L, N, H)."""
 
@@ -44,7 +73,19 @@ class Block(eqx.Module):
         self.glu = GLU(hidden, key=glu_key, dtype=dtype)
 
     def __call__(self, x, options: CoreOptions, *, train: bool, key=None):
-        """x (L, N, H) → (x', (running mean, running var)); dropout only when ``key`` is given."""
+        """x (L, N, H) → (x', (running mean, running var)); dropout only when ``key`` is given.
+
+        With ``options.recompute_blocks`` autodiff keeps only ``x`` (H numbers per step and sample) and
+        recomputes the block in the backward pass (see :func:`recompute_in_backward`).
+        """
+        if options.recompute_blocks:
+            params, static = eqx.partition(self, eqx.is_array)
+            run = lambda params, x, key: eqx.combine(params, static).forward(x, options, train=train, key=key)
+            return recompute_in_backward(run)(params, x, key)
+        return self.forward(x, options, train=train, key=key)
+
+    def forward(self, x, options: CoreOptions, *, train: bool, key=None):
+        """The block's computation (``__call__`` without the memory option)."""
         keys = (None, None) if key is None else jax.random.split(key)
         normed, stats = self.norm(x, train)
         h = jax.nn.gelu(self.hru(normed, options))

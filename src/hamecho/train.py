@@ -405,7 +405,8 @@ def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None,
         raise ValueError(f"{config.name}: output_step {data.output_step} exceeds the length {data.length}")
     dtype = np.dtype(t.dtype)
     model = build_model(config, data, seed)
-    options = core_options(algo, t.eps, estimator=t.estimator, difference=t.difference, core_dtype=t.core_dtype)
+    options = core_options(algo, t.eps, estimator=t.estimator, difference=t.difference, core_dtype=t.core_dtype,
+                           recompute_blocks=t.recompute_blocks)
     optimizer, step_fn = _train_step(t.lr, options)
     opt_state = optimizer.init(eqx_filter_trainable(model))
     dropout_base = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
