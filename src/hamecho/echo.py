@@ -32,6 +32,14 @@ Differences of functions f(m + h) − f(m − h) are evaluated according to ``op
 - ``"direct"``: evaluate at both echoes and subtract, as a physical system would.
 
 The one-sided variant echoes with +ε and 0 and divides by ε.
+
+Fixed point (``integrator="fixed_point"``). The forward pass and both echoes run on the int64 grid of
+``integrators.fixed_point_leapfrog_step`` (exactly reversible: the free echo returns to the zero
+state bit for bit, however chaotic the unit). The two echoes (+ε and −ε, or +ε and 0) are carried
+as separate integer states, nudged by ε·g rounded to the grid; their difference is exact integer
+arithmetic, and the energy gradients are differenced in float64 (``"direct"``), or by the quadrature
+rule around the exact half-difference when ``difference_rule`` says "quadrature". Not differentiable
+by autodiff (``rint``): BPTT needs ``integrator="float"``.
 """
 from __future__ import annotations
 
@@ -44,8 +52,10 @@ import jax.numpy as jnp
 
 from .hamiltonians import LINEAR_HAMILTONIAN, SeparableHamiltonian, batched_velocity, batched_force
 from .hamiltonians import linear_step_size, linear_stiffness
-from .integrators import (affine_parallel_scan, leapfrog_step, linear_leapfrog_matrix,
-                          linear_leapfrog_offsets, run_leapfrog, run_leapfrog_checkpointed)
+from .integrators import (DEFAULT_FRACTION_BITS, affine_parallel_scan, check_fraction_bits,
+                          fixed_point_leapfrog_step, from_fixed, leapfrog_step, linear_leapfrog_matrix,
+                          linear_leapfrog_offsets, require_x64, run_fixed_point_leapfrog, run_leapfrog,
+                          run_leapfrog_checkpointed)
 
 ALGOS = ("rhel", "bptt")
 ESTIMATORS = ("two_sided", "one_sided")
@@ -54,6 +64,7 @@ DIFFERENCES = ("auto", "quadrature", "direct")
 # difference="auto" subtracts the two echoes directly only in float64 and for ε at least this large.
 DIRECT_MIN_EPS = 1e-3
 CORE_DTYPES = ("auto", "input", "float64")
+INTEGRATORS = ("float", "fixed_point")
 
 
 def default_scan() -> str:
@@ -75,11 +86,15 @@ class CoreOptions:
     # Memory: keep only each HSSM block's input per time step and recompute the block (feed-forward parts and
     # core forward) in the backward pass; see models.recompute_in_backward. Costs one more forward per block.
     recompute_blocks: bool = False
+    # "fixed_point": φ, π as int64 multiples of 2**-fraction_bits, exactly reversible (integrators.py).
+    integrator: str = "float"
+    fraction_bits: int = DEFAULT_FRACTION_BITS
 
     def __post_init__(self):
         for field, value, allowed in (("algo", self.algo, ALGOS), ("estimator", self.estimator, ESTIMATORS),
                                       ("scan", self.scan, SCANS), ("difference", self.difference, DIFFERENCES),
-                                      ("core_dtype", self.core_dtype, CORE_DTYPES)):
+                                      ("core_dtype", self.core_dtype, CORE_DTYPES),
+                                      ("integrator", self.integrator, INTEGRATORS)):
             if value not in allowed:
                 raise ValueError(f"{field} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
         if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps > 0):
@@ -90,12 +105,27 @@ class CoreOptions:
             if self.algo != "bptt" or self.scan == "parallel":
                 raise ValueError("checkpoint_chunk (BPTT with gradient checkpointing over time) needs "
                                  f"algo='bptt' and a sequential scan; got algo={self.algo!r}, scan={self.scan!r}")
+        check_fraction_bits(self.fraction_bits)
+        if self.integrator == "fixed_point":
+            if self.algo == "bptt":
+                raise ValueError("integrator='fixed_point' cannot be differentiated by BPTT (its rounding, "
+                                 "rint, has no derivative): use algo='rhel', or integrator='float' for a "
+                                 "BPTT reference")
+            if self.scan == "parallel":
+                raise ValueError("integrator='fixed_point' runs a sequential scan; got scan='parallel' "
+                                 "(use 'sequential' or 'auto')")
+
+    @property
+    def fixed_point(self) -> bool:
+        return self.integrator == "fixed_point"
 
     def scan_for(self, ham: SeparableHamiltonian) -> str:
         """The scan this core runs: "auto" is parallel for the linear HRU on accelerators and sequential
         otherwise (CPU, where it is faster, and every nonlinear HRU, whose step is not affine)."""
         if self.scan != "auto":
             return self.scan
+        if self.fixed_point:
+            return "sequential"
         return default_scan() if ham is LINEAR_HAMILTONIAN else "sequential"
 
     def compute_dtype(self, input_dtype):
@@ -214,7 +244,11 @@ def echo_pass(ham: SeparableHamiltonian, options: CoreOptions, theta, drives, fi
     drives (L, N, U); final_state = (φ_{L−1}, π_{L−1}), each (N, P); cotangents g (L, N, P).
     Returns (∂L/∂θ with theta's structure, ∂L/∂drives (L, N, U), echo end state mean (φ, π)).
     Only the per-step drive gradient is L-sized; the parameter sums are carried.
+    With ``options.integrator == "fixed_point"`` the final state is int64 (``fixed_point_forward``)
+    and the returned end state is the +ε echo's, as floats.
     """
+    if options.fixed_point:
+        return _echo_fixed_point(ham, options, theta, drives, final_state, cotangents)
     if options.scan_for(ham) == "parallel":
         return _echo_parallel(ham, options, theta, drives, final_state, cotangents)
     rule = options.difference_rule(drives.dtype)
@@ -291,6 +325,62 @@ def _echo_parallel(ham, options, theta, drives, final_state, cotangents):
     return grad_theta, grad_drives, (mean_q[-1], mean_p[-1])
 
 
+def fixed_point_forward(ham: SeparableHamiltonian, options: CoreOptions, theta, drives):
+    """Positions (L, N, P) float64 and the int64 final state, on the grid, from zero (float64 inputs)."""
+    require_x64("integrator='fixed_point'")
+    length, batch = drives.shape[:2]
+    zeros = jnp.zeros((batch, _state_size(ham, theta, drives)), jnp.int64)
+    return run_fixed_point_leapfrog(ham, theta, drives, zeros, zeros, options.fraction_bits)
+
+
+def _echo_fixed_point(ham, options, theta, drives, final_state, cotangents):
+    """The RHEL echo on the int64 grid: the +ε and −ε (or 0) echoes as separate integer states."""
+    require_x64("integrator='fixed_point'")
+    bits = options.fraction_bits
+    rule = options.difference_rule(jnp.float64)
+    eps = options.eps
+    minus_sign = -1 if options.estimator == "two_sided" else 0
+    position, momentum = final_state
+    grid = lambda x: jnp.rint(x * (2.0 ** bits)).astype(jnp.int64)
+    as_float = lambda x: from_fixed(x, bits)
+    nudge_int = grid(eps * cotangents)  # (L, N, P); the −ε echo gets exactly its negation
+    next_nudges = jnp.concatenate([jnp.zeros_like(nudge_int[:1]), nudge_int[:-1]], axis=0)
+    minus_int = lambda n: minus_sign * n
+    plus = (position, -momentum + nudge_int[-1])
+    minus = (position, -momentum + minus_int(nudge_int[-1]))
+    acc = jax.tree_util.tree_map(jnp.zeros_like, theta)
+
+    def body(carry, inputs):
+        plus, minus, acc = carry
+        drive, nudge = inputs
+        q_p, p_p, h_p = fixed_point_leapfrog_step(ham, theta, *plus, drive, bits)
+        q_m, p_m, h_m = fixed_point_leapfrog_step(ham, theta, *minus, drive, bits)
+        energy_grads = lambda states: step_energy_gradients(ham, theta, states, drive)
+        if rule == "direct":
+            g_plus = energy_grads((as_float(h_p), as_float(plus[1]), as_float(p_p)))
+            g_minus = energy_grads((as_float(h_m), as_float(minus[1]), as_float(p_m)))
+            g_theta, g_drive = jax.tree_util.tree_map(lambda a, b: 0.5 * (a - b), g_plus, g_minus)
+        else:  # quadrature around the exact integer half-difference
+            half = tuple(from_fixed(a - b, bits + 1) for a, b in ((h_p, h_m), (plus[1], minus[1]), (p_p, p_m)))
+            mean = tuple(as_float(b) + d for b, d in zip((h_m, minus[1], p_m), half))
+            g_theta, g_drive = half_difference(energy_grads, mean, half, rule)
+        acc = jax.tree_util.tree_map(jnp.add, acc, g_theta)
+        return ((q_p, p_p + nudge), (q_m, p_m + minus_int(nudge)), acc), g_drive
+
+    (end_plus, _, acc), drive_half_diffs = jax.lax.scan(body, (plus, minus, acc), (drives, next_nudges),
+                                                        reverse=True)
+    # half-differences (Φ₊ − Φ₋)/2 → two-sided: divide by ε; one-sided (Φ₋ = 0-echo): by ε/2
+    scale = -1.0 / (eps if options.estimator == "two_sided" else 0.5 * eps)
+    grad_theta = jax.tree_util.tree_map(lambda a: scale * a, acc)
+    return grad_theta, scale * drive_half_diffs, tuple(map(as_float, end_plus))
+
+
+def _core_positions_and_state(ham, options, theta_c, drives_c):
+    if options.fixed_point:
+        return fixed_point_forward(ham, options, theta_c, drives_c)
+    return core_forward(ham, options.scan_for(ham), theta_c, drives_c)
+
+
 # --- the core with its custom VJP -----------------------------------------------------------------
 
 def hamiltonian_core(ham: SeparableHamiltonian, options: CoreOptions, theta, drives):
@@ -312,8 +402,13 @@ def hamiltonian_core(ham: SeparableHamiltonian, options: CoreOptions, theta, dri
 
 
 def to_compute_dtype(options: CoreOptions, theta, drives):
-    """theta and drives cast to the dtype the core integrates in (a no-op when they already are)."""
-    compute = options.compute_dtype(drives.dtype)
+    """theta and drives cast to the dtype the core integrates in (a no-op when they already are).
+
+    The fixed-point integrator computes its increments in float64 whatever ``core_dtype`` says.
+    """
+    if options.fixed_point:
+        require_x64("integrator='fixed_point'")
+    compute = jnp.dtype(jnp.float64) if options.fixed_point else options.compute_dtype(drives.dtype)
     widen = lambda a: a.astype(compute) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a
     return jax.tree_util.tree_map(widen, theta), drives.astype(compute)
 
@@ -321,12 +416,12 @@ def to_compute_dtype(options: CoreOptions, theta, drives):
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _rhel_core(ham, options, theta, drives):
     theta_c, drives_c = to_compute_dtype(options, theta, drives)
-    return core_forward(ham, options.scan_for(ham), theta_c, drives_c)[0].astype(drives.dtype)
+    return _core_positions_and_state(ham, options, theta_c, drives_c)[0].astype(drives.dtype)
 
 
 def _rhel_forward(ham, options, theta, drives):
     theta_c, drives_c = to_compute_dtype(options, theta, drives)
-    positions, final_state = core_forward(ham, options.scan_for(ham), theta_c, drives_c)
+    positions, final_state = _core_positions_and_state(ham, options, theta_c, drives_c)
     # Residuals: the parameters, the drives (in their own dtype) and the final state. Nothing else of length L.
     return positions.astype(drives.dtype), (theta, drives, final_state)
 
@@ -350,13 +445,16 @@ def retrace_error(ham: SeparableHamiltonian, theta, drives, options: CoreOptions
 
     |echo end state| / |forward final state| (Frobenius norms over batch and channels); rounding
     only, in exact arithmetic it is 0. Computed in the core's dtype (``options.compute_dtype``).
+    With ``integrator="fixed_point"`` the echo is bit-exact and this is exactly 0.0.
     """
     options = CoreOptions() if options is None else options
     theta, drives = to_compute_dtype(options, theta, drives)
-    positions, final_state = core_forward(ham, options.scan_for(ham), theta, drives)
+    positions, final_state = _core_positions_and_state(ham, options, theta, drives)
     zero_cotangents = jnp.zeros_like(positions)
     _, _, (end_position, end_momentum) = echo_pass(ham, options, theta, drives, final_state,
                                                    zero_cotangents)
+    if options.fixed_point:
+        final_state = tuple(from_fixed(x, options.fraction_bits) for x in final_state)
     final_norm = jnp.sqrt(jnp.sum(final_state[0] ** 2) + jnp.sum(final_state[1] ** 2))
     end_norm = jnp.sqrt(jnp.sum(end_position**2) + jnp.sum(end_momentum**2))
     return end_norm / final_norm

@@ -2,6 +2,20 @@
 parallel (associative) scan that runs a linear HRU's affine recursion in O(log L) depth.
 
 Shapes: position and momentum (N, P) with N any flattened batch; drive (N, U).
+
+Fixed-point leapfrog (``fixed_point_leapfrog_step``, ``run_fixed_point_leapfrog``). A driven
+nonlinear oscillator is chaotic: in floating point the echo's rounding differs from the forward
+pass's, and the difference grows exponentially (float64 log-cosh HRU at δ = 0.5: relative retrace
+error O(1) after ~10⁴ steps). Here φ and π are int64 on a grid of spacing 2^-b (value = int·2^-b,
+b = ``fraction_bits``, default 32) and every drift and kick increment is computed in float64 and
+rounded to the grid with round-half-to-even (``jnp.rint``), an odd function. Each update is then an
+integer addition whose increment depends only on the *other* variable, so it is exactly invertible,
+and flipping the momentum makes the same step undo it bit for bit (∂T/∂π is evaluated as
+sign(π)·∂T/∂π(|π|), odd bit for bit). Range: |value| < 2^(63−b) (b = 32: ±2.1e9; b = 40: ±8.4e6);
+resolution 2^-b (b = 32: 2.3e-10; b = 40: 9.1e-13); the float value the forces see is exact while
+|value| < 2^(53−b) (b = 32: 2.1e6) and rounded (deterministically, retrace stays exact) beyond.
+Inside a scan nothing checks for int64 overflow (it would wrap): keep the state well inside the range.
+Needs JAX's x64 mode (int64 and float64).
 """
 from __future__ import annotations
 
@@ -122,3 +136,100 @@ def affine_parallel_scan(matrix, offsets_p, offsets_q, initial_p, initial_q):
 
     result = jax.lax.associative_scan(combine, mats + (offsets_p, offsets_q))
     return result[4], result[5]
+
+
+# --- fixed point: exactly reversible leapfrog on an int64 grid ------------------------------------
+
+DEFAULT_FRACTION_BITS = 32
+
+
+def require_x64(what: str = "the fixed-point integrator") -> None:
+    """Raise ``ValueError`` unless JAX's x64 mode is on (int64 states, float64 increments)."""
+    if not jax.config.jax_enable_x64:
+        raise ValueError(f"{what} needs JAX's x64 mode (int64 states, float64 increments): "
+                         "jax.config.update('jax_enable_x64', True) before building arrays")
+
+
+def check_fraction_bits(fraction_bits) -> int:
+    if isinstance(fraction_bits, bool) or not isinstance(fraction_bits, int) or not 1 <= fraction_bits <= 62:
+        raise ValueError(f"fraction_bits must be an integer in [1, 62] (value = int64 · 2^-fraction_bits); "
+                         f"got {fraction_bits!r}")
+    return fraction_bits
+
+
+def fixed_point_range(fraction_bits: int = DEFAULT_FRACTION_BITS) -> tuple[float, float]:
+    """(largest magnitude, resolution) of the int64 grid: (2^(63−b), 2^-b)."""
+    check_fraction_bits(fraction_bits)
+    return 2.0 ** (63 - fraction_bits), 2.0 ** -fraction_bits
+
+
+def _round_to_grid(values, fraction_bits: int):
+    """int64 of rint(values · 2^b) (round half to even: odd-symmetric, rint(−x) = −rint(x))."""
+    return jnp.rint(jnp.asarray(values, jnp.float64) * (2.0 ** fraction_bits)).astype(jnp.int64)
+
+
+def to_fixed(values, fraction_bits: int = DEFAULT_FRACTION_BITS):
+    """Float array → int64 grid (nearest grid point, ties to even).
+
+    Raises ``ValueError`` when a (concrete) value is not finite or outside ±2^(63−b); under tracing
+    (jit, scan) the check cannot run and out-of-range values give undefined integers.
+    """
+    require_x64()
+    check_fraction_bits(fraction_bits)
+    values = jnp.asarray(values, jnp.float64)
+    if not isinstance(values, jax.core.Tracer):
+        limit = 2.0 ** (63 - fraction_bits)
+        largest = float(jnp.max(jnp.abs(values))) if values.size else 0.0
+        if not largest < limit:  # also catches NaN
+            raise ValueError(f"value of magnitude {largest:g} does not fit the int64 fixed-point grid with "
+                             f"fraction_bits={fraction_bits} (|value| < 2^{63 - fraction_bits} = {limit:g}); "
+                             "use fewer fraction bits or rescale")
+    return _round_to_grid(values, fraction_bits)
+
+
+def from_fixed(values_int, fraction_bits: int = DEFAULT_FRACTION_BITS, dtype=jnp.float64):
+    """int64 grid → float: int · 2^-b (exact in float64 while |int| < 2^53)."""
+    return (values_int.astype(jnp.float64) * (2.0 ** -fraction_bits)).astype(dtype)
+
+
+def _odd_velocity(ham: SeparableHamiltonian, theta, momentum):
+    """∂T/∂π as sign(π)·∂T/∂π(|π|): equal to ∂T/∂π for even T, and odd bit for bit."""
+    return jnp.sign(momentum) * batched_velocity(ham, theta, jnp.abs(momentum))
+
+
+def fixed_point_leapfrog_step(ham: SeparableHamiltonian, theta, position_int, momentum_int, drive,
+                              fraction_bits: int = DEFAULT_FRACTION_BITS):
+    """``leapfrog_step`` on the int64 grid (value = int · 2^-b); see the module docstring.
+
+        φ½ = φ + [δ/2·∂T/∂π(π)]        π' = π + [δ·F(φ½; u)]        φ' = φ½ + [δ/2·∂T/∂π(π')]
+
+    where [x] = rint(x·2^b) and each derivative is taken in float64 at the float value of the
+    integer state. Returns ``(position', momentum', half_position)``, int64, each (N, P).
+    Bit-exactly reversible: ``fixed_point_leapfrog_step(φ', −π')`` returns ``(φ, −π)``.
+    """
+    as_float = lambda x: from_fixed(x, fraction_bits)
+    step = ham.step_size(theta)
+    drift = lambda p: _round_to_grid(0.5 * step * _odd_velocity(ham, theta, as_float(p)), fraction_bits)
+    half_position = position_int + drift(momentum_int)
+    kick = _round_to_grid(step * batched_force(ham, theta, as_float(half_position), drive), fraction_bits)
+    new_momentum = momentum_int + kick
+    new_position = half_position + drift(new_momentum)
+    return new_position, new_momentum, half_position
+
+
+def run_fixed_point_leapfrog(ham: SeparableHamiltonian, theta, drives, position_int, momentum_int,
+                             fraction_bits: int = DEFAULT_FRACTION_BITS):
+    """``run_leapfrog`` on the int64 grid: drives (L, N, U) float64, states (N, P) int64.
+
+    Returns (positions (L, N, P) as float64, (final position, final momentum) as int64).
+    """
+    require_x64()
+    check_fraction_bits(fraction_bits)
+
+    def body(state, drive):
+        new_position, new_momentum, _ = fixed_point_leapfrog_step(ham, theta, *state, drive, fraction_bits)
+        return (new_position, new_momentum), from_fixed(new_position, fraction_bits)
+
+    state = (jnp.asarray(position_int, jnp.int64), jnp.asarray(momentum_int, jnp.int64))
+    (position, momentum), positions = jax.lax.scan(body, state, drives)
+    return positions, (position, momentum)

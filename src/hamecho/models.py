@@ -265,7 +265,7 @@ def value_and_grad(model: HSSM, x, y, *, algo: str = "rhel", eps: float = 0.1, *
 
     x (batch, L, in_dim); y integer labels (batch,) or targets (batch, L // output_step, out_dim).
     algo "rhel" (echo gradients for the Hamiltonian cores) or "bptt" (autodiff). Extra options go
-    to ``CoreOptions`` (estimator, scan, difference). ``grads`` has the structure
+    to ``CoreOptions`` (estimator, scan, difference, integrator, fraction_bits). ``grads`` has the structure
     ``eqx.filter_grad`` gives for the model (running norm statistics get zero gradient).
     """
     check_inputs(model, x, y)
