@@ -202,3 +202,16 @@ def test_cli_missing_data_fails_before_training(tmp_path, capsys):
 def test_cli_check_lists_configs(tmp_path, capsys):
     assert run_cli(["train", str(write(tmp_path, GOOD)), "--check", "--seeds", "1", "2"]) == 0
     assert "ok (cfg: synthetic/first5, linear HRU, algos bptt, rhel, seeds 1, 2)" in capsys.readouterr().out
+
+
+def test_fixed_point_integrator_is_rhel_only():
+    from hamecho.config import ConfigError, config_from_dict
+
+    raw = {"data": {"name": "synthetic/first5"}, "model": {"hru": "nonlinear"},
+           "train": {"lr": 1e-3, "integrator": "fixed_point", "fraction_bits": 40}}
+    with pytest.raises(ConfigError, match="RHEL only"):
+        config_from_dict(raw)
+    config = config_from_dict({**raw, "train": {**raw["train"], "algos": ["rhel"]}})
+    assert (config.train.integrator, config.train.fraction_bits) == ("fixed_point", 40)
+    with pytest.raises(ConfigError, match="fraction_bits"):
+        config_from_dict({**raw, "train": {**raw["train"], "algos": ["rhel"], "fraction_bits": 63}})

@@ -46,6 +46,7 @@ __all__ = [
 ALGOS = ("bptt", "rhel")
 DTYPES = ("float32", "float64")
 CORE_DTYPES = ("float64", "input")
+INTEGRATORS = ("float", "fixed_point")
 HRUS = ("linear", "nonlinear")
 ESTIMATORS = ("two_sided", "one_sided")
 DIFFERENCES = ("auto", "quadrature", "direct")
@@ -159,6 +160,8 @@ TRAIN_FIELDS = {
     "dtype": ("str", "float32", _one_of(DTYPES)),
     "core_dtype": ("str", "float64", _one_of(CORE_DTYPES)),
     "recompute_blocks": ("bool", False, None),
+    "integrator": ("str", "float", _one_of(INTEGRATORS)),
+    "fraction_bits": ("int", 32, lambda v: None if 1 <= v <= 62 else "must be between 1 and 62"),
     "eval_batch_size": ("int", 256, _positive),
     "eval_train": ("bool", False, None),
     "time_limit_s": ("float", None, _positive_finite),
@@ -216,6 +219,9 @@ class TrainConfig:
     # Memory for long sequences: keep only each block's input per step, recompute the block in the backward
     # pass (one more forward per block; README "Speed and memory").
     recompute_blocks: bool = False
+    # "fixed_point": exactly reversible cores on an int64 grid of 2**-fraction_bits (RHEL only; README).
+    integrator: str = "float"
+    fraction_bits: int = 32
     eval_batch_size: int = 256
     eval_train: bool = False
     time_limit_s: float | None = None
@@ -352,6 +358,9 @@ def config_from_dict(raw: dict, *, source: str = "<dict>", default_name: str | N
         sections[section] = _validate_table(table, fields, section, source)
     name = top_values["name"] or default_name or sections["data"]["name"].replace("/", "-")
     train = sections["train"]
+    if train["integrator"] == "fixed_point" and "bptt" in train["algos"]:
+        raise ConfigError(f"{source}: train.integrator = \"fixed_point\" works with RHEL only (BPTT cannot "
+                          "differentiate the rounding); set train.algos = [\"rhel\"]")
     if train["eval_every"] > train["steps"]:
         raise ConfigError(f"{source}: train.eval_every must be <= train.steps ({train['steps']}); "
                           f"got {train['eval_every']}")

@@ -406,7 +406,8 @@ def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None,
     dtype = np.dtype(t.dtype)
     model = build_model(config, data, seed)
     options = core_options(algo, t.eps, estimator=t.estimator, difference=t.difference, core_dtype=t.core_dtype,
-                           recompute_blocks=t.recompute_blocks)
+                           recompute_blocks=t.recompute_blocks, integrator=t.integrator,
+                           fraction_bits=t.fraction_bits)
     optimizer, step_fn = _train_step(t.lr, options)
     opt_state = optimizer.init(eqx_filter_trainable(model))
     dropout_base = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
