@@ -1,7 +1,4 @@
 """Configuration files: every shipped config validates; bad ones fail before training with a clear message."""
-import argparse
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest

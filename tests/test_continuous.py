@@ -7,12 +7,7 @@ import pytest
 from hamecho import continuous as c
 
 
-@pytest.fixture(autouse=True, scope="module")
-def x64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
+pytestmark = pytest.mark.usefixtures("x64")  # tests/conftest.py
 
 
 def _init():

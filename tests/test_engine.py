@@ -10,18 +10,13 @@ import pytest
 import hamecho
 from hamecho.echo import CoreOptions, hamiltonian_core
 from hamecho.gradcheck import compare_gradients, named_arrays
-from hamecho.hamiltonians import (LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN, SeparableHamiltonian,
+from hamecho.hamiltonians import (NONLINEAR_HAMILTONIAN, SeparableHamiltonian,
                                   quadratic_kinetic)
 from hamecho.integrators import inverse_leapfrog_step, leapfrog_step
 from hamecho.layers import HRU, LinearHRU, NonlinearHRU
 
 
-@pytest.fixture(autouse=True, scope="module")
-def x64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
+pytestmark = pytest.mark.usefixtures("x64")  # tests/conftest.py
 
 
 def _inputs(shape, seed=1, dtype=jnp.float64):

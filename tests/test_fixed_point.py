@@ -15,12 +15,7 @@ from hamecho.layers import NonlinearHRU
 FIXED = CoreOptions(integrator="fixed_point")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def x64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
+pytestmark = pytest.mark.usefixtures("x64")  # tests/conftest.py
 
 
 def _inputs(shape, seed=1):

@@ -29,12 +29,7 @@ dtype = "float64"
 """
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("HAMECHO_CACHE", str(tmp_path / "cache"))
-    old = jax.config.jax_enable_x64
-    yield
-    jax.config.update("jax_enable_x64", old)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
 
 def test_shipped_main_job_configs_are_fair():

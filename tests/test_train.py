@@ -1,5 +1,4 @@
 """The training loop: learning beats chance with both algorithms, bit-identical resume, result files."""
-import json
 import os
 import signal
 
@@ -14,13 +13,7 @@ from hamecho.train import (Interrupted, batch_indices, load_checkpoint, override
                            run_paths, train_config)
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    """Split files in a temporary cache; restore JAX's x64 flag afterwards."""
-    monkeypatch.setenv("HAMECHO_CACHE", str(tmp_path / "cache"))
-    old = jax.config.jax_enable_x64
-    yield
-    jax.config.update("jax_enable_x64", old)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
 
 def tiny(name="tiny", hru="nonlinear", dtype="float64", **train):

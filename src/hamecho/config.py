@@ -422,18 +422,24 @@ def default_name_for(path: Path) -> str:
     return path.stem
 
 
+def read_toml(path: str | Path, what: str = "config file") -> dict:
+    """A TOML file as a dict; ``ConfigError`` naming the file when it is missing, not UTF-8 or not TOML."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text: {error}") from None
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """Read, merge overrides into and validate a TOML configuration file."""
     path = Path(path)
     source = str(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {source} does not exist")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{source}: not valid TOML: {error}") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{source}: not UTF-8 text: {error}") from None
+    raw = read_toml(path)
     if overrides:
         raw = apply_overrides(raw, overrides, source)
     return config_from_dict(raw, source=source, default_name=default_name_for(path))

@@ -64,7 +64,6 @@ def run_oscillators(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    import numpy as np
     import optax
     from tqdm.auto import tqdm
 

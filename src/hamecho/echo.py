@@ -53,7 +53,7 @@ import jax.numpy as jnp
 from .hamiltonians import LINEAR_HAMILTONIAN, SeparableHamiltonian, batched_velocity, batched_force
 from .hamiltonians import linear_step_size, linear_stiffness
 from .integrators import (DEFAULT_FRACTION_BITS, affine_parallel_scan, check_fraction_bits,
-                          fixed_point_leapfrog_step, from_fixed, leapfrog_step, linear_leapfrog_matrix,
+                          fixed_point_leapfrog_step, from_fixed, linear_leapfrog_matrix,
                           linear_leapfrog_offsets, require_x64, run_fixed_point_leapfrog, run_leapfrog,
                           run_leapfrog_checkpointed)
 

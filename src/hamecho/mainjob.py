@@ -67,7 +67,7 @@ def run_main(config_paths=DEFAULT_CONFIGS, *, out: str = DEFAULT_OUT, seeds=None
     echo(f"hamecho main job: {first.data.name} ({len(data.x_train)}/{len(data.x_val)}/{len(data.x_test)} "
          f"train/val/test cases, length {data.length}, {data.channels} channels, {data.num_classes} classes; "
          f"found in {data.source})")
-    echo(f"models: " + "; ".join(f"{c.model.hru} HSSM ({c.model.blocks} blocks, hidden {c.model.hidden}, "
+    echo("models: " + "; ".join(f"{c.model.hru} HSSM ({c.model.blocks} blocks, hidden {c.model.hidden}, "
                                  f"state {c.model.state}" + (f", initial step {c.model.step:g}"
                                                              if c.model.hru == "nonlinear" else "") + ")"
                                  for c in configs))

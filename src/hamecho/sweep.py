@@ -41,7 +41,6 @@ missing (``gather``), so the report works on the driver either way; checkpoints 
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as futures
 import glob
 import itertools
@@ -50,7 +49,6 @@ import multiprocessing
 import os
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,14 +211,11 @@ def build_sweep(*, configs, algos=None, seeds=None, out=None, overrides=None, wo
 
 def load_sweep(path: str | Path, **cli) -> Sweep:
     """Read a sweep file; command-line values (not None) override the file's."""
+    from .config import read_toml
+
     path = Path(path)
     source = str(path)
-    if not path.is_file():
-        raise ValueError(f"sweep file {source} does not exist")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise _error(source, f"not valid TOML: {error}") from None
+    raw = read_toml(path, "sweep file")
     unknown = set(raw) - SPEC_KEYS
     if unknown:
         raise _error(source, f"unknown key(s) {', '.join(sorted(map(repr, unknown)))}; allowed: "

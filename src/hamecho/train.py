@@ -23,7 +23,6 @@ uninterrupted one (tested in float64 on CPU).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as _dt
 import io
@@ -36,7 +35,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

@@ -16,7 +16,6 @@ Names:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np

@@ -183,7 +183,7 @@ def find_ppg(root) -> tuple[Path, str]:
                 return folder, f"local folder {folder}"
     raise DataNotFoundError(
         "ppg: no PPG-DaLiA subject pickles (S<i>/S<i>.pkl) found. Tried: " + "; ".join(tried)
-        + f". No registry package ships PPG-DaLiA and it is not downloaded automatically (multi-GB): get it from "
+        + ". No registry package ships PPG-DaLiA and it is not downloaded automatically (multi-GB): get it from "
         + f"{PPG_URL}, unzip PPG_FieldStudy into <dir>/ and pass --data-dir <dir> (or set HAMECHO_DATA)."
     )
 
