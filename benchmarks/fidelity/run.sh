@@ -18,4 +18,8 @@ for hru in linear nonlinear; do
   $hamecho gradcheck --hru $hru "${common[@]}" "${ppg[@]}" > "$out/${hru}_ppg.json"
 done
 $hamecho gradcheck --hru nonlinear --step 0.1 "${common[@]}" "${ppg[@]}" > "$out/nonlinear_step0.1_ppg.json"
+# Inside the stable region of the stability map (delta 0.1 at L = 1,000; delta 0.01 at L = 17,984):
+$hamecho gradcheck --hru nonlinear --step 0.1 "${common[@]}" --length 1000 --classes 5 --task classification \
+  > "$out/nonlinear_step0.1_L1000.json"
+$hamecho gradcheck --hru nonlinear --step 0.01 "${common[@]}" "${eigenworms[@]}" > "$out/nonlinear_step0.01_eigenworms.json"
 .venv/bin/python benchmarks/fidelity/summarize.py "$out"

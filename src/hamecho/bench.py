@@ -209,12 +209,38 @@ def format_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_side_by_side(rows: list[dict]) -> str:
+    """One line per (model, batch, L): each algorithm's step time and peak memory, and RHEL's ratios to BPTT."""
+    measured = {(r["model"], r["batch"], r["length"], r["algo"]): r for r in rows if "skipped" not in r}
+    algos = [a for a in ALGOS if any(key[3] == a for key in measured)]
+    if "bptt" not in algos:
+        return ""
+    head = (["model", "batch", "L"] + [f"{a} s" for a in algos] + [f"{a} GiB" for a in algos]
+            + [f"{a} / bptt time" for a in algos if a.startswith("rhel")]
+            + [f"{a} / bptt memory" for a in algos if a.startswith("rhel")])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, batch, length in sorted({k[:3] for k in measured}, key=lambda k: (k[1], k[2], k[0])):
+        get = lambda algo: measured.get((model, batch, length, algo))
+        base = get("bptt")
+        cell = lambda r, key, scale: "–" if r is None else f"{r[key] * scale:.{3 if scale == 1 else 2}f}"
+        ratio = lambda r, key: "–" if r is None or base is None else f"{r[key] / base[key]:.2f}"
+        cells = ([model, str(batch), f"{length:,}"] + [cell(get(a), "step_time_s", 1) for a in algos]
+                 + [cell(get(a), "peak_mem_bytes", 2.0**-30) for a in algos]
+                 + [ratio(get(a), "step_time_s") for a in algos if a.startswith("rhel")]
+                 + [ratio(get(a), "peak_mem_bytes") for a in algos if a.startswith("rhel")])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_outputs(rows: list[dict], out: Path) -> list[Path]:
     """bench.md, bench.csv, bench.json and bench.png (time and memory against L, log-log)."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "bench.md", out / "bench.csv", out / "bench.json"]
-    written[0].write_text(format_markdown(rows) + "\n", encoding="utf-8")
-    fields = ["algo", "model", "batch", "length", "step_time_s", "peak_mem_bytes", "baseline_bytes", "skipped"]
+    side_by_side = format_side_by_side(rows)
+    written[0].write_text(format_markdown(rows) + "\n" + (f"\n{side_by_side}\n" if side_by_side else ""),
+                          encoding="utf-8")
+    fields = ["algo", "model", "batch", "length", "step_time_s", "peak_mem_bytes", "process_peak_bytes",
+              "baseline_bytes", "skipped"]
     with open(written[1], "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
