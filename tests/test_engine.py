@@ -10,7 +10,7 @@ import pytest
 import hamecho
 from hamecho.echo import CoreOptions, hamiltonian_core
 from hamecho.gradcheck import compare_gradients, named_arrays
-from hamecho.hamiltonians import (NONLINEAR_HAMILTONIAN, SeparableHamiltonian,
+from hamecho.hamiltonians import (LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN, SeparableHamiltonian,
                                   quadratic_kinetic)
 from hamecho.integrators import inverse_leapfrog_step, leapfrog_step
 from hamecho.layers import HRU, LinearHRU, NonlinearHRU
@@ -172,11 +172,14 @@ def test_direct_difference_agrees_with_quadrature_at_moderate_eps(nonlinear_prob
 
 
 def test_auto_difference_subtracts_only_where_it_is_safe(nonlinear_problem):
-    """"auto" = direct for float64 cores at ε >= 1e-3 (cheaper), quadrature for float32 cores or tiny ε."""
-    assert CoreOptions(eps=0.1).difference_rule(jnp.float64) == "direct"
-    assert CoreOptions(eps=1e-4).difference_rule(jnp.float64) == "quadrature"
-    assert CoreOptions(eps=0.1).difference_rule(jnp.float32) == "quadrature"
-    assert CoreOptions(eps=0.1, difference="quadrature").difference_rule(jnp.float64) == "quadrature"
+    """"auto" = direct for nonlinear float64 cores at ε >= 1e-3 (cheaper); quadrature for the linear HRU
+    (exact), float32 cores or tiny ε."""
+    ham = NONLINEAR_HAMILTONIAN
+    assert CoreOptions(eps=0.1).difference_rule(ham, jnp.float64) == "direct"
+    assert CoreOptions(eps=1e-4).difference_rule(ham, jnp.float64) == "quadrature"
+    assert CoreOptions(eps=0.1).difference_rule(ham, jnp.float32) == "quadrature"
+    assert CoreOptions(eps=0.1).difference_rule(LINEAR_HAMILTONIAN, jnp.float64) == "quadrature"
+    assert CoreOptions(eps=0.1, difference="quadrature").difference_rule(ham, jnp.float64) == "quadrature"
     model, x, y = nonlinear_problem
     _, auto = hamecho.value_and_grad(model, x, y, eps=0.05)
     _, direct = hamecho.value_and_grad(model, x, y, eps=0.05, difference="direct")

@@ -21,9 +21,10 @@ two echoes otherwise differ by less than the rounding they accumulate.
 
 Differences of functions f(m + h) − f(m − h) are evaluated according to ``options.difference``:
 
-- ``"auto"`` (default): ``"direct"`` when the core integrates in float64 and ε ≥ 1e-3 (the
-  subtraction then loses ~1e-16/ε relative, far below RHEL's O(ε²) bias, and it is 1.4x cheaper on
-  the nonlinear HRU), ``"quadrature"`` otherwise (float32 cores, tiny ε);
+- ``"auto"`` (default): ``"direct"`` for a nonlinear HRU whose core integrates in float64 with
+  ε ≥ 1e-3 (the subtraction then loses ~1e-16/ε relative, far below RHEL's O(ε²) bias, and it is
+  1.4x cheaper there), ``"quadrature"`` otherwise (the linear HRU, where it is exact; float32
+  cores; tiny ε);
 - ``"quadrature"``: ½∫₋₁¹ Df(m + t·h)[h] dt by the two-point Gauss–Legendre rule with
   forward-mode derivatives. No cancellation: the result has full relative precision however small
   h is. It is exact when the energies are polynomials of degree ≤ 4 in the state (the linear HRU);
@@ -145,12 +146,19 @@ class CoreOptions:
                              "jax.config.update('jax_enable_x64', True) before building arrays")
         return jnp.dtype(jnp.float64) if x64 else jnp.dtype(input_dtype)
 
-    def difference_rule(self, compute_dtype) -> str:
-        """The rule the echo uses to difference its two branches when the core runs in ``compute_dtype``."""
+    def difference_rule(self, ham: SeparableHamiltonian, compute_dtype) -> str:
+        """The rule the echo uses to difference its two branches for ``ham`` in ``compute_dtype``.
+
+        "auto": quadrature for the linear HRU (exact for its quadratic energies, so RHEL equals BPTT to
+        rounding, and cheap), for float32 cores and for ε < 1e-3; direct subtraction otherwise (float64
+        cores: it loses only ~1e-16/ε and is 1.4x cheaper on the nonlinear HRU).
+        """
         if self.difference != "auto":
             return self.difference
         wide = jnp.dtype(compute_dtype) == jnp.dtype(jnp.float64)
-        return "direct" if wide and self.eps >= DIRECT_MIN_EPS else "quadrature"
+        if ham is LINEAR_HAMILTONIAN or not wide or self.eps < DIRECT_MIN_EPS:
+            return "quadrature"
+        return "direct"
 
     def nudge_weights(self) -> tuple[float, float]:
         """How the nudge ε·g splits into the mean and half-difference of the two echoes."""
@@ -251,7 +259,7 @@ def echo_pass(ham: SeparableHamiltonian, options: CoreOptions, theta, drives, fi
         return _echo_fixed_point(ham, options, theta, drives, final_state, cotangents)
     if options.scan_for(ham) == "parallel":
         return _echo_parallel(ham, options, theta, drives, final_state, cotangents)
-    rule = options.difference_rule(drives.dtype)
+    rule = options.difference_rule(ham, drives.dtype)
     w_mean, w_half = options.nudge_weights()
     eps = options.eps
     position, momentum = final_state
@@ -291,7 +299,7 @@ def echo_pass(ham: SeparableHamiltonian, options: CoreOptions, theta, drives, fi
 def _echo_parallel(ham, options, theta, drives, final_state, cotangents):
     """The same echo as ``echo_pass`` with both passes as associative scans (linear HRU only)."""
     _require_linear(ham)
-    rule = options.difference_rule(drives.dtype)
+    rule = options.difference_rule(ham, drives.dtype)
     w_mean, w_half = options.nudge_weights()
     eps = options.eps
     position, momentum = final_state
@@ -337,7 +345,7 @@ def _echo_fixed_point(ham, options, theta, drives, final_state, cotangents):
     """The RHEL echo on the int64 grid: the +ε and −ε (or 0) echoes as separate integer states."""
     require_x64("integrator='fixed_point'")
     bits = options.fraction_bits
-    rule = options.difference_rule(jnp.float64)
+    rule = options.difference_rule(ham, jnp.float64)
     eps = options.eps
     minus_sign = -1 if options.estimator == "two_sided" else 0
     position, momentum = final_state
