@@ -55,8 +55,8 @@ from .hamiltonians import LINEAR_HAMILTONIAN, SeparableHamiltonian, batched_velo
 from .hamiltonians import linear_step_size, linear_stiffness
 from .integrators import (DEFAULT_FRACTION_BITS, affine_parallel_scan, check_fraction_bits,
                           fixed_point_leapfrog_step, from_fixed, linear_leapfrog_matrix,
-                          linear_leapfrog_offsets, require_x64, run_fixed_point_leapfrog, run_leapfrog,
-                          run_leapfrog_checkpointed)
+                          linear_leapfrog_offsets, require_x64, round_to_grid, run_fixed_point_leapfrog,
+                          run_leapfrog, run_leapfrog_checkpointed)
 
 ALGOS = ("rhel", "bptt")
 ESTIMATORS = ("two_sided", "one_sided")
@@ -246,6 +246,11 @@ def _require_linear(ham):
 
 # --- echo -----------------------------------------------------------------------------------------
 
+def _nudges_after_each_step(nudges):
+    """The nudge that follows the echo step undoing forward step k: nudges[k − 1], none after step 0."""
+    return jnp.concatenate([jnp.zeros_like(nudges[:1]), nudges[:-1]], axis=0)
+
+
 def echo_pass(ham: SeparableHamiltonian, options: CoreOptions, theta, drives, final_state, cotangents):
     """Run the ±ε echo (as mean and half-difference) and return the RHEL estimates.
 
@@ -263,8 +268,7 @@ def echo_pass(ham: SeparableHamiltonian, options: CoreOptions, theta, drives, fi
     w_mean, w_half = options.nudge_weights()
     eps = options.eps
     position, momentum = final_state
-    # Nudge that follows the step undoing forward step k: ε·g_{k−1}, none after step 0.
-    next_nudges = jnp.concatenate([jnp.zeros_like(cotangents[:1]), cotangents[:-1]], axis=0)
+    next_nudges = _nudges_after_each_step(cotangents)
     mean = (position, -momentum + w_mean * eps * cotangents[-1])
     half = (jnp.zeros_like(position), w_half * eps * cotangents[-1])
     acc = jax.tree_util.tree_map(jnp.zeros_like, theta)
@@ -349,10 +353,9 @@ def _echo_fixed_point(ham, options, theta, drives, final_state, cotangents):
     eps = options.eps
     minus_sign = -1 if options.estimator == "two_sided" else 0
     position, momentum = final_state
-    grid = lambda x: jnp.rint(x * (2.0 ** bits)).astype(jnp.int64)
     as_float = lambda x: from_fixed(x, bits)
-    nudge_int = grid(eps * cotangents)  # (L, N, P); the −ε echo gets exactly its negation
-    next_nudges = jnp.concatenate([jnp.zeros_like(nudge_int[:1]), nudge_int[:-1]], axis=0)
+    nudge_int = round_to_grid(eps * cotangents, bits)  # (L, N, P); the −ε echo gets exactly its negation
+    next_nudges = _nudges_after_each_step(nudge_int)
     minus_int = lambda n: minus_sign * n
     plus = (position, -momentum + nudge_int[-1])
     minus = (position, -momentum + minus_int(nudge_int[-1]))

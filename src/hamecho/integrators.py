@@ -163,7 +163,7 @@ def fixed_point_range(fraction_bits: int = DEFAULT_FRACTION_BITS) -> tuple[float
     return 2.0 ** (63 - fraction_bits), 2.0 ** -fraction_bits
 
 
-def _round_to_grid(values, fraction_bits: int):
+def round_to_grid(values, fraction_bits: int):
     """int64 of rint(values · 2^b) (round half to even: odd-symmetric, rint(−x) = −rint(x))."""
     return jnp.rint(jnp.asarray(values, jnp.float64) * (2.0 ** fraction_bits)).astype(jnp.int64)
 
@@ -184,7 +184,7 @@ def to_fixed(values, fraction_bits: int = DEFAULT_FRACTION_BITS):
             raise ValueError(f"value of magnitude {largest:g} does not fit the int64 fixed-point grid with "
                              f"fraction_bits={fraction_bits} (|value| < 2^{63 - fraction_bits} = {limit:g}); "
                              "use fewer fraction bits or rescale")
-    return _round_to_grid(values, fraction_bits)
+    return round_to_grid(values, fraction_bits)
 
 
 def from_fixed(values_int, fraction_bits: int = DEFAULT_FRACTION_BITS, dtype=jnp.float64):
@@ -209,9 +209,9 @@ def fixed_point_leapfrog_step(ham: SeparableHamiltonian, theta, position_int, mo
     """
     as_float = lambda x: from_fixed(x, fraction_bits)
     step = ham.step_size(theta)
-    drift = lambda p: _round_to_grid(0.5 * step * _odd_velocity(ham, theta, as_float(p)), fraction_bits)
+    drift = lambda p: round_to_grid(0.5 * step * _odd_velocity(ham, theta, as_float(p)), fraction_bits)
     half_position = position_int + drift(momentum_int)
-    kick = _round_to_grid(step * batched_force(ham, theta, as_float(half_position), drive), fraction_bits)
+    kick = round_to_grid(step * batched_force(ham, theta, as_float(half_position), drive), fraction_bits)
     new_momentum = momentum_int + kick
     new_position = half_position + drift(new_momentum)
     return new_position, new_momentum, half_position
