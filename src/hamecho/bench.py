@@ -31,12 +31,14 @@ import sys
 import time
 from pathlib import Path
 
-ALGOS = ("rhel", "bptt", "bptt_ckpt", "rhel_recompute", "bptt_recompute")
+ALGOS = ("rhel", "bptt", "bptt_ckpt", "rhel_chunked", "bptt_chunked", "rhel_recompute", "bptt_recompute")
+DEFAULT_ALGOS = ALGOS[:5]
 QUICK_ALGOS = ("rhel", "bptt", "bptt_ckpt")
 MODELS = ("linear", "nonlinear")
 LENGTHS = (1000, 4000, 17984, 49920)
 BATCHES = (4, 32)
 QUICK = {"algos": QUICK_ALGOS, "models": MODELS, "lengths": (1000,), "batches": (4,), "reps": 5}
+BLOCK_CHUNK = 1024  # time steps per chunk for the *_chunked cases (CoreOptions.block_chunk)
 SHAPE = {"blocks": 6, "hidden": 64, "state": 16, "in_dim": 6, "classes": 5}
 # Cases skipped up front: the float64-free BPTT trajectory of the biggest cases does not fit in
 # 24 GiB together with the runtime (measured: see benchmarks/README.md); they are listed as skipped.
@@ -67,8 +69,9 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
         options = core_options("bptt", checkpoint_chunk=max(1, math.isqrt(length - 1) + 1),
                                core_dtype=core_dtype, scan="sequential")
     else:
-        core_algo, _, recompute = algo.partition("_")
-        options = core_options(core_algo, core_dtype=core_dtype, recompute_blocks=recompute == "recompute")
+        core_algo, _, memory = algo.partition("_")
+        options = core_options(core_algo, core_dtype=core_dtype, recompute_blocks=memory == "recompute",
+                               block_chunk=BLOCK_CHUNK if memory == "chunked" else None)
     optimizer, step = _train_step(1e-3, options)
     opt_state = optimizer.init(eqx_filter_trainable(hssm))
     dropout_key = jax.random.PRNGKey(1)

@@ -87,6 +87,9 @@ class CoreOptions:
     # Memory: keep only each HSSM block's input per time step and recompute the block (feed-forward parts and
     # core forward) in the backward pass; see models.recompute_in_backward. Costs one more forward per block.
     recompute_blocks: bool = False
+    # Memory: run every HSSM block over time chunks of this many steps, each chunk recomputed in the backward
+    # pass (models.Block.forward_in_chunks): a block keeps its input and packed dropout masks, not its activations.
+    block_chunk: int | None = None
     # "fixed_point": φ, π as int64 multiples of 2**-fraction_bits, exactly reversible (integrators.py).
     integrator: str = "float"
     fraction_bits: int = DEFAULT_FRACTION_BITS
@@ -106,6 +109,12 @@ class CoreOptions:
             if self.algo != "bptt" or self.scan == "parallel":
                 raise ValueError("checkpoint_chunk (BPTT with gradient checkpointing over time) needs "
                                  f"algo='bptt' and a sequential scan; got algo={self.algo!r}, scan={self.scan!r}")
+        if self.block_chunk is not None:
+            if not isinstance(self.block_chunk, int) or isinstance(self.block_chunk, bool) or self.block_chunk <= 0:
+                raise ValueError(f"block_chunk must be a positive integer or None; got {self.block_chunk!r}")
+            if self.scan == "parallel" or self.integrator == "fixed_point":
+                raise ValueError("block_chunk (blocks run over time chunks) needs a sequential scan and "
+                                 f"integrator='float'; got scan={self.scan!r}, integrator={self.integrator!r}")
         check_fraction_bits(self.fraction_bits)
         if self.integrator == "fixed_point":
             if self.algo == "bptt":
@@ -264,13 +273,31 @@ def echo_pass(ham: SeparableHamiltonian, options: CoreOptions, theta, drives, fi
         return _echo_fixed_point(ham, options, theta, drives, final_state, cotangents)
     if options.scan_for(ham) == "parallel":
         return _echo_parallel(ham, options, theta, drives, final_state, cotangents)
+    return echo_pass_sequential(ham, options, theta, drives, final_state, cotangents)[:3]
+
+
+def echo_pass_sequential(ham: SeparableHamiltonian, options: CoreOptions, theta, drives, final_state,
+                         cotangents, final_state_cotangent=None):
+    """``echo_pass`` by a sequential scan, for a core whose final state may itself be differentiated.
+
+    final_state_cotangent: (λ_φ, λ_π) = (∂L/∂φ_{L−1}, ∂L/∂π_{L−1}) when the final state is an output
+    (a time chunk followed by another), else None. The echo's half-difference is ε·(λ_π, λ_φ) in the
+    echo's coordinates (the adjoint state, position and momentum parts swapped by the momentum flip):
+    λ_φ adds to the last momentum nudge, λ_π nudges the echo's position, and after the last echo step
+    the half-difference (h_φ, h_π) gives the initial state's cotangent (h_π, h_φ)/ε.
+    Returns (∂L/∂θ, ∂L/∂drives, echo end state mean (φ, π), (∂L/∂φ_initial, ∂L/∂π_initial)).
+    """
     rule = options.difference_rule(ham, drives.dtype)
     w_mean, w_half = options.nudge_weights()
     eps = options.eps
     position, momentum = final_state
     next_nudges = _nudges_after_each_step(cotangents)
-    mean = (position, -momentum + w_mean * eps * cotangents[-1])
-    half = (jnp.zeros_like(position), w_half * eps * cotangents[-1])
+    last_nudge, position_nudge = cotangents[-1], jnp.zeros_like(position)
+    if final_state_cotangent is not None:
+        last_nudge = last_nudge + final_state_cotangent[0]
+        position_nudge = final_state_cotangent[1]
+    mean = (position + w_mean * eps * position_nudge, -momentum + w_mean * eps * last_nudge)
+    half = (w_half * eps * position_nudge, w_half * eps * last_nudge)
     acc = jax.tree_util.tree_map(jnp.zeros_like, theta)
     step = ham.step_size(theta)
     velocity = lambda p: batched_velocity(ham, theta, p)
@@ -293,11 +320,12 @@ def echo_pass(ham: SeparableHamiltonian, options: CoreOptions, theta, drives, fi
         new_half = (new_q[1], new_p[1] + w_half * eps * nudge)
         return (new_mean, new_half, acc), g_drive
 
-    (end_mean, _, acc), drive_half_diffs = jax.lax.scan(body, (mean, half, acc), (drives, next_nudges),
-                                                        reverse=True)
+    (end_mean, end_half, acc), drive_half_diffs = jax.lax.scan(body, (mean, half, acc), (drives, next_nudges),
+                                                               reverse=True)
     scale = -1.0 / (w_half * eps)
     grad_theta = jax.tree_util.tree_map(lambda a: scale * a, acc)
-    return grad_theta, scale * drive_half_diffs, end_mean
+    initial_cotangent = (end_half[1] / (w_half * eps), end_half[0] / (w_half * eps))
+    return grad_theta, scale * drive_half_diffs, end_mean, initial_cotangent
 
 
 def _echo_parallel(ham, options, theta, drives, final_state, cotangents):
@@ -447,6 +475,62 @@ def _rhel_backward(ham, options, residuals, cotangents):
 
 
 _rhel_core.defvjp(_rhel_forward, _rhel_backward)
+
+
+# --- a core that starts from a given state (time chunks) -----------------------------------------
+
+def hamiltonian_core_with_state(ham: SeparableHamiltonian, options: CoreOptions, theta, drives, initial_state):
+    """Positions (L, N, P) and final state (φ, π) of the HRU started from ``initial_state`` (φ, π).
+
+    For running a sequence in time chunks (``CoreOptions.block_chunk``): the final state of one chunk
+    is the initial state of the next, differentiable both ways. Under RHEL a chunk's echo starts from
+    the chunk's final state, nudged by the final state's cotangent handed over by the next chunk's echo
+    (``echo_pass_sequential``), and returns the initial state's cotangent. Over a whole sequence this
+    is the single echo exactly for the linear HRU; for a nonlinear HRU the echo's mean restarts from
+    the forward state at every chunk boundary, which changes the estimate at O(ε²) (both tend to
+    BPTT as ε → 0). The state is carried in the core's compute dtype; positions come back in the
+    drives' dtype. Sequential scan, float integrator.
+    """
+    if options.fixed_point:
+        raise ValueError("a core with an initial state (time chunks, block_chunk) needs integrator='float'")
+    if options.scan == "parallel":
+        raise ValueError("a core with an initial state (time chunks, block_chunk) needs a sequential scan; "
+                         "got scan='parallel'")
+    if options.algo == "rhel":
+        return _rhel_core_with_state(ham, options, theta, drives, initial_state)
+    theta_c, drives_c = to_compute_dtype(options, theta, drives)
+    initial_c = tuple(s.astype(drives_c.dtype) for s in initial_state)
+    positions, final_state = run_leapfrog(ham, theta_c, drives_c, *initial_c)
+    return positions.astype(drives.dtype), final_state
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _rhel_core_with_state(ham, options, theta, drives, initial_state):
+    return _rhel_with_state_forward(ham, options, theta, drives, initial_state)[0]
+
+
+def _rhel_with_state_forward(ham, options, theta, drives, initial_state):
+    theta_c, drives_c = to_compute_dtype(options, theta, drives)
+    initial_c = tuple(s.astype(drives_c.dtype) for s in initial_state)
+    positions, final_state = run_leapfrog(ham, theta_c, drives_c, *initial_c)
+    # Residuals: the parameters, the drives and the final state, as in _rhel_forward.
+    return (positions.astype(drives.dtype), final_state), (theta, drives, final_state, initial_state)
+
+
+def _rhel_with_state_backward(ham, options, residuals, cotangents):
+    theta, drives, final_state, initial_state = residuals
+    position_cotangents, final_state_cotangent = cotangents
+    theta_c, drives_c = to_compute_dtype(options, theta, drives)
+    final_state_cotangent = tuple(c.astype(drives_c.dtype) for c in final_state_cotangent)
+    grad_theta, grad_drives, _, grad_initial = echo_pass_sequential(
+        ham, options, theta_c, drives_c, final_state, position_cotangents.astype(drives_c.dtype),
+        final_state_cotangent)
+    grad_theta = jax.tree_util.tree_map(lambda g, t: g.astype(jnp.result_type(t)), grad_theta, theta)
+    grad_initial = tuple(g.astype(s.dtype) for g, s in zip(grad_initial, initial_state))
+    return grad_theta, grad_drives.astype(drives.dtype), grad_initial
+
+
+_rhel_core_with_state.defvjp(_rhel_with_state_forward, _rhel_with_state_backward)
 
 
 # --- diagnostics ------------------------------------------------------------------------------------

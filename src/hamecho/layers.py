@@ -98,24 +98,74 @@ class BatchNorm(eqx.Module):
 
     def __call__(self, x, train: bool):
         """x (L, N, H) → (normalised x, (new running mean, new running var))."""
+        mean, var, stats = self.statistics(x, train)
+        return self.normalise(x, mean, var), stats
+
+    def statistics(self, x, train: bool):
+        """(mean, var) to normalise x (L, N, H) with, and the running statistics to keep afterwards.
+
+        Training mode: the batch statistics over all of (L, N) (differentiable) and the updated running
+        statistics; inference mode: the running statistics, twice.
+        """
         running_mean = jax.lax.stop_gradient(self.running_mean)
         running_var = jax.lax.stop_gradient(self.running_var)
         if not train:
-            return (x - running_mean) / jnp.sqrt(running_var + self.eps), (running_mean, running_var)
-        axes = tuple(range(x.ndim - 1))
-        mean = jnp.mean(x, axis=axes)
-        var = jnp.mean(jnp.square(x - mean), axis=axes)
+            return running_mean, running_var, (running_mean, running_var)
+        mean, var = mean_and_variance(x)
         new_mean = self.momentum * running_mean + (1 - self.momentum) * jax.lax.stop_gradient(mean)
         new_var = self.momentum * running_var + (1 - self.momentum) * jax.lax.stop_gradient(var)
-        return (x - mean) / jnp.sqrt(var + self.eps), (new_mean, new_var)
+        return mean, var, (new_mean, new_var)
+
+    def normalise(self, x, mean, var):
+        """(x − mean) / √(var + eps), any leading shape."""
+        return (x - mean) / jnp.sqrt(var + self.eps)
+
+
+@jax.custom_vjp
+def mean_and_variance(x):
+    """Per-channel mean and (biased) variance of x (..., H) over all leading axes.
+
+    Same values and derivatives as the plain expressions; the custom VJP keeps only ``x`` and the mean
+    (autodiff of ``mean((x − mean)²)`` would store ``x − mean``, one more array of x's size per norm).
+    """
+    return _mean_and_variance_forward(x)[0]
+
+
+def _mean_and_variance_forward(x):
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axis=axes)
+    var = jnp.mean(jnp.square(x - mean), axis=axes)
+    return (mean, var), (x, mean)
+
+
+def _mean_and_variance_backward(residuals, cotangents):
+    x, mean = residuals
+    ct_mean, ct_var = cotangents
+    count = x.size // x.shape[-1]
+    # ∂var/∂x = 2(x − mean)/n (the term through the mean vanishes: Σ(x − mean) = 0)
+    return ((ct_mean + 2.0 * ct_var * (x - mean)) / count,)
+
+
+mean_and_variance.defvjp(_mean_and_variance_forward, _mean_and_variance_backward)
+
+
+def dropout_keep_mask(key, rate: float, shape):
+    """The boolean keep-mask ``dropout`` draws for ``key`` (True: kept), or None without dropout."""
+    if key is None or rate == 0.0:
+        return None
+    return jax.random.bernoulli(key, 1.0 - rate, shape)
+
+
+def apply_dropout(x, keep, rate: float):
+    """Inverted dropout with a given keep-mask (None: identity)."""
+    if keep is None:
+        return x
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
 def dropout(x, rate: float, key):
     """Inverted dropout; identity when ``key`` is None (inference and gradient checks)."""
-    if key is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+    return apply_dropout(x, dropout_keep_mask(key, rate, x.shape), rate)
 
 
 # --- Hamiltonian recurrent units --------------------------------------------------------------------
@@ -161,6 +211,10 @@ class HRU(eqx.Module):
     def __call__(self, u, options: CoreOptions):
         """u (L, N, H) → y (L, N, H)."""
         positions = hamiltonian_core(self.hamiltonian, options, self.core_parameters(), self.drives(u))
+        return self.readout(positions, u)
+
+    def readout(self, positions, u):
+        """y = C·φ + D ⊙ u for positions (L, N, P) and the layer's input u (L, N, H) → (L, N, H)."""
         return positions @ self.C.T + self.D * u
 
     def retrace_error(self, u, options: CoreOptions | None = None):

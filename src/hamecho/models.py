@@ -12,14 +12,15 @@ autodiff, so JAX's backward traversal *is* RHEL's chaining through the stack (sp
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .echo import ALGOS, CoreOptions
-from .layers import GLU, HRU, HRU_KINDS, BatchNorm, Dense, dropout
+from .echo import ALGOS, CoreOptions, hamiltonian_core_with_state
+from .layers import GLU, HRU, HRU_KINDS, BatchNorm, Dense, apply_dropout, dropout_keep_mask
 
 TASKS = ("classification", "regression")
 DROPOUT_RATE = 0.05
@@ -75,9 +76,12 @@ class Block(eqx.Module):
     def __call__(self, x, options: CoreOptions, *, train: bool, key=None):
         """x (L, N, H) → (x', (running mean, running var)); dropout only when ``key`` is given.
 
-        With ``options.recompute_blocks`` autodiff keeps only ``x`` (H numbers per step and sample) and
-        recomputes the block in the backward pass (see :func:`recompute_in_backward`).
+        Memory options (same outputs and gradients): ``options.block_chunk`` runs the block over time
+        chunks (:meth:`forward_in_chunks`); ``options.recompute_blocks`` keeps only ``x`` (H numbers per
+        step and sample) and recomputes the whole block in the backward pass (:func:`recompute_in_backward`).
         """
+        if options.block_chunk is not None:
+            return self.forward_in_chunks(x, options, train=train, key=key)
         if options.recompute_blocks:
             params, static = eqx.partition(self, eqx.is_array)
             run = lambda params, x, key: eqx.combine(params, static).forward(x, options, train=train, key=key)
@@ -85,13 +89,73 @@ class Block(eqx.Module):
         return self.forward(x, options, train=train, key=key)
 
     def forward(self, x, options: CoreOptions, *, train: bool, key=None):
-        """The block's computation (``__call__`` without the memory option)."""
-        keys = (None, None) if key is None else jax.random.split(key)
+        """The block's computation (``__call__`` without the memory options)."""
         normed, stats = self.norm(x, train)
-        h = jax.nn.gelu(self.hru(normed, options))
-        h = dropout(h, DROPOUT_RATE, keys[0])
-        h = dropout(self.glu(h), DROPOUT_RATE, keys[1])
-        return x + h, stats
+        return self.after_hru(x, self.hru(normed, options), self.dropout_masks(key, x.shape)), stats
+
+    def dropout_masks(self, key, shape):
+        """The block's two dropout keep-masks for an input of ``shape`` (None, None without ``key``)."""
+        keys = (None, None) if key is None else jax.random.split(key)
+        return tuple(dropout_keep_mask(k, DROPOUT_RATE, shape) for k in keys)
+
+    def after_hru(self, x, hru_output, keep_masks):
+        """Everything after the HRU layer, local in time: GELU → dropout → GLU → dropout → x + ·."""
+        h = apply_dropout(jax.nn.gelu(hru_output), keep_masks[0], DROPOUT_RATE)
+        return x + apply_dropout(self.glu(h), keep_masks[1], DROPOUT_RATE)
+
+    def forward_in_chunks(self, x, options: CoreOptions, *, train: bool, key=None):
+        """``forward`` computed as a scan over time chunks of about ``options.block_chunk`` steps, each
+        chunk under ``jax.checkpoint``: same outputs, statistics and gradients (without dropout; with it,
+        other draws), far less memory.
+
+        Everything in a block is local in time except the norm's statistics (over all of (L, N): computed
+        first, from the whole input) and the HRU's state (carried from chunk to chunk,
+        ``echo.hamiltonian_core_with_state``). Dropout masks are drawn per chunk from
+        ``fold_in(key, chunk index)`` (so they are recomputed, never stored; the draws differ from
+        ``forward``'s, with the same distribution). Under autodiff the scan keeps, per chunk, only what
+        enters it (its slice of x and the HRU state at its start); each chunk's activations are
+        recomputed during the backward pass, one chunk at a time. With algo "bptt" the
+        core is differentiated inside the recomputed chunk (BPTT checkpointed over chunks); with "rhel"
+        each chunk's echo receives the next chunk's echo state as its final state's cotangent.
+        """
+        length, batch = x.shape[:2]
+        n_chunks, size = chunk_layout(length, options.block_chunk)
+        mean, var, stats = self.norm.statistics(x, train)
+        hru = self.hru
+        theta = hru.core_parameters()
+        zeros = jnp.zeros((batch, hru.state_size), options.compute_dtype(x.dtype))
+        chunks = _pad_time(x, n_chunks * size).reshape((n_chunks, size) + x.shape[1:])
+
+        @partial(jax.checkpoint, prevent_cse=False)
+        def run_chunk(state, index):
+            x_chunk = chunks[index]  # read from the whole input (a scan input would be stored again)
+            normed = self.norm.normalise(x_chunk, mean, var)
+            positions, state = hamiltonian_core_with_state(hru.hamiltonian, options, theta, hru.drives(normed), state)
+            keep = self.dropout_masks(None if key is None else jax.random.fold_in(key, index), x_chunk.shape)
+            return state, self.after_hru(x_chunk, hru.readout(positions, normed), keep)
+
+        _, out = jax.lax.scan(run_chunk, (zeros, zeros), jnp.arange(n_chunks))
+        return out.reshape((n_chunks * size,) + out.shape[2:])[:length], stats
+
+
+def chunk_layout(length: int, chunk: int) -> tuple[int, int]:
+    """(number of chunks, chunk size) for ``length`` steps in chunks of at most ``chunk`` steps.
+
+    Prefers a divisor of ``length`` between chunk/2 and chunk (no padding, so no copy of the sequence);
+    otherwise the fewest chunks with the least padding.
+    """
+    chunk = max(1, min(chunk, length))
+    for size in range(chunk, (chunk + 1) // 2 - 1, -1):
+        if length % size == 0:
+            return length // size, size
+    n_chunks = -(-length // chunk)
+    return n_chunks, -(-length // n_chunks)
+
+
+def _pad_time(a, length: int):
+    """a (L, ...) padded with zeros to ``length`` steps (after the end: they cannot change earlier steps)."""
+    pad = length - a.shape[0]
+    return jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1)) if pad else a
 
 
 class HSSM(eqx.Module):
