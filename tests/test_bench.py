@@ -44,8 +44,28 @@ def test_resume_reuses_measured_rows_and_remeasures_skipped_ones(monkeypatch):
     monkeypatch.setattr(bench, "run_case_subprocess", fake_subprocess)
     previous = [_row("rhel"), {**_row("bptt"), "skipped": "timed out"}, {**_row("bptt_ckpt"), "reps": 3}]
     rows = bench.run_grid(bench.QUICK_ALGOS, ("linear",), (17984,), (4,), previous=previous)
-    assert rows[0] is previous[0]
+    assert rows[0] == previous[0]
     assert measured == [("bptt", "linear"), ("bptt_ckpt", "linear")]  # skipped and other-reps rows re-run
+
+
+def test_rounds_measure_every_case_round_after_round_and_report_the_median_time(monkeypatch):
+    measured, written = [], []
+    times = iter([3.0, 1.0, 9.0, 5.0, 2.0, 4.0])  # rhel, bptt, rhel, bptt, rhel, bptt
+
+    def fake_subprocess(algo, model, batch, length, reps, core_dtype, timeout):
+        measured.append(algo)
+        return _row(algo, model, batch, length, time_s=next(times), mem=len(measured) * 2**20)
+
+    monkeypatch.setattr(bench, "run_case_subprocess", fake_subprocess)
+    rows = bench.run_grid(("rhel", "bptt"), ("linear",), (17984,), (4,), rounds=3,
+                          on_row=lambda rows: written.append(len(rows)))
+    assert measured == ["rhel", "bptt"] * 3  # round after round, not case after case
+    assert [r["algo"] for r in rows] == ["rhel", "bptt"]
+    assert rows[0]["round_step_times_s"] == [3.0, 9.0, 2.0] and rows[0]["step_time_s"] == 3.0
+    assert rows[1]["round_step_times_s"] == [1.0, 5.0, 4.0] and rows[1]["step_time_s"] == 4.0
+    assert rows[0]["peak_mem_bytes"] == 5 * 2**20 and rows[1]["peak_mem_bytes"] == 6 * 2**20  # largest
+    assert rows[0]["rounds"] == rows[1]["rounds"] == 3
+    assert written == [1, 2, 2, 2, 2, 2]  # partial outputs after every measurement
 
 
 @pytest.mark.parametrize("rhel_time, rhel_mem, expect", [(0.9, 2**30, "met"), (1.1, 2**30, "MISSED")])

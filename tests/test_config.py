@@ -212,3 +212,20 @@ def test_fixed_point_integrator_is_rhel_only():
     assert (config.train.integrator, config.train.fraction_bits) == ("fixed_point", 40)
     with pytest.raises(ConfigError, match="fraction_bits"):
         config_from_dict({**raw, "train": {**raw["train"], "algos": ["rhel"], "fraction_bits": 63}})
+
+
+def test_block_chunk_reaches_the_core_options_and_is_checked():
+    from hamecho.train import options_for
+
+    raw = {"data": {"name": "synthetic/first5"}, "model": {"hru": "linear"}, "train": {"lr": 1e-3}}
+    plain = config_from_dict(raw)
+    chunked = config_from_dict({**raw, "train": {"lr": 1e-3, "block_chunk": 256}})
+    assert (plain.train.block_chunk, chunked.train.block_chunk) == (0, 256)
+    assert options_for(plain, "rhel").block_chunk is None and options_for(chunked, "bptt").block_chunk == 256
+    # in the fingerprint when on (dropout draws per chunk change the run); runs made before the option keep theirs
+    assert chunked.run_fingerprint() != plain.run_fingerprint()
+    with pytest.raises(ConfigError, match="train.block_chunk must be"):
+        config_from_dict({**raw, "train": {"lr": 1e-3, "block_chunk": -1}})
+    with pytest.raises(ConfigError, match="block_chunk needs train.integrator"):
+        config_from_dict({**raw, "train": {"lr": 1e-3, "block_chunk": 8, "integrator": "fixed_point",
+                                           "algos": ["rhel"]}})

@@ -154,32 +154,64 @@ def _same_case(row: dict, case: dict) -> bool:
 
 
 def run_grid(algos, models, lengths, batches, reps=5, core_dtype="auto", timeout=1800.0,
-             memory_limit_gib=DEFAULT_MEMORY_LIMIT_GIB, progress=None, previous=(), on_row=None) -> list[dict]:
-    """Every case of the grid, one subprocess each. ``previous``: rows of an earlier run; a measured
-    row of the same case (same reps and core precision) is reused instead of measured again.
-    ``on_row(rows)`` is called after each case (to write partial outputs)."""
-    rows = []
-    for batch in batches:
-        for length in lengths:
-            for model in models:
-                for algo in algos:
-                    case = {"algo": algo, "model": model, "batch": batch, "length": length, "reps": reps,
-                            "core_dtype": core_dtype}
-                    reuse = next((r for r in previous if "skipped" not in r and _same_case(r, case)), None)
-                    estimate = estimated_bptt_bytes(model, batch, length)
-                    if reuse is not None:
-                        row = reuse
-                    elif algo == "bptt" and estimate > memory_limit_gib * 2**30:
-                        row = {"algo": algo, "model": model, "batch": batch, "length": length,
-                               "skipped": f"BPTT needs ~{estimate / 2**30:.0f} GiB (limit {memory_limit_gib:g})"}
-                    else:
-                        row = run_case_subprocess(algo, model, batch, length, reps, core_dtype, timeout)
-                    rows.append(row)
-                    if progress:
-                        progress(row)
-                    if on_row:
-                        on_row(rows)
-    return rows
+             memory_limit_gib=DEFAULT_MEMORY_LIMIT_GIB, progress=None, previous=(), on_row=None,
+             rounds=1) -> list[dict]:
+    """Every case of the grid, one subprocess each, the whole grid ``rounds`` times round after round.
+
+    With several rounds a case's row reports the median of its per-round step times (each a median of
+    ``reps`` steps) and the largest of its per-round peaks, and lists the per-round times: slow periods
+    of a shared machine then hit every algorithm alike instead of one case. ``previous``: rows of an
+    earlier run; a measured row of the same case (same reps, rounds and core precision) is reused.
+    ``on_row(rows)`` is called after each measurement with the rows so far (to write partial outputs).
+    """
+    cases = [{"algo": algo, "model": model, "batch": batch, "length": length, "reps": reps, "core_dtype": core_dtype}
+             for batch in batches for length in lengths for model in models for algo in algos]
+    measured: dict[int, list[dict]] = {}
+    rows: dict[int, dict] = {}
+    for round_index in range(rounds):
+        for i, case in enumerate(cases):
+            algo, model, batch, length = case["algo"], case["model"], case["batch"], case["length"]
+            if i in rows and ("skipped" in rows[i] or rows[i].get("reused")):
+                continue  # a skipped case is not retried in later rounds; a reused row is complete
+            reuse = next((r for r in previous if "skipped" not in r and _same_case(r, case)
+                          and r.get("rounds", 1) == rounds), None)
+            estimate = estimated_bptt_bytes(model, batch, length)
+            if reuse is not None:
+                row = {**reuse, "reused": True}
+            elif algo == "bptt" and estimate > memory_limit_gib * 2**30:
+                row = {"algo": algo, "model": model, "batch": batch, "length": length,
+                       "skipped": f"BPTT needs ~{estimate / 2**30:.0f} GiB (limit {memory_limit_gib:g})"}
+            else:
+                row = run_case_subprocess(algo, model, batch, length, reps, core_dtype, timeout)
+            if "skipped" in row or row.get("reused"):
+                rows[i] = row
+            else:
+                measured.setdefault(i, []).append(row)
+                rows[i] = combine_rounds(measured[i])
+            if progress:
+                progress(row)
+            if on_row:
+                on_row(_finished(rows))
+    return _finished(rows)
+
+
+def _finished(rows: dict[int, dict]) -> list[dict]:
+    return [{k: v for k, v in rows[i].items() if k != "reused"} for i in sorted(rows)]
+
+
+def combine_rounds(round_rows: list[dict]) -> dict:
+    """One row from the same case measured in several rounds: median step time, largest peak memory."""
+    if len(round_rows) == 1:
+        return dict(round_rows[0])
+    row = dict(round_rows[-1])
+    times = [r["step_time_s"] for r in round_rows]
+    row["step_time_s"] = statistics.median(times)
+    row["round_step_times_s"] = times
+    for key in ("peak_mem_bytes", "process_peak_bytes"):
+        if all(key in r for r in round_rows):
+            row[key] = max(r[key] for r in round_rows)
+    row["rounds"] = len(round_rows)
+    return row
 
 
 # --- output ------------------------------------------------------------------------------------------
@@ -301,6 +333,9 @@ def add_command(subparsers) -> None:
     parser.add_argument("--lengths", nargs="+", type=_positive_int)
     parser.add_argument("--batch", nargs="+", type=_positive_int, help="batch sizes (default 4 32)")
     parser.add_argument("--reps", type=_positive_int, help="timed steps per case (default 5; median reported)")
+    parser.add_argument("--rounds", type=_positive_int, default=1,
+                        help="measure the whole grid this many times, round after round; report each case's "
+                             "median step time over rounds (robust to slow periods of a shared machine)")
     parser.add_argument("--core-dtype", choices=("auto", "input"), default="auto",
                         help="auto: float64 cores with a float32 model (the default everywhere); input: all float32")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per case before it is skipped")
@@ -314,7 +349,7 @@ def add_command(subparsers) -> None:
 
 def main(args) -> int:
     quick = QUICK if args.quick else {}
-    algos = args.algos or quick.get("algos", ALGOS)
+    algos = args.algos or quick.get("algos", DEFAULT_ALGOS)
     models = args.models or quick.get("models", MODELS)
     lengths = args.lengths or quick.get("lengths", LENGTHS)
     batches = args.batch or quick.get("batches", BATCHES)
@@ -328,7 +363,8 @@ def main(args) -> int:
     if args.resume and (out / "bench.json").exists():
         previous = json.loads((out / "bench.json").read_text(encoding="utf-8"))
     rows = run_grid(algos, models, lengths, batches, reps=reps, core_dtype=args.core_dtype, timeout=args.timeout,
-                    progress=log, previous=previous, on_row=lambda rows: write_outputs(rows, out))
+                    progress=log, previous=previous, on_row=lambda rows: write_outputs(rows, out),
+                    rounds=args.rounds)
     written = write_outputs(rows, out)
     if args.json:
         json.dump(rows, sys.stdout)

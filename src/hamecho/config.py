@@ -160,6 +160,7 @@ TRAIN_FIELDS = {
     "dtype": ("str", "float32", _one_of(DTYPES)),
     "core_dtype": ("str", "float64", _one_of(CORE_DTYPES)),
     "recompute_blocks": ("bool", False, None),
+    "block_chunk": ("int", 0, _non_negative),
     "integrator": ("str", "float", _one_of(INTEGRATORS)),
     "fraction_bits": ("int", 32, lambda v: None if 1 <= v <= 62 else "must be between 1 and 62"),
     "eval_batch_size": ("int", 256, _positive),
@@ -219,6 +220,9 @@ class TrainConfig:
     # Memory for long sequences: keep only each block's input per step, recompute the block in the backward
     # pass (one more forward per block; README "Speed and memory").
     recompute_blocks: bool = False
+    # Memory for long sequences: run every block over time chunks of this many steps, each recomputed in the
+    # backward pass, so a block keeps only its input (0: off; README "Speed and memory").
+    block_chunk: int = 0
     # "fixed_point": exactly reversible cores on an int64 grid of 2**-fraction_bits (RHEL only; README).
     integrator: str = "float"
     fraction_bits: int = 32
@@ -259,6 +263,8 @@ class Config:
             d["data"].pop(key, None)
         for key in ("seeds", "algos", "time_limit_s"):
             d["train"].pop(key, None)
+        if not d["train"].get("block_chunk"):
+            d["train"].pop("block_chunk", None)  # off: fingerprints of runs made before the option stay valid
         text = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -361,6 +367,9 @@ def config_from_dict(raw: dict, *, source: str = "<dict>", default_name: str | N
     if train["integrator"] == "fixed_point" and "bptt" in train["algos"]:
         raise ConfigError(f"{source}: train.integrator = \"fixed_point\" works with RHEL only (BPTT cannot "
                           "differentiate the rounding); set train.algos = [\"rhel\"]")
+    if train["block_chunk"] and train["integrator"] == "fixed_point":
+        raise ConfigError(f"{source}: train.block_chunk needs train.integrator = \"float\" (the fixed-point "
+                          "integrator runs whole sequences); set train.block_chunk = 0")
     if train["eval_every"] > train["steps"]:
         raise ConfigError(f"{source}: train.eval_every must be <= train.steps ({train['steps']}); "
                           f"got {train['eval_every']}")

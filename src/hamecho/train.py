@@ -367,6 +367,14 @@ def _fresh_loop_state(seed: int) -> dict:
             "wall_s": 0.0, "sessions": 0, "stopped": None, "seed": seed}
 
 
+def options_for(config: Config, algo: str):
+    """The ``CoreOptions`` a run of ``config`` with ``algo`` trains with (from its [train] table)."""
+    t = config.train
+    return core_options(algo, t.eps, estimator=t.estimator, difference=t.difference, core_dtype=t.core_dtype,
+                        recompute_blocks=t.recompute_blocks, block_chunk=t.block_chunk or None,
+                        integrator=t.integrator, fraction_bits=t.fraction_bits)
+
+
 def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None, *, resume: bool = True,
             progress: bool | None = None, log=None, stop_at_step: int | None = None) -> Path:
     """Train one (configuration, algorithm, seed) and return the path of its result JSON.
@@ -404,9 +412,7 @@ def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None,
         raise ValueError(f"{config.name}: output_step {data.output_step} exceeds the length {data.length}")
     dtype = np.dtype(t.dtype)
     model = build_model(config, data, seed)
-    options = core_options(algo, t.eps, estimator=t.estimator, difference=t.difference, core_dtype=t.core_dtype,
-                           recompute_blocks=t.recompute_blocks, integrator=t.integrator,
-                           fraction_bits=t.fraction_bits)
+    options = options_for(config, algo)
     optimizer, step_fn = _train_step(t.lr, options)
     opt_state = optimizer.init(eqx_filter_trainable(model))
     dropout_base = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
