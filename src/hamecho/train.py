@@ -369,6 +369,8 @@ def _fresh_loop_state(seed: int) -> dict:
 
 def options_for(config: Config, algo: str):
     """The ``CoreOptions`` a run of ``config`` with ``algo`` trains with (from its [train] table)."""
+    from .models import core_options  # lazily: JAX's precision is set before it is imported
+
     t = config.train
     return core_options(algo, t.eps, estimator=t.estimator, difference=t.difference, core_dtype=t.core_dtype,
                         recompute_blocks=t.recompute_blocks, block_chunk=t.block_chunk or None,
@@ -402,8 +404,6 @@ def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None,
     set_precision(config.train.dtype, config.train.core_dtype)
     import jax
     from tqdm.auto import tqdm
-
-    from .models import core_options
 
     t = config.train
     session_start = time.perf_counter()
