@@ -37,7 +37,7 @@ def _row(algo, model="linear", batch=4, length=17984, time_s=1.0, mem=2**30):
 def test_resume_reuses_measured_rows_and_remeasures_skipped_ones(monkeypatch):
     measured = []
 
-    def fake_subprocess(algo, model, batch, length, reps, core_dtype, timeout):
+    def fake_subprocess(algo, model, batch, length, reps, core_dtype, timeout, block_chunk):
         measured.append((algo, model))
         return _row(algo, model, batch, length)
 
@@ -52,7 +52,7 @@ def test_rounds_measure_every_case_round_after_round_and_report_the_median_time(
     measured, written = [], []
     times = iter([3.0, 1.0, 9.0, 5.0, 2.0, 4.0])  # rhel, bptt, rhel, bptt, rhel, bptt
 
-    def fake_subprocess(algo, model, batch, length, reps, core_dtype, timeout):
+    def fake_subprocess(algo, model, batch, length, reps, core_dtype, timeout, block_chunk):
         measured.append(algo)
         return _row(algo, model, batch, length, time_s=next(times), mem=len(measured) * 2**20)
 

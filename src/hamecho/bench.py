@@ -8,15 +8,19 @@ Each case runs in a fresh subprocess (so peak memory does not mix between cases)
 6-block HSSM (hidden 64, state 16, float32 parameters, the default core precision), one random
 batch, and the same jitted Adam training step ``hamecho train`` uses; compiles and warms up with two
 steps, then times ``--reps`` steps (median). Peak memory (``peak_mem_bytes``) is the child's peak
-resident set size during the timed steps: the kernel's mark (VmHWM) is reset after the warm-up, so
-compilation's own peak is excluded, while the JAX runtime, the model, the data and everything the
-step allocates are included. Also recorded: ``process_peak_bytes`` (``ru_maxrss``, compilation
+resident set size during the timed steps: after the warm-up the compiler's freed heap is returned to
+the OS (``malloc_trim``) and the kernel's mark (VmHWM) is reset, so compilation's own peak is
+excluded, while the JAX runtime, the compiled code, the model, the data and everything the step
+allocates are included. Also recorded: ``process_peak_bytes`` (``ru_maxrss``, compilation
 included) and ``baseline_bytes`` (before the first step).
 
 Algorithms: ``rhel``; ``bptt`` (autodiff through the scan); ``bptt_ckpt`` (autodiff with
 ``jax.checkpoint`` over chunks of ⌈√L⌉ steps: stores chunk-boundary states, recomputes the rest);
-``rhel_recompute`` and ``bptt_recompute`` (the same with ``recompute_blocks``: each block keeps only its
-input per step and is recomputed in the backward pass). ``--quick`` runs the first three.
+``rhel_chunked`` and ``bptt_chunked`` (the same with ``block_chunk``: every block runs over time
+chunks of ``--block-chunk`` steps, recomputed in the backward pass, so a block keeps only its input);
+``rhel_recompute`` and ``bptt_recompute`` (``recompute_blocks``: whole blocks recomputed; not in the
+default grid). ``--quick`` runs the first three; ``--rounds R`` measures the grid R times round after
+round and reports each case's median.
 """
 from __future__ import annotations
 
@@ -47,7 +51,8 @@ DEFAULT_MEMORY_LIMIT_GIB = 20.0
 
 # --- one case, in a child process --------------------------------------------------------------------
 
-def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dtype: str) -> dict:
+def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dtype: str,
+             block_chunk: int = BLOCK_CHUNK) -> dict:
     """Build, compile, warm up and time one case in this process; return its row."""
     import resource
 
@@ -71,7 +76,7 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
     else:
         core_algo, _, memory = algo.partition("_")
         options = core_options(core_algo, core_dtype=core_dtype, recompute_blocks=memory == "recompute",
-                               block_chunk=BLOCK_CHUNK if memory == "chunked" else None)
+                               block_chunk=block_chunk if memory == "chunked" else None)
     optimizer, step = _train_step(1e-3, options)
     opt_state = optimizer.init(eqx_filter_trainable(hssm))
     dropout_key = jax.random.PRNGKey(1)
@@ -79,6 +84,7 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
     for _ in range(2):  # compile, then one warm step
         hssm, opt_state, loss = step(hssm, opt_state, x, y, dropout_key)
         jax.block_until_ready(loss)
+    release_freed_memory()  # the compiler's freed heap (~0.3 GiB) back to the OS, for every case alike
     steady = reset_peak_rss()  # from here on the peak covers the timed steps only, not compilation
     times = []
     for _ in range(reps):
@@ -91,7 +97,23 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
     return {"algo": algo, "model": model, "batch": batch, "length": length,
             "step_time_s": statistics.median(times), "peak_mem_bytes": int(step_peak),
             "process_peak_bytes": int(process_peak), "baseline_bytes": int(baseline), "reps": reps,
-            "loss": float(loss), "core_dtype": core_dtype, "backend": jax.default_backend()}
+            "loss": float(loss), "core_dtype": core_dtype, "backend": jax.default_backend(),
+            **({"block_chunk": block_chunk} if algo.endswith("_chunked") else {})}
+
+
+def release_freed_memory() -> bool:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``); False where unavailable.
+
+    After compilation the process keeps ~0.3 GiB of the compiler's freed memory resident; without this
+    it would count in every case's peak although no step uses it.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0) or True)
+    except (OSError, AttributeError):
+        return False
 
 
 def reset_peak_rss() -> bool:
@@ -124,10 +146,10 @@ def _child_env() -> dict:
     return env
 
 
-def run_case_subprocess(algo, model, batch, length, reps, core_dtype, timeout) -> dict:
+def run_case_subprocess(algo, model, batch, length, reps, core_dtype, timeout, block_chunk=BLOCK_CHUNK) -> dict:
     """Run one case in a fresh interpreter; a failure or timeout becomes a row with ``skipped``."""
     case = json.dumps({"algo": algo, "model": model, "batch": batch, "length": length, "reps": reps,
-                       "core_dtype": core_dtype})
+                       "core_dtype": core_dtype, "block_chunk": block_chunk})
     row = {"algo": algo, "model": model, "batch": batch, "length": length}
     try:
         done = subprocess.run([sys.executable, "-m", "hamecho.bench", "--run-case", case], capture_output=True,
@@ -155,7 +177,7 @@ def _same_case(row: dict, case: dict) -> bool:
 
 def run_grid(algos, models, lengths, batches, reps=5, core_dtype="auto", timeout=1800.0,
              memory_limit_gib=DEFAULT_MEMORY_LIMIT_GIB, progress=None, previous=(), on_row=None,
-             rounds=1) -> list[dict]:
+             rounds=1, block_chunk=BLOCK_CHUNK) -> list[dict]:
     """Every case of the grid, one subprocess each, the whole grid ``rounds`` times round after round.
 
     With several rounds a case's row reports the median of its per-round step times (each a median of
@@ -164,7 +186,8 @@ def run_grid(algos, models, lengths, batches, reps=5, core_dtype="auto", timeout
     earlier run; a measured row of the same case (same reps, rounds and core precision) is reused.
     ``on_row(rows)`` is called after each measurement with the rows so far (to write partial outputs).
     """
-    cases = [{"algo": algo, "model": model, "batch": batch, "length": length, "reps": reps, "core_dtype": core_dtype}
+    cases = [{"algo": algo, "model": model, "batch": batch, "length": length, "reps": reps, "core_dtype": core_dtype,
+              **({"block_chunk": block_chunk} if algo.endswith("_chunked") else {})}
              for batch in batches for length in lengths for model in models for algo in algos]
     measured: dict[int, list[dict]] = {}
     rows: dict[int, dict] = {}
@@ -182,7 +205,7 @@ def run_grid(algos, models, lengths, batches, reps=5, core_dtype="auto", timeout
                 row = {"algo": algo, "model": model, "batch": batch, "length": length,
                        "skipped": f"BPTT needs ~{estimate / 2**30:.0f} GiB (limit {memory_limit_gib:g})"}
             else:
-                row = run_case_subprocess(algo, model, batch, length, reps, core_dtype, timeout)
+                row = run_case_subprocess(algo, model, batch, length, reps, core_dtype, timeout, block_chunk)
             if "skipped" in row or row.get("reused"):
                 rows[i] = row
             else:
@@ -336,6 +359,8 @@ def add_command(subparsers) -> None:
     parser.add_argument("--rounds", type=_positive_int, default=1,
                         help="measure the whole grid this many times, round after round; report each case's "
                              "median step time over rounds (robust to slow periods of a shared machine)")
+    parser.add_argument("--block-chunk", type=_positive_int, default=BLOCK_CHUNK,
+                        help=f"time steps per chunk of the *_chunked cases (default {BLOCK_CHUNK})")
     parser.add_argument("--core-dtype", choices=("auto", "input"), default="auto",
                         help="auto: float64 cores with a float32 model (the default everywhere); input: all float32")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per case before it is skipped")
@@ -364,7 +389,7 @@ def main(args) -> int:
         previous = json.loads((out / "bench.json").read_text(encoding="utf-8"))
     rows = run_grid(algos, models, lengths, batches, reps=reps, core_dtype=args.core_dtype, timeout=args.timeout,
                     progress=log, previous=previous, on_row=lambda rows: write_outputs(rows, out),
-                    rounds=args.rounds)
+                    rounds=args.rounds, block_chunk=args.block_chunk)
     written = write_outputs(rows, out)
     if args.json:
         json.dump(rows, sys.stdout)
