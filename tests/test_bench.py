@@ -75,3 +75,13 @@ def test_markdown_marks_the_target_rows(rhel_time, rhel_mem, expect):
     table = bench.format_markdown(rows)
     assert f"time ≤ 1.0×: {expect}" in table
     assert "memory ≤ 0.25×: met" in table  # 0.25 exactly: 2**28 / 2**30
+
+
+def test_outputs_cover_every_algorithm(tmp_path):
+    rows = [_row(algo, length=length, time_s=0.5 + i, mem=2**30 + i) for i, algo in enumerate(bench.ALGOS)
+            for length in (1000, 4000)]
+    written = bench.write_outputs(rows, tmp_path)
+    assert {p.name for p in written} >= {"bench.md", "bench.csv", "bench.json", "bench.png"}
+    table = (tmp_path / "bench.md").read_text()
+    for algo in bench.ALGOS:
+        assert f"| {algo} |" in table

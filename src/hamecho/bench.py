@@ -314,7 +314,8 @@ def write_outputs(rows: list[dict], out: Path) -> list[Path]:
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        styles = {"rhel": "o-", "bptt": "s--", "bptt_ckpt": "^:", "rhel_recompute": "D-", "bptt_recompute": "v--"}
+        styles = {"rhel": "o-", "bptt": "s--", "bptt_ckpt": "^:", "rhel_chunked": "P-", "bptt_chunked": "X--",
+                  "rhel_recompute": "D-", "bptt_recompute": "v--"}
         for ax, key, label, scale in ((axes[0], "step_time_s", "step time (s)", 1.0),
                                       (axes[1], "peak_mem_bytes", "peak memory (GiB)", 2.0**-30)):
             for (algo, model, batch) in sorted({(r["algo"], r["model"], r["batch"]) for r in measured}):

@@ -88,7 +88,7 @@ class CoreOptions:
     # core forward) in the backward pass; see models.recompute_in_backward. Costs one more forward per block.
     recompute_blocks: bool = False
     # Memory: run every HSSM block over time chunks of this many steps, each chunk recomputed in the backward
-    # pass (models.Block.forward_in_chunks): a block keeps its input and packed dropout masks, not its activations.
+    # pass (models.Block.forward_in_chunks): a block keeps its input, not its activations.
     block_chunk: int | None = None
     # "fixed_point": φ, π as int64 multiples of 2**-fraction_bits, exactly reversible (integrators.py).
     integrator: str = "float"

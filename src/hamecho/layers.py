@@ -111,7 +111,9 @@ class BatchNorm(eqx.Module):
         running_var = jax.lax.stop_gradient(self.running_var)
         if not train:
             return running_mean, running_var, (running_mean, running_var)
-        mean, var = mean_and_variance(x)
+        axes = tuple(range(x.ndim - 1))
+        mean = jnp.mean(x, axis=axes)
+        var = jnp.mean(jnp.square(x - mean), axis=axes)
         new_mean = self.momentum * running_mean + (1 - self.momentum) * jax.lax.stop_gradient(mean)
         new_var = self.momentum * running_var + (1 - self.momentum) * jax.lax.stop_gradient(var)
         return mean, var, (new_mean, new_var)
@@ -119,34 +121,6 @@ class BatchNorm(eqx.Module):
     def normalise(self, x, mean, var):
         """(x − mean) / √(var + eps), any leading shape."""
         return (x - mean) / jnp.sqrt(var + self.eps)
-
-
-@jax.custom_vjp
-def mean_and_variance(x):
-    """Per-channel mean and (biased) variance of x (..., H) over all leading axes.
-
-    Same values and derivatives as the plain expressions; the custom VJP keeps only ``x`` and the mean
-    (autodiff of ``mean((x − mean)²)`` would store ``x − mean``, one more array of x's size per norm).
-    """
-    return _mean_and_variance_forward(x)[0]
-
-
-def _mean_and_variance_forward(x):
-    axes = tuple(range(x.ndim - 1))
-    mean = jnp.mean(x, axis=axes)
-    var = jnp.mean(jnp.square(x - mean), axis=axes)
-    return (mean, var), (x, mean)
-
-
-def _mean_and_variance_backward(residuals, cotangents):
-    x, mean = residuals
-    ct_mean, ct_var = cotangents
-    count = x.size // x.shape[-1]
-    # ∂var/∂x = 2(x − mean)/n (the term through the mean vanishes: Σ(x − mean) = 0)
-    return ((ct_mean + 2.0 * ct_var * (x - mean)) / count,)
-
-
-mean_and_variance.defvjp(_mean_and_variance_forward, _mean_and_variance_backward)
 
 
 def dropout_keep_mask(key, rate: float, shape):
