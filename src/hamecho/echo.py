@@ -498,6 +498,11 @@ def hamiltonian_core_with_state(ham: SeparableHamiltonian, options: CoreOptions,
                          "got scan='parallel'")
     if options.algo == "rhel":
         return _rhel_core_with_state(ham, options, theta, drives, initial_state)
+    return _run_from_state(ham, options, theta, drives, initial_state)
+
+
+def _run_from_state(ham, options, theta, drives, initial_state):
+    """The forward pass of ``hamiltonian_core_with_state`` in the compute dtype; positions in the drives'."""
     theta_c, drives_c = to_compute_dtype(options, theta, drives)
     initial_c = tuple(s.astype(drives_c.dtype) for s in initial_state)
     positions, final_state = run_leapfrog(ham, theta_c, drives_c, *initial_c)
@@ -506,15 +511,13 @@ def hamiltonian_core_with_state(ham: SeparableHamiltonian, options: CoreOptions,
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _rhel_core_with_state(ham, options, theta, drives, initial_state):
-    return _rhel_with_state_forward(ham, options, theta, drives, initial_state)[0]
+    return _run_from_state(ham, options, theta, drives, initial_state)
 
 
 def _rhel_with_state_forward(ham, options, theta, drives, initial_state):
-    theta_c, drives_c = to_compute_dtype(options, theta, drives)
-    initial_c = tuple(s.astype(drives_c.dtype) for s in initial_state)
-    positions, final_state = run_leapfrog(ham, theta_c, drives_c, *initial_c)
+    positions, final_state = _run_from_state(ham, options, theta, drives, initial_state)
     # Residuals: the parameters, the drives and the final state, as in _rhel_forward.
-    return (positions.astype(drives.dtype), final_state), (theta, drives, final_state, initial_state)
+    return (positions, final_state), (theta, drives, final_state, initial_state)
 
 
 def _rhel_with_state_backward(ham, options, residuals, cotangents):
