@@ -111,9 +111,10 @@ def release_freed_memory() -> bool:
     import ctypes.util
 
     try:
-        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0) or True)
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         return False
+    return True
 
 
 def reset_peak_rss() -> bool:
