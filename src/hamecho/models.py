@@ -112,9 +112,9 @@ class Block(eqx.Module):
         first, from the whole input) and the HRU's state (carried from chunk to chunk,
         ``echo.hamiltonian_core_with_state``). Dropout masks are drawn per chunk from
         ``fold_in(key, chunk index)`` (so they are recomputed, never stored; the draws differ from
-        ``forward``'s, with the same distribution). Under autodiff the scan keeps, per chunk, only what
-        enters it (its slice of x and the HRU state at its start); each chunk's activations are
-        recomputed during the backward pass, one chunk at a time. With algo "bptt" the
+        ``forward``'s, with the same distribution). Under autodiff the block keeps its input x (read by chunk
+        index, never copied per chunk) and the HRU state at each chunk's start; each chunk's activations
+        are recomputed during the backward pass, one chunk at a time. With algo "bptt" the
         core is differentiated inside the recomputed chunk (BPTT checkpointed over chunks); with "rhel"
         each chunk's echo receives the next chunk's echo state as its final state's cotangent.
         """
