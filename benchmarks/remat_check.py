@@ -14,7 +14,7 @@ jax.config.update("jax_enable_x64", True)
 
 import equinox as eqx  # noqa: E402
 
-import hamecho.models as models  # noqa: E402
+import hamecho.nn.hssm as models  # noqa: E402
 
 
 def temp_mib(fn, *args) -> float:

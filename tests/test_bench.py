@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from hamecho import bench
+from hamecho.tools import bench
 
 ROW_TYPES = {"algo": str, "model": str, "batch": int, "length": int, "step_time_s": float, "peak_mem_bytes": int}
 

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hamecho.echo import CoreOptions, hamiltonian_core_with_state
-from hamecho.gradcheck import compare_gradients, random_problem
-from hamecho.layers import LinearHRU, NonlinearHRU
-from hamecho.models import chunk_layout, core_options, training_loss
+from hamecho.core.echo import CoreOptions, hamiltonian_core_with_state
+from hamecho.tools.gradcheck import compare_gradients, random_problem
+from hamecho.nn.layers import LinearHRU, NonlinearHRU
+from hamecho.nn.hssm import chunk_layout, core_options, training_loss
 
 pytestmark = pytest.mark.usefixtures("x64")
 

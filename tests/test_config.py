@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from hamecho import cli
-from hamecho.config import ConfigError, config_from_dict, load_config, parse_override
+from hamecho.training.config import ConfigError, config_from_dict, load_config, parse_override
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.toml"))
@@ -202,7 +202,7 @@ def test_cli_check_lists_configs(tmp_path, capsys):
 
 
 def test_fixed_point_integrator_is_rhel_only():
-    from hamecho.config import ConfigError, config_from_dict
+    from hamecho.training.config import ConfigError, config_from_dict
 
     raw = {"data": {"name": "synthetic/first5"}, "model": {"hru": "nonlinear"},
            "train": {"lr": 1e-3, "integrator": "fixed_point", "fraction_bits": 40}}
@@ -215,7 +215,7 @@ def test_fixed_point_integrator_is_rhel_only():
 
 
 def test_block_chunk_reaches_the_core_options_and_is_checked():
-    from hamecho.train import options_for
+    from hamecho.training.loop import options_for
 
     raw = {"data": {"name": "synthetic/first5"}, "model": {"hru": "linear"}, "train": {"lr": 1e-3}}
     plain = config_from_dict(raw)

@@ -5,7 +5,7 @@ import json
 import jax
 import pytest
 
-from hamecho import demo
+from hamecho.tools import demo
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 import hamecho
-from hamecho.echo import CoreOptions, hamiltonian_core
-from hamecho.gradcheck import compare_gradients, named_arrays
-from hamecho.hamiltonians import (LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN, SeparableHamiltonian,
+import hamecho.nn.hssm
+from hamecho.core.echo import CoreOptions, hamiltonian_core
+from hamecho.tools.gradcheck import compare_gradients, named_arrays
+from hamecho.core.hamiltonians import (LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN, SeparableHamiltonian,
                                   quadratic_kinetic)
-from hamecho.integrators import inverse_leapfrog_step, leapfrog_step
-from hamecho.layers import HRU, LinearHRU, NonlinearHRU
+from hamecho.core.integrators import inverse_leapfrog_step, leapfrog_step
+from hamecho.nn.layers import HRU, LinearHRU, NonlinearHRU
 
 
 pytestmark = pytest.mark.usefixtures("x64")  # tests/conftest.py
@@ -38,7 +39,7 @@ def test_echo_with_zero_nudge_retraces_to_the_initial_state(kind, kwargs):
     error = float(layer.retrace_error(u))
     assert error < 1e-12, error
     # and the check can fail: perturbing the drives of the echo breaks the retrace
-    from hamecho.echo import core_forward, echo_pass
+    from hamecho.core.echo import core_forward, echo_pass
     theta, drives = layer.core_parameters(), layer.drives(u)
     positions, final = core_forward(layer.hamiltonian, "sequential", theta, drives)
     _, _, (q, p) = echo_pass(layer.hamiltonian, CoreOptions(), theta, drives * 1.001, final,
@@ -86,7 +87,7 @@ def test_parallel_scan_rejects_a_nonlinear_unit():
 # --- RHEL == BPTT on HSSM stacks -----------------------------------------------------------------
 
 def _problem(hru, *, length=64, blocks=3, task="classification", output_step=1, step=1e-4, seed=0):
-    from hamecho.gradcheck import random_problem
+    from hamecho.tools.gradcheck import random_problem
     return random_problem(hru=hru, blocks=blocks, hidden=8, state=4, length=length, batch=3, in_dim=3,
                           classes=4, task=task, output_step=output_step, step=step, seed=seed,
                           dtype=jnp.float64)
@@ -268,7 +269,7 @@ def _block_memory_problem(hru, length):
 
 def _training_grads(model, x, y, options):
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    loss = lambda p: hamecho.models.training_loss(eqx.combine(p, static), x, y, options, jax.random.PRNGKey(5))
+    loss = lambda p: hamecho.nn.hssm.training_loss(eqx.combine(p, static), x, y, options, jax.random.PRNGKey(5))
     return jax.value_and_grad(loss, has_aux=True), params
 
 
@@ -305,7 +306,7 @@ def test_value_and_grad_matches_filter_grad_structure_and_runs_in_float32_under_
     x = _inputs((2, 10, 2), dtype=jnp.float32)
     y = jnp.array([0, 2])
     loss, grads = eqx.filter_jit(lambda m, x, y: hamecho.value_and_grad(m, x, y, algo="rhel"))(model, x, y)
-    reference = eqx.filter_grad(lambda m: hamecho.models.training_loss(m, x, y, CoreOptions(algo="bptt"))[0])(model)
+    reference = eqx.filter_grad(lambda m: hamecho.nn.hssm.training_loss(m, x, y, CoreOptions(algo="bptt"))[0])(model)
     assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(reference)
     assert loss.dtype == jnp.float32
     assert all(a.dtype == jnp.float32 for _, _, a in [(0, 0, g) for g in jax.tree_util.tree_leaves(grads)])

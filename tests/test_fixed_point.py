@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 import hamecho
-from hamecho.echo import CoreOptions, hamiltonian_core
-from hamecho.gradcheck import compare_gradients, random_problem
-from hamecho.hamiltonians import NONLINEAR_HAMILTONIAN
-from hamecho.integrators import (fixed_point_leapfrog_step, fixed_point_range, from_fixed,
+from hamecho.core.echo import CoreOptions, hamiltonian_core
+from hamecho.tools.gradcheck import compare_gradients, random_problem
+from hamecho.core.hamiltonians import NONLINEAR_HAMILTONIAN
+from hamecho.core.integrators import (fixed_point_leapfrog_step, fixed_point_range, from_fixed,
                                  run_fixed_point_leapfrog, run_leapfrog, to_fixed)
-from hamecho.layers import NonlinearHRU
+from hamecho.nn.layers import NonlinearHRU
 
 FIXED = CoreOptions(integrator="fixed_point")
 

@@ -65,7 +65,7 @@ def test_float32_rhel_fidelity_at_length_4000_guards_against_regressions():
     BPTT 0.9999988 and 3.8e-4. The bounds leave a margin of ~50× and still fail at the float32-core
     level (the floor).
     """
-    from hamecho.gradcheck import run_gradcheck, summarize
+    from hamecho.tools.gradcheck import run_gradcheck, summarize
 
     report = run_gradcheck(hru="linear", blocks=2, hidden=16, state=8, length=4000, batch=2, in_dim=3,
                            classes=3, dtype="float32")

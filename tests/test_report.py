@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from hamecho import cli
-from hamecho.report import (collect, paired_differences, summarise, table_paper_layout, table_published,
+from hamecho.tools.report import (collect, paired_differences, summarise, table_paper_layout, table_published,
                             write_report)
-from hamecho.train import RESULT_FORMAT
+from hamecho.training.loop import RESULT_FORMAT
 
 
 def result(config, dataset, model, algo, seed, test, *, task="classification", steps=100, losses=(1.0, 0.5)):
@@ -141,7 +141,7 @@ def test_cli_report(runs, tmp_path, capsys):
                                               ("nonlinear", "bptt", (58.8, 4.3)), ("nonlinear", "rhel", (57.8, 4.0))])
 def test_published_average_column_is_mean_of_means_and_of_stds(model, algo, avg):
     """The Avg rule we use reproduces the paper's Avg column from its six per-dataset cells."""
-    from hamecho.report import PUBLISHED
+    from hamecho.tools.report import PUBLISHED
 
     cells = [v for (dataset, m, a), v in PUBLISHED.items() if m == model and a == algo and dataset != "ppg"]
     assert len(cells) == 6

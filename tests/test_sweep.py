@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from hamecho import cli
-from hamecho.config import load_config
-from hamecho.report import write_report
-from hamecho.sweep import build_sweep, combinations, load_sweep, search_from_args, search_grid, select
-from hamecho.train import RESULT_FORMAT, read_result, run_one, run_paths
+from hamecho.training.config import load_config
+from hamecho.tools.report import write_report
+from hamecho.tools.sweep import build_sweep, combinations, load_sweep, search_from_args, search_grid, select
+from hamecho.training.loop import RESULT_FORMAT, read_result, run_one, run_paths
 
 TINY = """\
 name = "tiny"

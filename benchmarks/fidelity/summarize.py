@@ -3,7 +3,7 @@ import json
 import pathlib
 import sys
 
-from hamecho.gradcheck import summarize
+from hamecho.tools.gradcheck import summarize
 
 out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/fidelity/results")
 lines = ["| case | L | RHEL min cosine | RHEL max \\|ratio−1\\| | f32 BPTT min cosine | f32 BPTT max \\|ratio−1\\| | retrace |",

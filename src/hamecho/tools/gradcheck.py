@@ -88,7 +88,7 @@ def compare_gradients(grads, reference) -> list[dict]:
 def random_problem(*, hru: str, blocks: int, hidden: int, state: int, length: int, batch: int, in_dim: int,
                    classes: int, task: str, output_step: int, step: float, seed: int, dtype):
     """A random HSSM and a random batch (x, y) of the given shapes, in ``dtype``."""
-    from .models import HSSM
+    from ..nn.hssm import HSSM
 
     model_key, x_key, y_key = jax.random.split(jax.random.PRNGKey(seed), 3)
     model = HSSM(in_dim=in_dim, out_dim=classes, hidden=hidden, state=state, blocks=blocks, hru=hru,
@@ -105,7 +105,7 @@ def prepare_problem(*, hru="linear", blocks=3, hidden=16, state=8, length=1000, 
                     task="classification", output_step=1, step=1e-4, dtype="float64", seed=0) -> dict:
     """A random problem in ``dtype`` with its float64 BPTT reference gradient (and, for float32, the
     all-float32 BPTT floor rows). Switches JAX's x64 mode on (needed for the reference)."""
-    from .models import cast, value_and_grad
+    from ..nn.hssm import cast, value_and_grad
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(map(repr, DTYPES))}; got {dtype!r}")
@@ -139,8 +139,8 @@ def prepare_problem(*, hru="linear", blocks=3, hidden=16, state=8, length=1000, 
 def rhel_against_reference(problem: dict, *, eps=0.1, estimator="two_sided", difference="auto",
                            core_dtype="auto") -> dict:
     """Rows comparing RHEL with the problem's reference, the retrace error and the RHEL time."""
-    from .echo import CoreOptions
-    from .models import value_and_grad
+    from ..core.echo import CoreOptions
+    from ..nn.hssm import value_and_grad
 
     model, x = problem["model"], problem["x"]
     start = time.perf_counter()

@@ -62,8 +62,8 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
         jax.config.update("jax_enable_x64", True)  # float64 cores, float32 model: the CLI default
     import jax.numpy as jnp
 
-    from .models import HSSM, core_options
-    from .train import _train_step, eqx_filter_trainable
+    from ..nn.hssm import HSSM, core_options
+    from ..training.loop import _train_step, eqx_filter_trainable
 
     key_model, key_x, key_y = jax.random.split(jax.random.PRNGKey(0), 3)
     hssm = HSSM(in_dim=SHAPE["in_dim"], out_dim=SHAPE["classes"], hidden=SHAPE["hidden"], state=SHAPE["state"],
@@ -153,7 +153,7 @@ def run_case_subprocess(algo, model, batch, length, reps, core_dtype, timeout, b
                        "core_dtype": core_dtype, "block_chunk": block_chunk})
     row = {"algo": algo, "model": model, "batch": batch, "length": length}
     try:
-        done = subprocess.run([sys.executable, "-m", "hamecho.bench", "--run-case", case], capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "hamecho.tools.bench", "--run-case", case], capture_output=True,
                               text=True, timeout=timeout, env=_child_env())
     except subprocess.TimeoutExpired:
         return {**row, "skipped": f"timed out after {timeout:.0f} s"}

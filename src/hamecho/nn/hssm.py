@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .echo import ALGOS, CoreOptions, hamiltonian_core_with_state
+from ..core.echo import ALGOS, CoreOptions, hamiltonian_core_with_state
 from .layers import GLU, HRU, HRU_KINDS, BatchNorm, Dense, apply_dropout, dropout_keep_mask
 
 TASKS = ("classification", "regression")

@@ -73,7 +73,7 @@ class RunSpec:
     overrides: tuple[tuple[str, Any], ...] = ()
 
     def config(self):
-        from .config import load_config
+        from ..training.config import load_config
 
         return load_config(self.config_path, dict(self.overrides))
 
@@ -164,8 +164,8 @@ def build_sweep(*, configs, algos=None, seeds=None, out=None, overrides=None, wo
     ``search``: a hyperparameter grid (see :func:`search_grid`); each combination becomes its own
     configuration ``<name>/search/<label>`` run for every algorithm and seed.
     """
-    from .config import load_config
-    from .echo import ALGOS
+    from ..training.config import load_config
+    from ..core.echo import ALGOS
 
     overrides = dict(overrides or {})
     grid = search_grid(search, source)
@@ -211,7 +211,7 @@ def build_sweep(*, configs, algos=None, seeds=None, out=None, overrides=None, wo
 
 def load_sweep(path: str | Path, **cli) -> Sweep:
     """Read a sweep file; command-line values (not None) override the file's."""
-    from .config import read_toml
+    from ..training.config import read_toml
 
     path = Path(path)
     source = str(path)
@@ -246,7 +246,7 @@ def load_sweep(path: str | Path, **cli) -> Sweep:
 
 def execute_run(spec: RunSpec) -> dict:
     """Train (or skip, or resume) one run; return a small summary and the result JSON text."""
-    from .train import Interrupted, read_result, run_one, run_paths
+    from ..training.loop import Interrupted, read_result, run_one, run_paths
 
     config = spec.config()
     result_path, checkpoint_path = run_paths(config, spec.algo, spec.seed)
@@ -312,7 +312,7 @@ class Progress:
 # --- executors -----------------------------------------------------------------------------------------
 
 def _pending(sweep: Sweep) -> tuple[list[RunSpec], int]:
-    from .train import run_paths
+    from ..training.loop import run_paths
 
     pending = [spec for spec in sweep.runs if not run_paths(spec.config(), spec.algo, spec.seed)[0].exists()]
     return pending, len(sweep.runs) - len(pending)
@@ -428,7 +428,7 @@ def select(sweep: Sweep) -> list[dict]:
     Test metrics are carried along for the record only; they never influence the ranking. Each
     selection is written atomically to ``<out>/<config name>/search.json``. Returns the selections.
     """
-    from .train import _slug, _write_json, read_result, run_paths
+    from ..training.loop import _slug, _write_json, read_result, run_paths
 
     selections = []
     for group in sweep.search:
@@ -522,7 +522,7 @@ def add_command(subparsers) -> None:
 
 def search_from_args(items) -> dict | str | None:
     """``["paper"]`` → "paper"; ``["train.lr=1e-3,1e-4"]`` → {"train.lr": [0.001, 0.0001]}."""
-    from .config import parse_override
+    from ..training.config import parse_override
 
     if not items:
         return None
@@ -540,7 +540,7 @@ def search_from_args(items) -> dict | str | None:
 
 
 def main(args) -> int:
-    from .config import parse_override
+    from ..training.config import parse_override
 
     overrides = dict(parse_override(text) for text in (args.set or ()))
     cli = dict(algos=args.algos, seeds=args.seeds, out=args.out, workers=args.workers, cpus=args.cpus_per_run,

@@ -12,14 +12,14 @@ import sys
 
 # Modules that contribute sub-commands, in the order they appear in ``--help``.
 COMMAND_MODULES = (
-    "hamecho.gradcheck",
-    "hamecho.data.commands",
-    "hamecho.demo",
-    "hamecho.train",
-    "hamecho.report",
-    "hamecho.mainjob",
-    "hamecho.sweep",
-    "hamecho.bench",
+    "hamecho.tools.gradcheck",
+    "hamecho.cli.data",
+    "hamecho.tools.demo",
+    "hamecho.training.loop",
+    "hamecho.tools.report",
+    "hamecho.tools.mainjob",
+    "hamecho.tools.sweep",
+    "hamecho.tools.bench",
 )
 
 

@@ -123,7 +123,7 @@ def package_versions() -> dict:
     import jaxlib
     import optax
 
-    from . import __version__
+    from .. import __version__
 
     return {"hamecho": __version__, "python": platform.python_version(), "jax": jax.__version__,
             "jaxlib": jaxlib.__version__, "equinox": equinox.__version__, "optax": optax.__version__,
@@ -153,7 +153,7 @@ def set_precision(dtype: str, core_dtype: str = "float64") -> None:
 
 def load_data(config: Config, seed: int):
     """The dataset split for ``seed`` as the configuration describes it."""
-    from .data import load
+    from ..data import load
 
     d = config.data
     return load(d.name, d.data_dir, seed=seed, time_channel=d.time_channel, length=d.length,
@@ -164,7 +164,7 @@ def build_model(config: Config, data, seed: int):
     """The HSSM for this configuration and dataset; initialised from ``seed`` only (same for every algo)."""
     import jax
 
-    from .models import HSSM
+    from ..nn.hssm import HSSM
 
     m = config.model
     return HSSM(in_dim=data.channels, out_dim=data.out_dim, hidden=m.hidden, state=m.state, blocks=m.blocks,
@@ -193,7 +193,7 @@ def _train_step(lr: float, options):
     import equinox as eqx
     import optax
 
-    from .models import training_loss
+    from ..nn.hssm import training_loss
 
     optimizer = optax.adam(lr)
 
@@ -217,7 +217,7 @@ def _eval_batch_fn():
     import jax
     import jax.numpy as jnp
 
-    from .echo import CoreOptions
+    from ..core.echo import CoreOptions
 
     @eqx.filter_jit
     def evaluate(model, x, y, mask):
@@ -369,7 +369,7 @@ def _fresh_loop_state(seed: int) -> dict:
 
 def options_for(config: Config, algo: str):
     """The ``CoreOptions`` a run of ``config`` with ``algo`` trains with (from its [train] table)."""
-    from .models import core_options  # lazily: JAX's precision is set before it is imported
+    from ..nn.hssm import core_options  # lazily: JAX's precision is set before it is imported
 
     t = config.train
     return core_options(algo, t.eps, estimator=t.estimator, difference=t.difference, core_dtype=t.core_dtype,

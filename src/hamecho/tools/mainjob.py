@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import load_config
+from ..training.config import load_config
 
 DEFAULT_CONFIGS = ("configs/linear/JapaneseVowels.toml", "configs/nonlinear/JapaneseVowels.toml")
 DEFAULT_OUT = "runs/main"
@@ -49,7 +49,7 @@ def run_main(config_paths=DEFAULT_CONFIGS, *, out: str = DEFAULT_OUT, seeds=None
              progress: bool | None = None, echo=None) -> dict:
     from . import gradcheck as gc
     from .report import table_paired, paired_differences, table_runs, table_paper_layout, write_report
-    from .train import _fmt, load_data, read_result, run_one
+    from ..training.loop import _fmt, load_data, read_result, run_one
 
     if echo is None:
         echo = lambda line: print(line, flush=True)
@@ -144,7 +144,7 @@ def add_command(subparsers) -> None:
 
 
 def main(args) -> int:
-    from .train import Interrupted
+    from ..training.loop import Interrupted
 
     try:
         run_main(args.configs, out=args.out, seeds=args.seeds, steps=args.steps, gradcheck=not args.no_gradcheck)

@@ -8,7 +8,7 @@ import numpy as np
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .registry import list_datasets
+    from ..data.registry import list_datasets
 
     for name, where in list_datasets(args.data_dir):
         print(f"{name:45s} {where}")
@@ -16,7 +16,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .registry import load
+    from ..data.registry import load
 
     ds = load(args.name, args.data_dir, seed=args.seed, length=args.length, num_samples=args.num_samples,
               split_dir=args.split_dir, download=True if args.download else None)

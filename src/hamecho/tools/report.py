@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .train import RESULT_FORMAT, read_result
+from ..training.loop import RESULT_FORMAT, read_result
 
 __all__ = ["collect", "summarise", "paired_differences", "table_paper_layout", "table_runs", "write_report",
            "PUBLISHED"]

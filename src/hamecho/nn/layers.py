@@ -22,8 +22,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .echo import CoreOptions, hamiltonian_core, retrace_error
-from .hamiltonians import (LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN, SeparableHamiltonian,
+from ..core.echo import CoreOptions, hamiltonian_core, retrace_error
+from ..core.hamiltonians import (LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN, SeparableHamiltonian,
                            validate_hamiltonian)
 
 PyTree = Any
