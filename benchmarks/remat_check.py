@@ -15,6 +15,8 @@ jax.config.update("jax_enable_x64", True)
 import equinox as eqx  # noqa: E402
 
 import hamecho.nn.hssm as models  # noqa: E402
+from hamecho.core.choices import Choices  # noqa: E402
+from hamecho.nn.api import training_loss  # noqa: E402
 
 
 def temp_mib(fn, *args) -> float:
@@ -40,7 +42,7 @@ def hssm_temp(checkpoint: bool, length: int = 17_984) -> float:
     x = jax.random.normal(jax.random.PRNGKey(1), (4, length, 6), jnp.float32)
     y = jnp.arange(4) % 5
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    options = models.core_options("rhel")
+    options = Choices()
     plain_block = models.Block.__call__
 
     def block_call(block, h, options, *, train, key=None):
@@ -49,7 +51,7 @@ def hssm_temp(checkpoint: bool, length: int = 17_984) -> float:
 
     models.Block.__call__ = block_call
     try:
-        return temp_mib(jax.grad(lambda p: models.training_loss(eqx.combine(p, static), x, y, options)[0]), params)
+        return temp_mib(jax.grad(lambda p: training_loss(eqx.combine(p, static), x, y, options)[0]), params)
     finally:
         models.Block.__call__ = plain_block
 

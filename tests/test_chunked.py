@@ -5,10 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hamecho.core.echo import CoreOptions, hamiltonian_core_with_state
-from hamecho.tools.gradcheck import compare_gradients, random_problem
+from hamecho import CoreOptions
+from hamecho.core.engine import run_core
+from hamecho.nn.api import training_loss
 from hamecho.nn.layers import LinearHRU, NonlinearHRU
-from hamecho.nn.hssm import chunk_layout, core_options, training_loss
+from hamecho.nn.memory import chunk_layout
+from hamecho.tools.gradcheck import compare_gradients, random_problem
 
 pytestmark = pytest.mark.usefixtures("x64")
 
@@ -36,7 +38,7 @@ def test_core_with_state_rhel_gives_bptt_gradients_for_params_drives_and_both_st
 
     def loss(theta, drives, initial, options):
         # depends on the positions, the final position and (nonlinearly) the final momentum
-        positions, (q, p) = hamiltonian_core_with_state(layer.hamiltonian, options, theta, drives, initial)
+        positions, (q, p) = run_core(layer.hamiltonian, options.choices, theta, drives, initial)
         return jnp.sum(jnp.sin(positions) * targets[0]) + jnp.sum(q * targets[1]) + jnp.sum(jnp.cos(p) * targets[2])
 
     if estimator == "one_sided":
@@ -55,9 +57,9 @@ def test_core_with_state_is_the_whole_sequence_split_in_two():
     theta, drives = layer.core_parameters(), _normal((40, 2, 4), 1)
     options = CoreOptions()
     zeros = (jnp.zeros((2, 4)), jnp.zeros((2, 4)))
-    whole, final = hamiltonian_core_with_state(layer.hamiltonian, options, theta, drives, zeros)
-    first, middle = hamiltonian_core_with_state(layer.hamiltonian, options, theta, drives[:15], zeros)
-    second, final2 = hamiltonian_core_with_state(layer.hamiltonian, options, theta, drives[15:], middle)
+    whole, final = run_core(layer.hamiltonian, options.choices, theta, drives, zeros)
+    first, middle = run_core(layer.hamiltonian, options.choices, theta, drives[:15], zeros)
+    second, final2 = run_core(layer.hamiltonian, options.choices, theta, drives[15:], middle)
     np.testing.assert_allclose(jnp.concatenate([first, second]), whole, rtol=0, atol=1e-13)
     np.testing.assert_allclose(final2[1], final[1], rtol=0, atol=1e-13)
 
@@ -79,7 +81,7 @@ def _problem(hru, step):
 
 
 def _value_and_grad(model, x, y, algo, eps, key=None, **kwargs):
-    loss = lambda m: training_loss(m, x, y, core_options(algo, eps, **kwargs), key)
+    loss = lambda m: training_loss(m, x, y, CoreOptions(algo=algo, eps=eps, **kwargs), key)
     return eqx.filter_value_and_grad(loss, has_aux=True)(model)
 
 
@@ -130,7 +132,7 @@ def test_chunked_blocks_store_much_less_under_autodiff():
                                  dtype=jnp.float32)
 
     def temp_bytes(**kwargs):
-        loss = lambda m, x, y: training_loss(m, x, y, core_options("rhel", 0.1, **kwargs), jax.random.PRNGKey(0))[0]
+        loss = lambda m, x, y: training_loss(m, x, y, CoreOptions(algo="rhel", eps=0.1, **kwargs), jax.random.PRNGKey(0))[0]
         fn = eqx.filter_jit(eqx.filter_value_and_grad(loss))
         return fn.lower(model, x, y).compile().compiled.memory_analysis().temp_size_in_bytes
 

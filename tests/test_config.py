@@ -1,4 +1,5 @@
 """Configuration files: every shipped config validates; bad ones fail before training with a clear message."""
+import json
 from pathlib import Path
 
 import pytest
@@ -226,6 +227,19 @@ def test_block_chunk_reaches_the_core_options_and_is_checked():
     assert chunked.run_fingerprint() != plain.run_fingerprint()
     with pytest.raises(ConfigError, match="train.block_chunk must be"):
         config_from_dict({**raw, "train": {"lr": 1e-3, "block_chunk": -1}})
-    with pytest.raises(ConfigError, match="block_chunk needs train.integrator"):
+    with pytest.raises(ConfigError, match=r"block_chunk > 0: blocks run over time chunks\) needs a sequential scan and "
+                                          "integrator='float'"):
         config_from_dict({**raw, "train": {"lr": 1e-3, "block_chunk": 8, "integrator": "fixed_point",
                                            "algos": ["rhel"]}})
+
+
+def test_run_fingerprints_are_those_recorded_before_the_redesign():
+    """Every config (and one variant per [train] key) hashes as before #13, so finished runs stay valid.
+
+    tests/golden/fingerprints.json was written by the pre-redesign code (commit 22ebd82)."""
+    recorded = json.loads((ROOT / "tests" / "golden" / "fingerprints.json").read_text())
+    assert len(recorded) == len(CONFIGS) + 11
+    for entry, fingerprint in recorded.items():
+        path, *overrides = entry.split(" ")
+        config = load_config(ROOT / path, dict(parse_override(text) for text in overrides))
+        assert config.run_fingerprint() == fingerprint, entry

@@ -6,7 +6,6 @@ import pytest
 
 from hamecho import continuous as c
 
-
 pytestmark = pytest.mark.usefixtures("x64")  # tests/conftest.py
 
 

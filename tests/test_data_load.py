@@ -240,7 +240,7 @@ def test_synthetic_ppg_shapes_and_speed():
 
 @pytest.fixture
 def data_cli(monkeypatch):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("hamecho.data.commands",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("hamecho.cli.data",))
     return cli.main
 
 

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 
 import hamecho
-import hamecho.nn.hssm
-from hamecho.core.echo import CoreOptions, hamiltonian_core
-from hamecho.tools.gradcheck import compare_gradients, named_arrays
-from hamecho.core.hamiltonians import (LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN, SeparableHamiltonian,
-                                  quadratic_kinetic)
+import hamecho.nn.api
+from hamecho import CoreOptions
+from hamecho.core.engine import run_core
+from hamecho.core.hamiltonians import LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN, SeparableHamiltonian, quadratic_kinetic
 from hamecho.core.integrators import inverse_leapfrog_step, leapfrog_step
 from hamecho.nn.layers import HRU, LinearHRU, NonlinearHRU
-
+from hamecho.tools.gradcheck import compare_gradients, named_arrays
 
 pytestmark = pytest.mark.usefixtures("x64")  # tests/conftest.py
 
@@ -39,11 +38,11 @@ def test_echo_with_zero_nudge_retraces_to_the_initial_state(kind, kwargs):
     error = float(layer.retrace_error(u))
     assert error < 1e-12, error
     # and the check can fail: perturbing the drives of the echo breaks the retrace
-    from hamecho.core.echo import core_forward, echo_pass
+    from hamecho.core.engine import echo_pass
     theta, drives = layer.core_parameters(), layer.drives(u)
-    positions, final = core_forward(layer.hamiltonian, "sequential", theta, drives)
-    _, _, (q, p) = echo_pass(layer.hamiltonian, CoreOptions(), theta, drives * 1.001, final,
-                             jnp.zeros_like(positions))
+    positions, final = hamecho.Leapfrog().forward(layer.hamiltonian, theta, drives)
+    q, p = echo_pass(layer.hamiltonian, hamecho.RHEL(), hamecho.Leapfrog(), theta, drives * 1.001, final,
+                     jnp.zeros_like(positions)).end_state
     assert float(jnp.linalg.norm(q) + jnp.linalg.norm(p)) > 1e-8
 
 
@@ -244,7 +243,7 @@ def _residual_sizes(algo, length, batch=2, channels=4):
     layer = _layer("linear", hidden=channels, state=channels // 2)
     theta, drives = layer.core_parameters(), _inputs((length, batch, channels))
     options = CoreOptions(algo=algo)
-    _, vjp_fn = jax.vjp(lambda th, d: hamiltonian_core(layer.hamiltonian, options, th, d), theta, drives)
+    _, vjp_fn = jax.vjp(lambda th, d: run_core(layer.hamiltonian, options.choices, th, d), theta, drives)
     return sum(leaf.size for leaf in jax.tree_util.tree_leaves(vjp_fn) if hasattr(leaf, "size"))
 
 
@@ -269,7 +268,7 @@ def _block_memory_problem(hru, length):
 
 def _training_grads(model, x, y, options):
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    loss = lambda p: hamecho.nn.hssm.training_loss(eqx.combine(p, static), x, y, options, jax.random.PRNGKey(5))
+    loss = lambda p: hamecho.nn.api.training_loss(eqx.combine(p, static), x, y, options, jax.random.PRNGKey(5))
     return jax.value_and_grad(loss, has_aux=True), params
 
 
@@ -306,7 +305,7 @@ def test_value_and_grad_matches_filter_grad_structure_and_runs_in_float32_under_
     x = _inputs((2, 10, 2), dtype=jnp.float32)
     y = jnp.array([0, 2])
     loss, grads = eqx.filter_jit(lambda m, x, y: hamecho.value_and_grad(m, x, y, algo="rhel"))(model, x, y)
-    reference = eqx.filter_grad(lambda m: hamecho.nn.hssm.training_loss(m, x, y, CoreOptions(algo="bptt"))[0])(model)
+    reference = eqx.filter_grad(lambda m: hamecho.nn.api.training_loss(m, x, y, CoreOptions(algo="bptt"))[0])(model)
     assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(reference)
     assert loss.dtype == jnp.float32
     assert all(a.dtype == jnp.float32 for _, _, a in [(0, 0, g) for g in jax.tree_util.tree_leaves(grads)])
@@ -319,7 +318,7 @@ def test_predict_shapes():
     clf = hamecho.HSSM(in_dim=3, out_dim=5, hidden=4, state=2, blocks=2, key=jax.random.PRNGKey(0))
     assert hamecho.predict(clf, x).shape == (2, 5)
     reg = hamecho.HSSM(in_dim=3, out_dim=2, hidden=4, state=2, blocks=1, task="regression", output_step=8,
-                       hru="nonlinear", time_channel=True, key=jax.random.PRNGKey(0))
+                       hru="nonlinear", key=jax.random.PRNGKey(0))
     out = hamecho.predict(reg, x)
     assert out.shape == (2, 3, 2) and float(jnp.max(jnp.abs(out))) <= 1.0
 

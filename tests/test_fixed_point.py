@@ -5,12 +5,19 @@ import numpy as np
 import pytest
 
 import hamecho
-from hamecho.core.echo import CoreOptions, hamiltonian_core
-from hamecho.tools.gradcheck import compare_gradients, random_problem
+from hamecho import CoreOptions
+from hamecho.core.engine import run_core
+from hamecho.core.fixed_point import (
+    fixed_point_leapfrog_step,
+    fixed_point_range,
+    from_fixed,
+    run_fixed_point_leapfrog,
+    to_fixed,
+)
 from hamecho.core.hamiltonians import NONLINEAR_HAMILTONIAN
-from hamecho.core.integrators import (fixed_point_leapfrog_step, fixed_point_range, from_fixed,
-                                 run_fixed_point_leapfrog, run_leapfrog, to_fixed)
+from hamecho.core.integrators import run_leapfrog
 from hamecho.nn.layers import NonlinearHRU
+from hamecho.tools.gradcheck import compare_gradients, random_problem
 
 FIXED = CoreOptions(integrator="fixed_point")
 
@@ -63,8 +70,8 @@ def test_fixed_point_forward_follows_the_float_trajectory():
     # 200 roundings of 2^-41 each, mildly amplified: far below the signal, far above zero
     assert 0 < float(jnp.max(jnp.abs(fixed_positions - float_positions))) < 1e-9
     # through the public core, in the drives' dtype
-    out = hamiltonian_core(NONLINEAR_HAMILTONIAN, CoreOptions(integrator="fixed_point", fraction_bits=40),
-                           theta, drives.astype(jnp.float32))
+    out = run_core(NONLINEAR_HAMILTONIAN, CoreOptions(integrator="fixed_point", fraction_bits=40).choices,
+                   theta, drives.astype(jnp.float32))
     assert out.dtype == jnp.float32
     np.testing.assert_allclose(out, float_positions, rtol=0, atol=1e-5)
 
@@ -148,6 +155,6 @@ def test_conversions_range_and_x64():
         with pytest.raises(ValueError, match="x64"):
             to_fixed(np.zeros(2))
         with pytest.raises(ValueError, match="x64"):
-            hamiltonian_core(NONLINEAR_HAMILTONIAN, FIXED, theta, jnp.zeros((3, 1, 3), jnp.float32))
+            run_core(NONLINEAR_HAMILTONIAN, FIXED.choices, theta, jnp.zeros((3, 1, 3), jnp.float32))
     finally:
         jax.config.update("jax_enable_x64", True)

@@ -2,8 +2,8 @@
 import jax
 import pytest
 
-from hamecho.training.config import load_config
 from hamecho.tools.mainjob import DEFAULT_CONFIGS, check_fair, resolve_config_path, run_main
+from hamecho.training.config import load_config
 
 TINY = """
 [data]
@@ -87,7 +87,7 @@ def test_main_job_end_to_end_tiny(tmp_path):
 def test_nonlinear_core_share_at_initial_step(step, low, high):
     """Why the main job's nonlinear HSSM starts at step 0.1: at the paper's 1e-4 and L = 29 the core's part of
     the HRU output (C·φ) is ~1e-7 of the D·u skip, so the Hamiltonian core barely takes part."""
-    from hamecho.core.echo import CoreOptions
+    from hamecho import CoreOptions
     from hamecho.nn.layers import NonlinearHRU
 
     jax.config.update("jax_enable_x64", True)

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 
 from hamecho import cli
-from hamecho.tools.report import (collect, paired_differences, summarise, table_paper_layout, table_published,
-                            write_report)
+from hamecho.tools.report import (
+    collect,
+    paired_differences,
+    summarise,
+    table_paper_layout,
+    table_published,
+    write_report,
+)
 from hamecho.training.loop import RESULT_FORMAT
 
 

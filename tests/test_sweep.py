@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from hamecho import cli
-from hamecho.training.config import load_config
 from hamecho.tools.report import write_report
 from hamecho.tools.sweep import build_sweep, combinations, load_sweep, search_from_args, search_grid, select
+from hamecho.training.config import load_config
 from hamecho.training.loop import RESULT_FORMAT, read_result, run_one, run_paths
 
 TINY = """\

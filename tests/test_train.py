@@ -9,9 +9,16 @@ import pytest
 from hamecho import cli
 from hamecho.cli import build_parser
 from hamecho.training.config import config_from_dict, load_config
-from hamecho.training.loop import (Interrupted, batch_indices, load_checkpoint, overrides_from_args, read_result, run_one,
-                           run_paths, train_config)
-
+from hamecho.training.loop import (
+    Interrupted,
+    batch_indices,
+    load_checkpoint,
+    overrides_from_args,
+    read_result,
+    run_one,
+    run_paths,
+    train_config,
+)
 
 pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
@@ -218,11 +225,11 @@ def test_cli_train_then_resume_flags(tmp_path, capsys):
 def test_nonlinear_trains_where_the_default_scan_is_parallel(tmp_path, monkeypatch):
     """On accelerators the default scan is parallel, which only the linear HRU supports; the loop must keep
     the nonlinear HRU sequential (simulated here on CPU)."""
-    import hamecho.core.echo
-    from hamecho.core.echo import CoreOptions
+    import hamecho.core.choices
+    from hamecho import CoreOptions
     from hamecho.core.hamiltonians import LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN
 
-    monkeypatch.setattr(hamecho.core.echo, "default_scan", lambda: "parallel")
+    monkeypatch.setattr(hamecho.core.choices, "default_scan", lambda: "parallel")
     assert CoreOptions().scan_for(LINEAR_HAMILTONIAN) == "parallel"
     assert CoreOptions().scan_for(NONLINEAR_HAMILTONIAN) == "sequential"
     config = tiny(name="gpu-like", steps=4, eval_every=2, dtype="float32", batch_size=4)

@@ -16,12 +16,19 @@ must be a scalar: with per-channel steps and a coupled potential the leapfrog is
 symplectic in the canonical sense and RHEL would not equal BPTT.
 
 The time-reversal contract: T must be even in π (T(−π) = T(π)), so that flipping the momentum and
-running the same step retraces the trajectory. ``check_time_reversal`` tests it numerically.
+running the same step retraces the trajectory. ``check_even_in_momentum`` tests it numerically (for
+these energies and for the continuous-time systems of ``hamecho.continuous`` alike).
+
+Affine Hamiltonians. A Hamiltonian may declare that its leapfrog step is an affine map of the state by
+giving ``affine_stiffness``: then T = ½|π|² and V = ½Σᵢ Aᵢφᵢ² − φ·u per channel with A =
+``affine_stiffness(θ)`` (shape (P,)) and the drive u of the state's size. ``AffineLeapfrog`` (the
+parallel scan) runs exactly those; ``validate_hamiltonian`` checks the declaration on random states.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +53,13 @@ class SeparableHamiltonian:
     potential: Callable[[PyTree, jax.Array, jax.Array], jax.Array]
     step_size: Callable[[PyTree], jax.Array]
     name: str = "generic"
+    # Declares the step affine (see the module docstring): θ -> stiffness A, shape (P,). None: not affine.
+    affine_stiffness: Callable[[PyTree], jax.Array] | None = None
+
+    @property
+    def is_affine(self) -> bool:
+        """True when the Hamiltonian declares T = ½|π|², V = ½Σ Aᵢφᵢ² − φ·u (``affine_stiffness``)."""
+        return self.affine_stiffness is not None
 
     # --- derivatives, one sample ------------------------------------------------------------
     def velocity(self, theta: PyTree, momentum: jax.Array) -> jax.Array:
@@ -98,17 +112,9 @@ def validate_hamiltonian(ham: SeparableHamiltonian, theta: PyTree, state_size: i
     position = jnp.asarray(rng.normal(size=(trials, state_size)), dtype)
     drive = jnp.asarray(rng.normal(size=(trials, drive_size)), dtype)
 
-    kinetic = jax.vmap(ham.kinetic, in_axes=(None, 0))
-    t_plus, t_minus = kinetic(theta, momentum), kinetic(theta, -momentum)
-    scale = jnp.maximum(jnp.max(jnp.abs(t_plus)), 1.0)
-    asymmetry = float(jnp.max(jnp.abs(t_plus - t_minus)) / scale)
     tolerance = 1e-5 if dtype == jnp.float32 else 1e-10
-    if not np.isfinite(asymmetry) or asymmetry > tolerance:
-        raise ValueError(
-            f"kinetic energy of Hamiltonian {ham.name!r} is not even in the momentum: "
-            f"max |T(π) − T(−π)| / max|T| = {asymmetry:.3g} on random states (allowed ≤ {tolerance:g}). "
-            "RHEL needs time-reversal symmetry T(−π) = T(π); move odd terms out of T."
-        )
+    check_even_in_momentum(jax.vmap(ham.kinetic, in_axes=(None, 0)), theta, momentum, tolerance=tolerance,
+                           what=f"kinetic energy of Hamiltonian {ham.name!r}", formula="T(π)")
 
     step = jnp.asarray(ham.step_size(theta))
     energy_shapes = {
@@ -126,6 +132,41 @@ def validate_hamiltonian(ham: SeparableHamiltonian, theta: PyTree, state_size: i
                 "a scalar step size")
     if step.shape not in ((), (state_size,)):
         raise ValueError(f"step size of {ham.name!r} must have shape () or ({state_size},), got {step.shape}")
+    if ham.is_affine:
+        _check_affine_declaration(ham, theta, position, momentum, drive, tolerance)
+
+
+def check_even_in_momentum(energy: Callable, theta, momenta, *, tolerance: float, what: str, formula: str) -> None:
+    """Raise ``ValueError`` unless ``energy(theta, π) == energy(theta, −π)`` on the sample momenta.
+
+    ``energy`` maps (theta, momenta of shape (S, ...)) to S energies (or per-channel energies); the
+    asymmetry max|E(π) − E(−π)| is measured relative to max(max|E|, 1). Shared by the HRU energies
+    (``validate_hamiltonian``) and the continuous-time systems (``hamecho.continuous``).
+    """
+    plus, minus = energy(theta, momenta), energy(theta, -momenta)
+    scale = jnp.maximum(jnp.maximum(jnp.max(jnp.abs(plus)), jnp.max(jnp.abs(minus))), 1.0)
+    asymmetry = float(jnp.max(jnp.abs(plus - minus)) / scale)
+    if not np.isfinite(asymmetry) or asymmetry > tolerance:
+        flipped = formula.replace("π", "−π")
+        raise ValueError(
+            f"{what} is not time-reversal symmetric: it is not even in the momentum (max |{formula} − {flipped}| / "
+            f"max|{formula[0]}| = {asymmetry:.3g} on random states, allowed ≤ {tolerance:g}). RHEL needs "
+            f"{flipped} = {formula}: no odd powers of π and no φ·π cross terms.")
+
+
+def _check_affine_declaration(ham, theta, position, momentum, drive, tolerance) -> None:
+    """The declared affine form must be the energies' own: ∂T/∂π = π and −∂V/∂φ = −Aφ + u."""
+    if drive.shape[-1] != position.shape[-1]:
+        raise ValueError(f"Hamiltonian {ham.name!r} declares itself affine, which needs a drive of the state's "
+                         f"size {position.shape[-1]}; got {drive.shape[-1]}")
+    stiffness = ham.affine_stiffness(theta)
+    checks = (("∂T/∂π", batched_velocity(ham, theta, momentum), momentum),
+              ("−∂V/∂φ", batched_force(ham, theta, position, drive), -stiffness * position + drive))
+    for which, actual, declared in checks:
+        gap = float(jnp.max(jnp.abs(actual - declared)) / jnp.maximum(jnp.max(jnp.abs(declared)), 1.0))
+        if not gap <= 100 * tolerance:
+            raise ValueError(f"Hamiltonian {ham.name!r} declares itself affine (affine_stiffness) but its {which} "
+                             f"differs from the declared form π, −Aφ + u by {gap:.3g} (relative) on random states")
 
 
 # --- the paper's two energies -----------------------------------------------------------------
@@ -158,7 +199,7 @@ def linear_potential(theta, position, drive):
 
 LINEAR_HAMILTONIAN = SeparableHamiltonian(
     kinetic=quadratic_kinetic, potential=linear_potential, step_size=linear_step_size,
-    name="linear",
+    name="linear", affine_stiffness=linear_stiffness,
 )
 
 

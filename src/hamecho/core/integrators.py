@@ -1,45 +1,104 @@
-"""The leapfrog step (drift–kick–drift, kick at the half-step position), its inverse, and the
-parallel (associative) scan that runs a linear HRU's affine recursion in O(log L) depth.
+"""Integrators: the leapfrog step, its sequential scan, and the RHEL echo that runs on it.
 
+Every integrator is a small hashable value under :class:`AbstractIntegrator` that knows two things:
+
+    forward(ham, theta, drives (L, N, U), initial_state)  -> positions (L, N, P), final state
+    echo(ham, rhel, rule, theta, drives, final_state, cotangents (L, N, P), final_state_cotangent)
+                                                          -> EchoResult
+
+``theta`` and ``drives`` arrive in the integrator's compute dtype (``hamecho.core.choices.compute_dtype``).
+This module holds the base class and :class:`Leapfrog` (sequential scan, floating point); the parallel
+scan is ``affine.AffineLeapfrog`` and the exactly reversible integer grid ``fixed_point.FixedPointLeapfrog``.
 Shapes: position and momentum (N, P) with N any flattened batch; drive (N, U).
-
-Fixed-point leapfrog (``fixed_point_leapfrog_step``, ``run_fixed_point_leapfrog``). A driven
-nonlinear oscillator is chaotic: in floating point the echo's rounding differs from the forward
-pass's, and the difference grows exponentially (float64 log-cosh HRU at δ = 0.5: relative retrace
-error O(1) after ~10⁴ steps). Here φ and π are int64 on a grid of spacing 2^-b (value = int·2^-b,
-b = ``fraction_bits``, default 32) and every drift and kick increment is computed in float64 and
-rounded to the grid with round-half-to-even (``jnp.rint``), an odd function. Each update is then an
-integer addition whose increment depends only on the *other* variable, so it is exactly invertible,
-and flipping the momentum makes the same step undo it bit for bit (∂T/∂π is evaluated as
-sign(π)·∂T/∂π(|π|), odd bit for bit). Range: |value| < 2^(63−b) (b = 32: ±2.1e9; b = 40: ±8.4e6);
-resolution 2^-b (b = 32: 2.3e-10; b = 40: 9.1e-13); the float value the forces see is exact while
-|value| < 2^(53−b) (b = 32: 2.1e6) and rounded (deterministically, retrace stays exact) beyond.
-Inside a scan nothing checks for int64 overflow (it would wrap): keep the state well inside the range.
-Needs JAX's x64 mode (int64 and float64).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from .gradients import (
+    RHEL,
+    check_one_of,
+    half_difference,
+    mean_and_half_difference,
+    nudges_after_each_step,
+    step_energy_gradients,
+)
 from .hamiltonians import SeparableHamiltonian, batched_force, batched_velocity
+
+# The precision a floating-point integrator runs in: "auto" (float64 under JAX's x64 mode, else the
+# input's), "input" (the input's dtype) or "float64" (needs x64). Resolved by ``choices.compute_dtype``.
+CORE_DTYPES = ("auto", "input", "float64")
+
+
+class EchoResult(NamedTuple):
+    """What an echo returns.
+
+    grad_theta: ∂L/∂θ (theta's structure); grad_drives: ∂L/∂drives (L, N, U);
+    end_state: (φ, π) where the echo ends (mean of the two echoes; the +ε echo's on the fixed-point
+    grid), each (N, P); initial_cotangent: (∂L/∂φ_initial, ∂L/∂π_initial), or None where not computed.
+    """
+
+    grad_theta: Any
+    grad_drives: jax.Array
+    end_state: tuple
+    initial_cotangent: tuple | None
+
+
+@dataclass(frozen=True)
+class AbstractIntegrator:
+    """Base class of the integrators (hashable values, static under ``jax.jit``).
+
+    Class attributes say what the integrator supports; ``choices.check_compatible`` reads them:
+    ``differentiable`` (BPTT can differentiate it), ``starts_from_state`` (it runs from a given initial
+    state and hands the echo across time chunks), ``parallel`` (an associative scan). ``dtype`` is the
+    precision choice (one of ``CORE_DTYPES``; a field where the user chooses it).
+    """
+
+    differentiable: ClassVar[bool] = True
+    not_differentiable_because: ClassVar[str] = ""
+    starts_from_state: ClassVar[bool] = False
+    parallel: ClassVar[bool] = False
+
+    def label(self) -> str:
+        """How messages name this integrator."""
+        return repr(self)
+
+    def forward(self, ham: SeparableHamiltonian, theta, drives, initial_state=None):
+        raise NotImplementedError
+
+    def echo(self, ham: SeparableHamiltonian, rhel: RHEL, rule: str, theta, drives, final_state, cotangents,
+             final_state_cotangent=None) -> EchoResult:
+        raise NotImplementedError
+
+    def state_as_float(self, state):
+        """A state the integrator carries, as floating-point (φ, π) (identity except on a grid)."""
+        return state
+
+
+def drift_kick_drift(position, momentum, velocity, force, step):
+    """The leapfrog update shared by every leapfrog here (HRUs and ``hamecho.continuous``), spec §2:
+
+        φ½ = φ + (δ/2)·v(π);   π' = π + δ·F(φ½);   φ' = φ½ + (δ/2)·v(π')
+
+    ``velocity`` = ∂T/∂π and ``force`` = −∂V/∂φ as functions of one argument. Returns (φ', π', φ½).
+    """
+    half_position = position + 0.5 * step * velocity(momentum)
+    new_momentum = momentum + step * force(half_position)
+    new_position = half_position + 0.5 * step * velocity(new_momentum)
+    return new_position, new_momentum, half_position
 
 
 def leapfrog_step(ham: SeparableHamiltonian, theta, position, momentum, drive):
-    """One HRU step, spec §2.
+    """One HRU step (kick at the HALF-STEP position). Returns ``(position', momentum', half_position)``.
 
-        φ½ = φ + (δ/2)·∂T/∂π(π)
-        π' = π − δ·∂V/∂φ(φ½; θ, u)        # kick at the HALF-STEP position
-        φ' = φ½ + (δ/2)·∂T/∂π(π')
-
-    Returns ``(position', momentum', half_position)``, each (N, P).
     Exactly reversible: ``leapfrog_step(φ', −π')`` returns ``(φ, −π)`` in exact arithmetic.
     """
-    step = ham.step_size(theta)
-    half_position = position + 0.5 * step * batched_velocity(ham, theta, momentum)
-    new_momentum = momentum + step * batched_force(ham, theta, half_position, drive)
-    new_position = half_position + 0.5 * step * batched_velocity(ham, theta, new_momentum)
-    return new_position, new_momentum, half_position
+    return drift_kick_drift(position, momentum, lambda p: batched_velocity(ham, theta, p),
+                            lambda q: batched_force(ham, theta, q, drive), ham.step_size(theta))
 
 
 def inverse_leapfrog_step(ham: SeparableHamiltonian, theta, position, momentum, drive):
@@ -66,10 +125,9 @@ def run_leapfrog_checkpointed(ham: SeparableHamiltonian, theta, drives, position
     """``run_leapfrog`` whose reverse-mode derivative stores only the state every ``chunk`` steps.
 
     The scan runs over chunks of ``chunk`` steps, each chunk under ``jax.checkpoint``: autodiff keeps
-    the chunk-boundary states and recomputes each chunk's steps during the backward pass (BPTT with
-    gradient checkpointing: one more forward pass, memory O(L/chunk + chunk) per layer instead of
-    O(L)). The drives are padded with zeros to a whole number of chunks; the padded steps come after
-    every returned position, so they change nothing but the final state, which is taken before them.
+    the chunk-boundary states and recomputes each chunk's steps during the backward pass. The drives
+    are padded with zeros to a whole number of chunks; the padded steps come after every returned
+    position, so they change nothing returned. Returns (positions (L, N, P), None): no final state.
     """
     length = drives.shape[0]
     n_chunks = -(-length // chunk)
@@ -88,148 +146,97 @@ def run_leapfrog_checkpointed(ham: SeparableHamiltonian, theta, drives, position
     return positions, None
 
 
-# --- linear HRU: the step as a 2×2 affine map per channel -----------------------------------
+def state_size(ham: SeparableHamiltonian, theta, drives) -> int:
+    """P, the number of oscillator channels, from the step size or the energies' shapes."""
+    step_shape = jnp.shape(ham.step_size(theta))
+    if step_shape:
+        return step_shape[-1]
+    # Scalar step: the state size is the force's size for one sample.
+    probe = jax.eval_shape(lambda u: ham.potential(theta, jnp.zeros(u.shape[-1:], u.dtype), u), drives[0, 0])
+    if probe.shape:
+        return probe.shape[-1]
+    raise ValueError(f"cannot infer the state size of Hamiltonian {ham.name!r}: give it a per-channel "
+                     "step size or per-channel energies")
 
-def linear_leapfrog_matrix(stiffness, step):
-    """Leapfrog of T = ½π², V = ½Aφ² − φ·f as the affine map (π, φ) ↦ M(π, φ) + (δf, δ²f/2).
 
-        M = [[1 − δ²A/2,        −δA      ],
-             [δ(1 − δ²A/4),     1 − δ²A/2]]
+def zero_state(ham: SeparableHamiltonian, theta, drives, dtype=None):
+    """The zero initial state (φ₋₁, π₋₁), each (N, P)."""
+    zeros = jnp.zeros((drives.shape[1], state_size(ham, theta, drives)), drives.dtype if dtype is None else dtype)
+    return zeros, zeros
 
-    stiffness A and step δ broadcast to (P,); returns the four entries (m_pp, m_pq, m_qp, m_qq),
-    each (P,), where p is the momentum and q the position.
+
+@dataclass(frozen=True)
+class Leapfrog(AbstractIntegrator):
+    """The leapfrog (drift–kick–drift, kick at the half-step position) as a sequential scan.
+
+    dtype: the precision the core integrates in: ``"auto"`` (float64 when JAX's x64 mode is on, so a
+    float32 model gets float64 cores; else the input's), ``"input"`` or ``"float64"``. Works for every
+    separable Hamiltonian, starts from any state (time chunks), and BPTT can differentiate it.
     """
-    stiffness, step = jnp.broadcast_arrays(stiffness, step)
-    h2a = step**2 * stiffness
-    diagonal = 1.0 - 0.5 * h2a
-    return diagonal, -step * stiffness, step * (1.0 - 0.25 * h2a), diagonal
 
+    starts_from_state: ClassVar[bool] = True
+    dtype: str = "auto"
 
-def linear_leapfrog_offsets(step, drives):
-    """The affine part (δf, δ²f/2) for drives f of shape (..., P)."""
-    return step * drives, 0.5 * step**2 * drives
+    def __post_init__(self):
+        check_one_of("dtype", self.dtype, CORE_DTYPES)
 
+    def forward(self, ham, theta, drives, initial_state=None):
+        """Positions (L, N, P) and final state (φ, π) from ``initial_state`` (default: zero)."""
+        if initial_state is None:
+            initial_state = zero_state(ham, theta, drives)
+        else:
+            initial_state = tuple(s.astype(drives.dtype) for s in initial_state)
+        return run_leapfrog(ham, theta, drives, *initial_state)
 
-def affine_parallel_scan(matrix, offsets_p, offsets_q, initial_p, initial_q):
-    """All states of x_k = M x_{k−1} + b_k (k = 0..L−1), per channel, by ``associative_scan``.
+    def forward_checkpointed(self, ham, theta, drives, every: int):
+        """Positions (L, N, P) from zero whose autodiff keeps the state every ``every`` steps only."""
+        return run_leapfrog_checkpointed(ham, theta, drives, *zero_state(ham, theta, drives), every)[0]
 
-    matrix: 4-tuple of (P,) entries (time-invariant); offsets_*: (L, N, P); initial_*: (N, P).
-    Returns (momenta, positions), each (L, N, P). O(L) work and O(log L) depth.
-    """
-    m_pp, m_pq, m_qp, m_qq = matrix
-    length = offsets_p.shape[0]
-    # Fold the initial state into the first offset: x_0 = M x_{-1} + b_0.
-    first_p = m_pp * initial_p + m_pq * initial_q + offsets_p[0]
-    first_q = m_qp * initial_p + m_qq * initial_q + offsets_q[0]
-    offsets_p = offsets_p.at[0].set(first_p)
-    offsets_q = offsets_q.at[0].set(first_q)
-    shape = (length,) + (1,) * (offsets_p.ndim - 2) + (m_pp.shape[-1],)
-    mats = tuple(jnp.broadcast_to(m, shape) for m in (m_pp, m_pq, m_qp, m_qq))
+    def echo(self, ham, rhel, rule, theta, drives, final_state, cotangents, final_state_cotangent=None):
+        """The ±ε echo by a sequential scan, carried as mean and half-difference (``gradients`` module doc).
 
-    def combine(earlier, later):
-        (a_pp, a_pq, a_qp, a_qq, a_p, a_q) = earlier
-        (b_pp, b_pq, b_qp, b_qq, b_p, b_q) = later
-        # later ∘ earlier: x ↦ B(A x + a) + b
-        return (b_pp * a_pp + b_pq * a_qp, b_pp * a_pq + b_pq * a_qq,
-                b_qp * a_pp + b_qq * a_qp, b_qp * a_pq + b_qq * a_qq,
-                b_pp * a_p + b_pq * a_q + b_p, b_qp * a_p + b_qq * a_q + b_q)
+        Undo forward step k with input u_k, then add ε·g_{k−1} to the momentum. ``final_state_cotangent``
+        (λ_φ, λ_π) = (∂L/∂φ_{L−1}, ∂L/∂π_{L−1}) when the final state is itself an output (a time chunk
+        followed by another), else None. In the echo's coordinates the adjoint's position and momentum
+        parts swap (the momentum flip): λ_φ joins the last momentum nudge, λ_π nudges the echo's position,
+        and after the last echo step the half-difference (h_φ, h_π) gives the initial state's cotangent
+        (h_π, h_φ)/ε. Only the per-step drive gradient is L-sized; the parameter sums are carried.
+        """
+        w_mean, w_half = rhel.nudge_weights()
+        eps = rhel.eps
+        position, momentum = final_state
+        next_nudges = nudges_after_each_step(cotangents)
+        last_nudge, position_nudge = cotangents[-1], jnp.zeros_like(position)
+        if final_state_cotangent is not None:
+            last_nudge = last_nudge + final_state_cotangent[0]
+            position_nudge = final_state_cotangent[1]
+        mean = (position + w_mean * eps * position_nudge, -momentum + w_mean * eps * last_nudge)
+        half = (w_half * eps * position_nudge, w_half * eps * last_nudge)
+        acc = jax.tree_util.tree_map(jnp.zeros_like, theta)
+        step = ham.step_size(theta)
+        velocity = lambda p: batched_velocity(ham, theta, p)
 
-    result = jax.lax.associative_scan(combine, mats + (offsets_p, offsets_q))
-    return result[4], result[5]
+        def body(carry, inputs):
+            (m_q, m_p), (h_q, h_p), acc = carry
+            drive, nudge = inputs
+            v_mean, v_half = mean_and_half_difference(velocity, m_p, h_p, rule)
+            half_q = (m_q + 0.5 * step * v_mean, h_q + 0.5 * step * v_half)
+            force = lambda q: batched_force(ham, theta, q, drive)
+            f_mean, f_half = mean_and_half_difference(force, *half_q, rule)
+            new_p = (m_p + step * f_mean, h_p + step * f_half)
+            energy_grads = lambda states: step_energy_gradients(ham, theta, states, drive)
+            g_theta, g_drive = half_difference(energy_grads, (half_q[0], m_p, new_p[0]),
+                                               (half_q[1], h_p, new_p[1]), rule)
+            acc = jax.tree_util.tree_map(jnp.add, acc, g_theta)
+            v_mean, v_half = mean_and_half_difference(velocity, *new_p, rule)
+            new_q = (half_q[0] + 0.5 * step * v_mean, half_q[1] + 0.5 * step * v_half)
+            new_mean = (new_q[0], new_p[0] + w_mean * eps * nudge)
+            new_half = (new_q[1], new_p[1] + w_half * eps * nudge)
+            return (new_mean, new_half, acc), g_drive
 
-
-# --- fixed point: exactly reversible leapfrog on an int64 grid ------------------------------------
-
-DEFAULT_FRACTION_BITS = 32
-
-
-def require_x64(what: str = "the fixed-point integrator") -> None:
-    """Raise ``ValueError`` unless JAX's x64 mode is on (int64 states, float64 increments)."""
-    if not jax.config.jax_enable_x64:
-        raise ValueError(f"{what} needs JAX's x64 mode (int64 states, float64 increments): "
-                         "jax.config.update('jax_enable_x64', True) before building arrays")
-
-
-def check_fraction_bits(fraction_bits) -> int:
-    if isinstance(fraction_bits, bool) or not isinstance(fraction_bits, int) or not 1 <= fraction_bits <= 62:
-        raise ValueError(f"fraction_bits must be an integer in [1, 62] (value = int64 · 2^-fraction_bits); "
-                         f"got {fraction_bits!r}")
-    return fraction_bits
-
-
-def fixed_point_range(fraction_bits: int = DEFAULT_FRACTION_BITS) -> tuple[float, float]:
-    """(largest magnitude, resolution) of the int64 grid: (2^(63−b), 2^-b)."""
-    check_fraction_bits(fraction_bits)
-    return 2.0 ** (63 - fraction_bits), 2.0 ** -fraction_bits
-
-
-def round_to_grid(values, fraction_bits: int):
-    """int64 of rint(values · 2^b) (round half to even: odd-symmetric, rint(−x) = −rint(x))."""
-    return jnp.rint(jnp.asarray(values, jnp.float64) * (2.0 ** fraction_bits)).astype(jnp.int64)
-
-
-def to_fixed(values, fraction_bits: int = DEFAULT_FRACTION_BITS):
-    """Float array → int64 grid (nearest grid point, ties to even).
-
-    Raises ``ValueError`` when a (concrete) value is not finite or outside ±2^(63−b); under tracing
-    (jit, scan) the check cannot run and out-of-range values give undefined integers.
-    """
-    require_x64()
-    check_fraction_bits(fraction_bits)
-    values = jnp.asarray(values, jnp.float64)
-    if not isinstance(values, jax.core.Tracer):
-        limit = 2.0 ** (63 - fraction_bits)
-        largest = float(jnp.max(jnp.abs(values))) if values.size else 0.0
-        if not largest < limit:  # also catches NaN
-            raise ValueError(f"value of magnitude {largest:g} does not fit the int64 fixed-point grid with "
-                             f"fraction_bits={fraction_bits} (|value| < 2^{63 - fraction_bits} = {limit:g}); "
-                             "use fewer fraction bits or rescale")
-    return round_to_grid(values, fraction_bits)
-
-
-def from_fixed(values_int, fraction_bits: int = DEFAULT_FRACTION_BITS, dtype=jnp.float64):
-    """int64 grid → float: int · 2^-b (exact in float64 while |int| < 2^53)."""
-    return (values_int.astype(jnp.float64) * (2.0 ** -fraction_bits)).astype(dtype)
-
-
-def _odd_velocity(ham: SeparableHamiltonian, theta, momentum):
-    """∂T/∂π as sign(π)·∂T/∂π(|π|): equal to ∂T/∂π for even T, and odd bit for bit."""
-    return jnp.sign(momentum) * batched_velocity(ham, theta, jnp.abs(momentum))
-
-
-def fixed_point_leapfrog_step(ham: SeparableHamiltonian, theta, position_int, momentum_int, drive,
-                              fraction_bits: int = DEFAULT_FRACTION_BITS):
-    """``leapfrog_step`` on the int64 grid (value = int · 2^-b); see the module docstring.
-
-        φ½ = φ + [δ/2·∂T/∂π(π)]        π' = π + [δ·F(φ½; u)]        φ' = φ½ + [δ/2·∂T/∂π(π')]
-
-    where [x] = rint(x·2^b) and each derivative is taken in float64 at the float value of the
-    integer state. Returns ``(position', momentum', half_position)``, int64, each (N, P).
-    Bit-exactly reversible: ``fixed_point_leapfrog_step(φ', −π')`` returns ``(φ, −π)``.
-    """
-    as_float = lambda x: from_fixed(x, fraction_bits)
-    step = ham.step_size(theta)
-    drift = lambda p: round_to_grid(0.5 * step * _odd_velocity(ham, theta, as_float(p)), fraction_bits)
-    half_position = position_int + drift(momentum_int)
-    kick = round_to_grid(step * batched_force(ham, theta, as_float(half_position), drive), fraction_bits)
-    new_momentum = momentum_int + kick
-    new_position = half_position + drift(new_momentum)
-    return new_position, new_momentum, half_position
-
-
-def run_fixed_point_leapfrog(ham: SeparableHamiltonian, theta, drives, position_int, momentum_int,
-                             fraction_bits: int = DEFAULT_FRACTION_BITS):
-    """``run_leapfrog`` on the int64 grid: drives (L, N, U) float64, states (N, P) int64.
-
-    Returns (positions (L, N, P) as float64, (final position, final momentum) as int64).
-    """
-    require_x64()
-    check_fraction_bits(fraction_bits)
-
-    def body(state, drive):
-        new_position, new_momentum, _ = fixed_point_leapfrog_step(ham, theta, *state, drive, fraction_bits)
-        return (new_position, new_momentum), from_fixed(new_position, fraction_bits)
-
-    state = (jnp.asarray(position_int, jnp.int64), jnp.asarray(momentum_int, jnp.int64))
-    (position, momentum), positions = jax.lax.scan(body, state, drives)
-    return positions, (position, momentum)
+        (end_mean, end_half, acc), drive_half_diffs = jax.lax.scan(body, (mean, half, acc),
+                                                                   (drives, next_nudges), reverse=True)
+        scale = -1.0 / (w_half * eps)
+        grad_theta = jax.tree_util.tree_map(lambda a: scale * a, acc)
+        initial_cotangent = (end_half[1] / (w_half * eps), end_half[0] / (w_half * eps))
+        return EchoResult(grad_theta, scale * drive_half_diffs, end_mean, initial_cotangent)

@@ -25,8 +25,15 @@ from .errors import DataNotFoundError
 from .formats import read_arff, read_idx, read_ts, read_ucr_tsv
 from .ppg import OUTPUT_STEP as PPG_STEP
 from .ppg import ppg_windows
-from .processing import (DatasetSplits, add_time_channel, dedup_cases, default_split_dir, encode_labels,
-                         pad_cases, split_indices)
+from .processing import (
+    DatasetSplits,
+    add_time_channel,
+    dedup_cases,
+    default_split_dir,
+    encode_labels,
+    pad_cases,
+    split_indices,
+)
 from .synthetic import SYNTHETIC_TASKS, make_first_segment, make_ppg_like
 
 __all__ = ["load", "list_datasets", "read_pair"]

@@ -9,22 +9,25 @@ An HRU layer maps u (L, N, H) to
     φ      = Hamiltonian core(drives)  (L, N, P)   positions, from the zero state
     y      = C·φ + D ⊙ u               (L, N, H)
 
-The core is differentiated by RHEL or BPTT according to the ``CoreOptions`` passed at call time;
-B, C and D (outside the core) always get their gradients by ordinary autodiff, from the core's
-per-step drive gradient.
+The core is differentiated as the call's choices say (``gradient=RHEL()`` or ``BPTT()``,
+``integrator=...``; see ``hamecho.core.choices``); B, C and D (outside the core) always get their
+gradients by ordinary autodiff, from the core's per-step drive gradient.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ..core.echo import CoreOptions, hamiltonian_core, retrace_error
-from ..core.hamiltonians import (LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN, SeparableHamiltonian,
-                           validate_hamiltonian)
+from ..core.choices import Choices
+from ..core.engine import retrace_error as core_retrace_error
+from ..core.engine import run_core
+from ..core.hamiltonians import LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN, SeparableHamiltonian, validate_hamiltonian
+from ..keywords import choices_from
 
 PyTree = Any
 
@@ -182,18 +185,27 @@ class HRU(eqx.Module):
         """B·u for u (L, N, H) → (L, N, P)."""
         return u @ self.B.T
 
-    def __call__(self, u, options: CoreOptions):
-        """u (L, N, H) → y (L, N, H)."""
-        positions = hamiltonian_core(self.hamiltonian, options, self.core_parameters(), self.drives(u))
+    def __call__(self, u, options=None, *, gradient=None, integrator=None):
+        """u (L, N, H) → y (L, N, H), the core differentiated by ``gradient`` (default ``RHEL()``) and run
+        by ``integrator`` (default: per Hamiltonian, ``hamecho.core.choices``). ``options``: the old
+        ``CoreOptions`` (``hamecho.keywords``)."""
+        return self.apply(u, choices_from(options, gradient=gradient, integrator=integrator))
+
+    def apply(self, u, choices: Choices):
+        """``__call__`` with checked choices: u (L, N, H) → y (L, N, H)."""
+        positions = run_core(self.hamiltonian, choices, self.core_parameters(), self.drives(u))
         return self.readout(positions, u)
 
     def readout(self, positions, u):
         """y = C·φ + D ⊙ u for positions (L, N, P) and the layer's input u (L, N, H) → (L, N, H)."""
         return positions @ self.C.T + self.D * u
 
-    def retrace_error(self, u, options: CoreOptions | None = None):
-        """Relative distance of the free (ε = 0) echo's end state from the initial state."""
-        return retrace_error(self.hamiltonian, self.core_parameters(), self.drives(u), options)
+    def retrace_error(self, u, options=None, *, integrator=None):
+        """How far the free (ε = 0) echo of input u (L, N, H) misses the initial state (relative; see
+        ``hamecho.core.engine.relative_retrace_error``), with ``integrator`` (default: per Hamiltonian)."""
+        choices = choices_from(options, integrator=integrator)
+        return core_retrace_error(self.hamiltonian, self.core_parameters(), self.drives(u), choices.integrator,
+                                  dtype=choices.dtype)
 
 
 def _readout_init(key, hidden, state, dtype):
@@ -251,3 +263,18 @@ class NonlinearHRU(HRU):
 
 
 HRU_KINDS: dict[str, Callable[..., HRU]] = {"linear": LinearHRU, "nonlinear": NonlinearHRU}
+
+
+def retrace_error(layer, *args, integrator=None):
+    """``retrace_error(layer, u, integrator=None)``: how far the free echo of ``layer`` driven by u (L, N, H)
+    misses its initial state (relative norm; exactly 0 with ``FixedPointLeapfrog``).
+
+    The old form ``retrace_error(hamiltonian, theta, drives, options=None)`` is accepted too.
+    """
+    if isinstance(layer, HRU):
+        return layer.retrace_error(*args, integrator=integrator)
+    if isinstance(layer, SeparableHamiltonian):
+        theta, drives, *options = args
+        choices = choices_from(*options, integrator=integrator)
+        return core_retrace_error(layer, theta, drives, choices.integrator, dtype=choices.dtype)
+    raise ValueError(f"retrace_error needs an HRU layer (or a SeparableHamiltonian); got {type(layer).__name__}")

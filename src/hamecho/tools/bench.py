@@ -62,8 +62,10 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
         jax.config.update("jax_enable_x64", True)  # float64 cores, float32 model: the CLI default
     import jax.numpy as jnp
 
-    from ..nn.hssm import HSSM, core_options
-    from ..training.loop import _train_step, eqx_filter_trainable
+    from ..keywords import CoreOptions
+    from ..nn.api import init_optimizer, train_step
+    from ..nn.hssm import HSSM
+    from ..training.loop import optimizer_for
 
     key_model, key_x, key_y = jax.random.split(jax.random.PRNGKey(0), 3)
     hssm = HSSM(in_dim=SHAPE["in_dim"], out_dim=SHAPE["classes"], hidden=SHAPE["hidden"], state=SHAPE["state"],
@@ -71,14 +73,15 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
     x = jax.random.normal(key_x, (batch, length, SHAPE["in_dim"]), jnp.float32)
     y = jax.random.randint(key_y, (batch,), 0, SHAPE["classes"])
     if algo == "bptt_ckpt":
-        options = core_options("bptt", checkpoint_chunk=max(1, math.isqrt(length - 1) + 1),
-                               core_dtype=core_dtype, scan="sequential")
+        options = CoreOptions("bptt", checkpoint_chunk=max(1, math.isqrt(length - 1) + 1),
+                              core_dtype=core_dtype, scan="sequential")
     else:
         core_algo, _, memory = algo.partition("_")
-        options = core_options(core_algo, core_dtype=core_dtype, recompute_blocks=memory == "recompute",
-                               block_chunk=block_chunk if memory == "chunked" else None)
-    optimizer, step = _train_step(1e-3, options)
-    opt_state = optimizer.init(eqx_filter_trainable(hssm))
+        options = CoreOptions(core_algo, core_dtype=core_dtype, recompute_blocks=memory == "recompute",
+                              block_chunk=block_chunk if memory == "chunked" else None)
+    optimizer = optimizer_for(1e-3)
+    opt_state = init_optimizer(optimizer, hssm)
+    step = lambda model, opt_state, x, y, key: train_step(model, opt_state, x, y, optimizer, options, key=key)
     dropout_key = jax.random.PRNGKey(1)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     for _ in range(2):  # compile, then one warm step

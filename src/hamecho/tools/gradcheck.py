@@ -105,7 +105,8 @@ def prepare_problem(*, hru="linear", blocks=3, hidden=16, state=8, length=1000, 
                     task="classification", output_step=1, step=1e-4, dtype="float64", seed=0) -> dict:
     """A random problem in ``dtype`` with its float64 BPTT reference gradient (and, for float32, the
     all-float32 BPTT floor rows). Switches JAX's x64 mode on (needed for the reference)."""
-    from ..nn.hssm import cast, value_and_grad
+    from ..nn.api import value_and_grad
+    from ..nn.hssm import cast
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(map(repr, DTYPES))}; got {dtype!r}")
@@ -139,8 +140,8 @@ def prepare_problem(*, hru="linear", blocks=3, hidden=16, state=8, length=1000, 
 def rhel_against_reference(problem: dict, *, eps=0.1, estimator="two_sided", difference="auto",
                            core_dtype="auto") -> dict:
     """Rows comparing RHEL with the problem's reference, the retrace error and the RHEL time."""
-    from ..core.echo import CoreOptions
-    from ..nn.hssm import value_and_grad
+    from ..keywords import CoreOptions
+    from ..nn.api import value_and_grad
 
     model, x = problem["model"], problem["x"]
     start = time.perf_counter()

@@ -47,9 +47,9 @@ def check_fair(configs) -> None:
 
 def run_main(config_paths=DEFAULT_CONFIGS, *, out: str = DEFAULT_OUT, seeds=None, steps=None, gradcheck: bool = True,
              progress: bool | None = None, echo=None) -> dict:
-    from . import gradcheck as gc
-    from .report import table_paired, paired_differences, table_runs, table_paper_layout, write_report
     from ..training.loop import _fmt, load_data, read_result, run_one
+    from . import gradcheck as gc
+    from .report import paired_differences, table_paired, table_paper_layout, table_runs, write_report
 
     if echo is None:
         echo = lambda line: print(line, flush=True)

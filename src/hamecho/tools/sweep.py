@@ -164,8 +164,8 @@ def build_sweep(*, configs, algos=None, seeds=None, out=None, overrides=None, wo
     ``search``: a hyperparameter grid (see :func:`search_grid`); each combination becomes its own
     configuration ``<name>/search/<label>`` run for every algorithm and seed.
     """
+    from ..keywords import ALGOS
     from ..training.config import load_config
-    from ..core.echo import ALGOS
 
     overrides = dict(overrides or {})
     grid = search_grid(search, source)

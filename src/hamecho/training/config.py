@@ -43,13 +43,12 @@ __all__ = [
     "parse_override", "PAPER_SEEDS", "ALGOS", "DTYPES",
 ]
 
-ALGOS = ("bptt", "rhel")
+from ..core.gradients import DIFFERENCES, ESTIMATORS
+from ..core.integrators import CORE_DTYPES
+from ..keywords import ALGOS, INTEGRATORS, CoreOptions
+
 DTYPES = ("float32", "float64")
-CORE_DTYPES = ("float64", "input")
-INTEGRATORS = ("float", "fixed_point")
 HRUS = ("linear", "nonlinear")
-ESTIMATORS = ("two_sided", "one_sided")
-DIFFERENCES = ("auto", "quadrature", "direct")
 PAPER_SEEDS = (2345, 3456, 4567, 5678, 6789)
 SYNTHETIC = ("first5", "ppg")
 
@@ -268,7 +267,7 @@ class Config:
         text = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def replace(self, **sections) -> "Config":
+    def replace(self, **sections) -> Config:
         """A copy with whole sections or fields replaced, e.g. ``cfg.replace(train={"steps": 10})``,
         validated again."""
         raw = self.to_dict()
@@ -364,12 +363,14 @@ def config_from_dict(raw: dict, *, source: str = "<dict>", default_name: str | N
         sections[section] = _validate_table(table, fields, section, source)
     name = top_values["name"] or default_name or sections["data"]["name"].replace("/", "-")
     train = sections["train"]
-    if train["integrator"] == "fixed_point" and "bptt" in train["algos"]:
-        raise ConfigError(f"{source}: train.integrator = \"fixed_point\" works with RHEL only (BPTT cannot "
-                          "differentiate the rounding); set train.algos = [\"rhel\"]")
-    if train["block_chunk"] and train["integrator"] == "fixed_point":
-        raise ConfigError(f"{source}: train.block_chunk needs train.integrator = \"float\" (the fixed-point "
-                          "integrator runs whole sequences); set train.block_chunk = 0")
+    for algo in train["algos"]:  # the [train] keys are the old keywords: one translation, one set of checks
+        try:
+            CoreOptions(algo=algo, eps=train["eps"], estimator=train["estimator"], difference=train["difference"],
+                        core_dtype=train["core_dtype"], recompute_blocks=train["recompute_blocks"],
+                        block_chunk=train["block_chunk"] or None, integrator=train["integrator"],
+                        fraction_bits=train["fraction_bits"])
+        except ValueError as error:
+            raise ConfigError(f"{source}: [train] with train.algos containing {algo!r}: {error}") from None
     if train["eval_every"] > train["steps"]:
         raise ConfigError(f"{source}: train.eval_every must be <= train.steps ({train['steps']}); "
                           f"got {train['eval_every']}")

@@ -168,46 +168,23 @@ def build_model(config: Config, data, seed: int):
 
     m = config.model
     return HSSM(in_dim=data.channels, out_dim=data.out_dim, hidden=m.hidden, state=m.state, blocks=m.blocks,
-                hru=m.hru, task=data.task, output_step=data.output_step, time_channel=False, step=m.step,
+                hru=m.hru, task=data.task, output_step=data.output_step, step=m.step,
                 dtype=config.train.dtype, key=jax.random.PRNGKey(seed))
 
 
-def trainable_spec(model):
-    """A bool pytree: True for arrays Adam updates; the norm running statistics are False."""
-    import equinox as eqx
-    import jax
+_OPTIMIZERS: dict = {}
 
-    spec = jax.tree_util.tree_map(eqx.is_inexact_array, model)
-    stats = lambda m: [leaf for b in m.blocks for leaf in (b.norm.running_mean, b.norm.running_var)]
-    return eqx.tree_at(stats, spec, replace=[False] * (2 * len(model.blocks)))
+
+def optimizer_for(lr: float):
+    """Adam with a constant learning rate; one object per rate, so runs (seeds) share one compilation."""
+    if lr not in _OPTIMIZERS:
+        import optax
+
+        _OPTIMIZERS[lr] = optax.adam(lr)
+    return _OPTIMIZERS[lr]
 
 
 _STEP_CACHE: dict = {}
-
-
-def _train_step(lr: float, options):
-    """The jitted step for (learning rate, core options), cached so seeds share one compilation."""
-    key = (lr, options)
-    if key in _STEP_CACHE:
-        return _STEP_CACHE[key]
-    import equinox as eqx
-    import optax
-
-    from ..nn.hssm import training_loss
-
-    optimizer = optax.adam(lr)
-
-    @eqx.filter_jit
-    def step(model, opt_state, x, y, dropout_key):
-        loss_fn = lambda m: training_loss(m, x, y, options, dropout_key)
-        (loss, stats), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
-        spec = trainable_spec(model)
-        updates, opt_state = optimizer.update(eqx.filter(grads, spec), opt_state, eqx.filter(model, spec))
-        model = eqx.apply_updates(model, updates)
-        return model.with_norm_stats(stats), opt_state, loss
-
-    _STEP_CACHE[key] = (optimizer, step)
-    return optimizer, step
 
 
 def _eval_batch_fn():
@@ -217,11 +194,12 @@ def _eval_batch_fn():
     import jax
     import jax.numpy as jnp
 
-    from ..core.echo import CoreOptions
+    from ..core.choices import Choices
+    from ..core.gradients import BPTT
 
     @eqx.filter_jit
     def evaluate(model, x, y, mask):
-        outputs, _ = model(x, CoreOptions(algo="bptt"), train=False)
+        outputs, _ = model.apply(x, Choices(gradient=BPTT()), train=False)
         if model.task == "classification":
             log_probs = jax.nn.log_softmax(outputs, axis=-1)
             nll = -jnp.take_along_axis(log_probs, y[:, None], axis=-1)[:, 0]
@@ -368,13 +346,14 @@ def _fresh_loop_state(seed: int) -> dict:
 
 
 def options_for(config: Config, algo: str):
-    """The ``CoreOptions`` a run of ``config`` with ``algo`` trains with (from its [train] table)."""
-    from ..nn.hssm import core_options  # lazily: JAX's precision is set before it is imported
+    """The ``CoreOptions`` (the [train] keys, translated in ``hamecho.keywords``) a run of ``config`` with
+    ``algo`` trains with; ``.choices`` are the strategy objects."""
+    from ..keywords import CoreOptions  # lazily: JAX's precision is set before it is imported
 
     t = config.train
-    return core_options(algo, t.eps, estimator=t.estimator, difference=t.difference, core_dtype=t.core_dtype,
-                        recompute_blocks=t.recompute_blocks, block_chunk=t.block_chunk or None,
-                        integrator=t.integrator, fraction_bits=t.fraction_bits)
+    return CoreOptions(algo=algo, eps=t.eps, estimator=t.estimator, difference=t.difference,
+                       core_dtype=t.core_dtype, recompute_blocks=t.recompute_blocks,
+                       block_chunk=t.block_chunk or None, integrator=t.integrator, fraction_bits=t.fraction_bits)
 
 
 def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None, *, resume: bool = True,
@@ -405,6 +384,8 @@ def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None,
     import jax
     from tqdm.auto import tqdm
 
+    from ..nn.hssm import count_parameters
+
     t = config.train
     session_start = time.perf_counter()
     data = load_data(config, seed)
@@ -412,9 +393,14 @@ def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None,
         raise ValueError(f"{config.name}: output_step {data.output_step} exceeds the length {data.length}")
     dtype = np.dtype(t.dtype)
     model = build_model(config, data, seed)
-    options = options_for(config, algo)
-    optimizer, step_fn = _train_step(t.lr, options)
-    opt_state = optimizer.init(eqx_filter_trainable(model))
+    from ..nn.api import init_optimizer, train_step
+
+    choices = options_for(config, algo).choices
+    optimizer = optimizer_for(t.lr)
+    opt_state = init_optimizer(optimizer, model)
+
+    def step_fn(model, opt_state, x, y, key):
+        return train_step(model, opt_state, x, y, optimizer, choices, key=key)
     dropout_base = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
 
     loop = _fresh_loop_state(seed)
@@ -544,27 +530,15 @@ def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None,
         "peak_rss_mb": peak_rss_mb(),
         "peak_rss_note": "getrusage(RUSAGE_SELF).ru_maxrss of the training process: whole-process peak host memory "
                          "(interpreter, JAX, data, and earlier runs in the same process)",
-        "parameters": count_trainable(model),
+        "parameters": count_parameters(model),
         "history": loop["history"],
         "data": data.summary() | {"batch_size": batch},
         "config": config.to_dict(), "config_source": config.source, "fingerprint": fingerprint,
         "versions": package_versions(),
-        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     _write_json(result_path, result)
     return result_path
-
-
-def eqx_filter_trainable(model):
-    import equinox as eqx
-
-    return eqx.filter(model, trainable_spec(model))
-
-
-def count_trainable(model) -> int:
-    import jax
-
-    return int(sum(np.prod(a.shape) for a in jax.tree_util.tree_leaves(eqx_filter_trainable(model))))
 
 
 def train_config(config: Config, *, out: str | Path | None = None, resume: bool = True,

@@ -1,0 +1,146 @@
+"""The user's choices — gradient method, integrator, memory strategy — checked together, and their defaults.
+
+This module is the one place where
+
+1. **combinations are checked** (:func:`check_compatible`): every illegal combination of a gradient
+   method, an integrator, a memory strategy, a Hamiltonian and a starting state is rejected here and
+   nowhere else (the legacy keywords of ``hamecho.legacy`` and the TOML configuration call it too);
+2. **defaults are resolved** (the ``"auto"`` rules):
+
+   - ``gradient=None`` → ``RHEL()`` (ε = 0.1, two-sided);
+   - ``integrator=None`` → per Hamiltonian (:func:`default_integrator`): ``AffineLeapfrog`` (the
+     parallel scan) when the Hamiltonian declares itself affine, JAX's default backend is an
+     accelerator and nothing needs a sequential scan (checkpointed BPTT, a starting state, time
+     chunks); ``Leapfrog`` otherwise — on CPU the sequential scan is the faster one;
+   - ``dtype="auto"`` → the core integrates in float64 when JAX's x64 mode is on (a float32 model keeps
+     float32 parameters and activations; its cores run in float64), else in the input's dtype
+     (:func:`compute_dtype`; why: a float32 oscillator drifts in phase, see docs/precision.md);
+   - ``RHEL(difference="auto")`` → ``"quadrature"`` for affine Hamiltonians (exact there), float32
+     cores and ε < 1e-3; ``"direct"`` subtraction for other float64 cores (:func:`difference_rule`).
+
+:class:`Choices` carries the three choices through a model call; it is hashable, so equal choices
+reuse compiled functions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from .affine import AffineLeapfrog
+from .gradients import BPTT, RHEL, AbstractGradient, check_one_of
+from .hamiltonians import SeparableHamiltonian
+from .integrators import CORE_DTYPES, AbstractIntegrator, Leapfrog
+
+# difference="auto" subtracts the two echoes directly only in float64 and for ε at least this large.
+DIRECT_MIN_EPS = 1e-3
+
+
+@dataclass(frozen=True)
+class Choices:
+    """A checked (gradient, integrator, memory) triple.
+
+    integrator None means the default for each Hamiltonian (:func:`default_integrator`), integrating in
+    ``dtype`` (one of ``CORE_DTYPES``); memory None keeps every activation for autodiff.
+    """
+
+    gradient: AbstractGradient = RHEL()
+    integrator: AbstractIntegrator | None = None
+    memory: Any = None
+    dtype: str = "auto"
+
+    def __post_init__(self):
+        check_one_of("dtype", self.dtype, CORE_DTYPES)
+        if self.integrator is not None:  # dtype belongs to the default integrator only: equal choices compare equal
+            object.__setattr__(self, "dtype", "auto")
+        for value, base, family, examples in (
+                (self.gradient, AbstractGradient, "gradient", "hamecho.RHEL(), hamecho.BPTT()"),
+                (self.integrator, AbstractIntegrator, "integrator",
+                 "hamecho.Leapfrog(), hamecho.AffineLeapfrog(), hamecho.FixedPointLeapfrog()")):
+            if value is not None and not isinstance(value, base):
+                raise ValueError(f"{family} must be a {base.__name__} such as {examples}; got {value!r}")
+        if self.memory is not None and not hasattr(self.memory, "run_block"):
+            raise ValueError("memory must be None or a memory strategy such as hamecho.RecomputeBlocks(), "
+                             f"hamecho.TimeChunks(1024); got {self.memory!r}")
+        check_compatible(self.gradient, self.integrator, self.memory)
+
+
+def check_compatible(gradient: AbstractGradient, integrator: AbstractIntegrator | None, memory=None, *,
+                     hamiltonian: SeparableHamiltonian | None = None, initial_state: bool = False) -> None:
+    """Raise ``ValueError`` for an illegal combination; the message names both sides and the way out.
+
+    integrator None (the default, chosen per Hamiltonian later) is checked once it is resolved.
+    ``initial_state``: the core starts from a given state (time chunks do this for every block).
+    """
+    checkpointed = isinstance(gradient, BPTT) and gradient.checkpoint_every is not None
+    carries_state = initial_state or bool(getattr(memory, "carries_state", False))
+    what_carries = repr(memory) if getattr(memory, "carries_state", False) else "a core with an initial state"
+    if integrator is not None:
+        if isinstance(gradient, BPTT) and not integrator.differentiable:
+            raise ValueError(
+                f"{integrator.label()} cannot be differentiated by BPTT ({integrator.not_differentiable_because}); "
+                "it works with RHEL only: use algo='rhel' (gradient=hamecho.RHEL()), or integrator='float' "
+                "(hamecho.Leapfrog()) for a BPTT reference")
+        if checkpointed and integrator.parallel:
+            raise ValueError(f"{gradient!r} (checkpoint_chunk: BPTT with gradient checkpointing over time) needs "
+                             f"a sequential scan (hamecho.Leapfrog(), scan='sequential'); got {integrator!r}")
+        if carries_state and not integrator.starts_from_state:
+            raise ValueError(f"{what_carries} (time chunks, block_chunk > 0: blocks run over time chunks) needs a "
+                             f"sequential scan and integrator='float' (hamecho.Leapfrog()); got {integrator.label()}")
+        if hamiltonian is not None and integrator.parallel and not hamiltonian.is_affine:
+            raise ValueError(f"{integrator!r} (scan='parallel') needs a Hamiltonian that declares itself affine "
+                             f"(affine_stiffness, a time-invariant affine step, like the linear HRU); Hamiltonian "
+                             f"{hamiltonian.name!r} is not: use hamecho.Leapfrog() (scan='sequential')")
+    if checkpointed and carries_state:
+        raise ValueError(f"{gradient!r} (checkpoint_chunk) runs whole sequences from the zero state and cannot be "
+                         f"combined with {what_carries}: time chunks already keep only each chunk's start state")
+
+
+def default_scan() -> str:
+    """The faster scan on this backend for an affine Hamiltonian: sequential on CPU, parallel elsewhere."""
+    return "sequential" if jax.default_backend() == "cpu" else "parallel"
+
+
+def default_integrator(ham: SeparableHamiltonian, choices: Choices, *, initial_state: bool = False):
+    """The integrator ``integrator=None`` stands for with this Hamiltonian (module docstring, rule 2)."""
+    gradient, memory = choices.gradient, choices.memory
+    needs_sequential = (initial_state or getattr(memory, "carries_state", False)
+                        or (isinstance(gradient, BPTT) and gradient.checkpoint_every is not None))
+    if ham.is_affine and not needs_sequential and default_scan() == "parallel":
+        return AffineLeapfrog(dtype=choices.dtype)
+    return Leapfrog(dtype=choices.dtype)
+
+
+def integrator_for(ham: SeparableHamiltonian, choices: Choices, *, initial_state: bool = False):
+    """The integrator a core of ``ham`` runs with under ``choices``, checked against the Hamiltonian."""
+    integrator = choices.integrator
+    if integrator is None:
+        integrator = default_integrator(ham, choices, initial_state=initial_state)
+    check_compatible(choices.gradient, integrator, choices.memory, hamiltonian=ham, initial_state=initial_state)
+    return integrator
+
+
+def compute_dtype(dtype_choice: str, input_dtype, who: str = "core_dtype='float64'"):
+    """The dtype a core integrates in, for the choice ``"auto"``/``"input"``/``"float64"`` (rule 3).
+
+    ``who`` names the choice in the error raised when float64 is asked for outside x64 mode.
+    """
+    if dtype_choice == "input":
+        return jnp.dtype(input_dtype)
+    x64 = jax.config.jax_enable_x64
+    if dtype_choice == "float64" and not x64:
+        raise ValueError(f"{who} integrates in float64, which needs JAX's x64 mode: "
+                         "jax.config.update('jax_enable_x64', True) before building arrays")
+    return jnp.dtype(jnp.float64) if x64 else jnp.dtype(input_dtype)
+
+
+def difference_rule(rhel: RHEL, ham: SeparableHamiltonian, core_dtype) -> str:
+    """How the echo differences its two branches for ``ham`` in ``core_dtype`` (rule 4)."""
+    if rhel.difference != "auto":
+        return rhel.difference
+    wide = jnp.dtype(core_dtype) == jnp.dtype(jnp.float64)
+    if ham.is_affine or not wide or rhel.eps < DIRECT_MIN_EPS:
+        return "quadrature"
+    return "direct"

@@ -1,0 +1,142 @@
+"""The Hamiltonian core: drives (L, N, U) → positions (L, N, P), differentiated by BPTT or by RHEL's echo.
+
+    hamiltonian_core(ham, theta, drives, gradient=RHEL(), integrator=None, initial_state=None)
+
+``BPTT``: JAX differentiates through the integrator's scan (every ``checkpoint_every`` steps only, if
+asked). ``RHEL``: one custom VJP. Its forward pass keeps only θ, the drives, the final state and the
+initial state when one is given — nothing of size L·P — and its backward pass is :func:`echo_pass`:
+
+    flip the final momentum; replay the drives backwards; after the step that lands on the mirror of
+    state k−1, add ε·g_{k−1} to the momentum (g: the incoming cotangent of the positions);
+    ∂L/∂θ  = −(Σ_k ∇θE(echo+ε) − Σ_k ∇θE(echo−ε)) / (2ε),   ∂L/∂u_k likewise,
+    with E = δ·[V(φ½) + ½(T(π_before) + T(π_after))] at the echo's half-step states.
+
+With an initial state (time chunks) the core returns (positions, final state); the final state's
+cotangent nudges the start of the echo and the echo's end gives the initial state's cotangent. Each
+integrator carries its own echo (``Leapfrog.echo``, ``AffineLeapfrog.echo``, ``FixedPointLeapfrog.echo``).
+The integration runs in the integrator's compute dtype; positions come back in the drives' dtype.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from .choices import Choices, compute_dtype, difference_rule, integrator_for
+from .gradients import RHEL
+from .hamiltonians import SeparableHamiltonian
+from .integrators import AbstractIntegrator, EchoResult
+
+
+def to_compute_dtype(integrator: AbstractIntegrator, theta, drives):
+    """theta and drives cast to the dtype the integrator computes in (a no-op when they already are)."""
+    compute = compute_dtype(integrator.dtype, drives.dtype, who=integrator.label())
+    widen = lambda a: a.astype(compute) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a
+    return jax.tree_util.tree_map(widen, theta), drives.astype(compute)
+
+
+def echo_pass(ham: SeparableHamiltonian, rhel: RHEL, integrator: AbstractIntegrator, theta, drives, final_state,
+              cotangents, final_state_cotangent=None) -> EchoResult:
+    """The ±ε echo from ``final_state`` nudged by ``cotangents`` (L, N, P): RHEL's estimates (``EchoResult``).
+
+    theta and drives in the integrator's compute dtype; ``final_state_cotangent`` (λ_φ, λ_π) when the
+    final state is itself differentiated (time chunks). The difference rule is resolved here
+    (``choices.difference_rule``), the echo itself is the integrator's.
+    """
+    rule = difference_rule(rhel, ham, drives.dtype)
+    return integrator.echo(ham, rhel, rule, theta, drives, final_state, cotangents, final_state_cotangent)
+
+
+def run_core(ham: SeparableHamiltonian, choices: Choices, theta, drives, initial_state=None):
+    """Positions (L, N, P) of the HRU driven by ``drives`` (L, N, U), from zero or ``initial_state``.
+
+    Returns positions, or (positions, final state (φ, π)) when ``initial_state`` is given. The
+    integrator is ``choices.integrator`` or the default for ``ham`` (``choices.integrator_for``).
+    """
+    integrator = integrator_for(ham, choices, initial_state=initial_state is not None)
+    gradient = choices.gradient
+    if isinstance(gradient, RHEL):
+        return _rhel_core(ham, gradient, integrator, theta, drives, initial_state)
+    theta_c, drives_c = to_compute_dtype(integrator, theta, drives)
+    if gradient.checkpoint_every is not None:
+        return integrator.forward_checkpointed(ham, theta_c, drives_c, gradient.checkpoint_every).astype(drives.dtype)
+    positions, final_state = integrator.forward(ham, theta_c, drives_c, initial_state)
+    return _outputs(positions.astype(drives.dtype), final_state, initial_state)
+
+
+def hamiltonian_core(ham: SeparableHamiltonian, theta, drives, *, gradient=None, integrator=None,
+                     initial_state=None):
+    """``run_core`` with the choices given as keywords: gradient (default ``RHEL()``), integrator (default:
+    per Hamiltonian, see ``hamecho.core.choices``) and an optional initial state (φ, π), each (N, P)."""
+    choices = Choices(gradient=RHEL() if gradient is None else gradient, integrator=integrator)
+    return run_core(ham, choices, theta, drives, initial_state)
+
+
+def _outputs(positions, final_state, initial_state):
+    return positions if initial_state is None else (positions, final_state)
+
+
+def _forward_pass(ham, integrator, theta, drives, initial_state):
+    theta_c, drives_c = to_compute_dtype(integrator, theta, drives)
+    positions, final_state = integrator.forward(ham, theta_c, drives_c, initial_state)
+    return positions.astype(drives.dtype), final_state
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _rhel_core(ham, rhel, integrator, theta, drives, initial_state):
+    return _outputs(*_forward_pass(ham, integrator, theta, drives, initial_state), initial_state)
+
+
+def _rhel_forward(ham, rhel, integrator, theta, drives, initial_state):
+    positions, final_state = _forward_pass(ham, integrator, theta, drives, initial_state)
+    # Residuals: the parameters, the drives (in their own dtype), the final state and the initial state
+    # (None from zero). Nothing else of length L.
+    return _outputs(positions, final_state, initial_state), (theta, drives, final_state, initial_state)
+
+
+def _rhel_backward(ham, rhel, integrator, residuals, cotangents):
+    theta, drives, final_state, initial_state = residuals
+    theta_c, drives_c = to_compute_dtype(integrator, theta, drives)
+    position_cotangents, final_state_cotangent = (cotangents, None) if initial_state is None else cotangents
+    if final_state_cotangent is not None:
+        final_state_cotangent = tuple(c.astype(drives_c.dtype) for c in final_state_cotangent)
+    echo = echo_pass(ham, rhel, integrator, theta_c, drives_c, final_state,
+                     position_cotangents.astype(drives_c.dtype), final_state_cotangent)
+    grad_theta = jax.tree_util.tree_map(lambda g, t: g.astype(jnp.result_type(t)), echo.grad_theta, theta)
+    grad_initial = None if initial_state is None else tuple(
+        g.astype(s.dtype) for g, s in zip(echo.initial_cotangent, initial_state))
+    return grad_theta, echo.grad_drives.astype(drives.dtype), grad_initial
+
+
+_rhel_core.defvjp(_rhel_forward, _rhel_backward)
+
+
+# --- diagnostics ------------------------------------------------------------------------------------
+
+def relative_retrace_error(end_state, start_state, final_state) -> jax.Array:
+    """How far a free echo missed: ‖end − mirror(start)‖ / ‖final state‖ (Frobenius norms).
+
+    end_state: where the free (ε = 0) echo ended, in the echo's flipped coordinates; start_state: the
+    forward pass's initial (φ, π), whose mirror is (φ, −π); final_state: the forward pass's final (φ, π).
+    Rounding only: in exact arithmetic it is 0. The one meaning of "retrace error" in hamecho.
+    """
+    (end_q, end_p), (start_q, start_p), (final_q, final_p) = end_state, start_state, final_state
+    gap = jnp.sqrt(jnp.sum((end_q - start_q) ** 2) + jnp.sum((end_p + start_p) ** 2))
+    return gap / jnp.sqrt(jnp.sum(final_q**2) + jnp.sum(final_p**2))
+
+
+def retrace_error(ham: SeparableHamiltonian, theta, drives, integrator: AbstractIntegrator | None = None,
+                  *, dtype: str = "auto") -> jax.Array:
+    """Run forward from zero, flip the momentum, echo with ε = 0: :func:`relative_retrace_error`.
+
+    Computed in the integrator's dtype (integrator None: the default for ``ham`` integrating in ``dtype``);
+    with ``FixedPointLeapfrog`` the echo is bit-exact and this is exactly 0.0.
+    """
+    integrator = integrator_for(ham, Choices(integrator=integrator, dtype=dtype))
+    theta, drives = to_compute_dtype(integrator, theta, drives)
+    positions, final_state = integrator.forward(ham, theta, drives)
+    echo = echo_pass(ham, RHEL(), integrator, theta, drives, final_state, jnp.zeros_like(positions))
+    final_state = integrator.state_as_float(final_state)
+    zeros = jnp.zeros_like(final_state[0])
+    return relative_retrace_error(echo.end_state, (zeros, zeros), final_state)

@@ -1,0 +1,184 @@
+"""The public training API: losses, ``value_and_grad``, ``train_step`` and ``predict``.
+
+    loss, grads = value_and_grad(model, x, y)                                  # RHEL(eps=0.1)
+    loss, grads = value_and_grad(model, x, y, gradient=BPTT(), memory=TimeChunks(1024))
+    (loss, stats), grads = value_and_grad(model, x, y, key=key, return_stats=True)
+    model = model.with_norm_stats(stats)                                       # what a training step must do
+    model, opt_state, loss = train_step(model, opt_state, x, y, optimizer, key=key)   # all of the above
+    logits = predict(model, x)
+
+x (batch, L, in_dim); y integer labels (batch,) or regression targets (batch, L // output_step, out_dim).
+Every function works with x and y passed as arguments or closed over under ``jax.jit``/``eqx.filter_jit``;
+concrete inputs are checked (shapes, NaN/Inf, label range) before anything is traced.
+"""
+from __future__ import annotations
+
+import warnings
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..core.choices import Choices
+from ..core.gradients import RHEL
+from ..keywords import choices_from
+from .hssm import HSSM, norm_statistics_untouched, trainable
+
+# --- losses ---------------------------------------------------------------------------------------
+
+
+def loss_from_outputs(task: str, outputs, y):
+    """Cross-entropy (mean over batch; integer labels) or mean squared error."""
+    if task == "classification":
+        log_probs = jax.nn.log_softmax(outputs, axis=-1)
+        return -jnp.mean(jnp.take_along_axis(log_probs, y[:, None].astype(jnp.int32), axis=-1))
+    return jnp.mean(jnp.square(outputs - y))
+
+
+def training_loss(model: HSSM, x, y, options=None, key=None):
+    """(loss, norm statistics) in training mode (batch-statistics norm; dropout when ``key``).
+
+    ``options``: a ``Choices`` (or the old ``CoreOptions``; default RHEL)."""
+    outputs, stats = model.apply(x, choices_from(options), train=True, key=key)
+    return loss_from_outputs(model.task, outputs, y), stats
+
+
+# --- input validation -----------------------------------------------------------------------------
+
+def _is_concrete(a) -> bool:
+    return not isinstance(a, jax.core.Tracer)
+
+
+def _count_not_finite(a) -> int:
+    """Number of NaN/Inf entries of a concrete array, computed eagerly even while a trace is open."""
+    if isinstance(a, np.ndarray):
+        return int(np.sum(~np.isfinite(a)))
+    with jax.ensure_compile_time_eval():
+        return int(jnp.sum(~jnp.isfinite(a)))
+
+
+def _label_range(y) -> tuple[int, int]:
+    with jax.ensure_compile_time_eval():
+        return int(jnp.min(y)), int(jnp.max(y))
+
+
+def check_inputs(model: HSSM, x, y=None):
+    """Raise ``ValueError`` naming the argument for inputs the model cannot take.
+
+    Shapes and dtypes are always checked; values (NaN/Inf, label range) when the arrays are concrete,
+    including arrays closed over by a jitted function.
+    """
+    if not isinstance(model, HSSM):
+        raise ValueError(f"model must be a hamecho.HSSM; got {type(model).__name__}")
+    shape = tuple(jnp.shape(x))
+    if len(shape) != 3:
+        raise ValueError(f"x must have shape (batch, length, in_dim) (rank 3); got shape {shape}")
+    if shape[2] != model.in_dim:
+        raise ValueError(f"x has {shape[2]} features per step but the model expects in_dim={model.in_dim}")
+    if shape[0] < 1 or shape[1] < 1:
+        raise ValueError(f"x must have at least one sample and one step; got shape {shape}")
+    if model.task == "regression" and shape[1] < model.output_step:
+        raise ValueError(f"x has length {shape[1]}, shorter than output_step={model.output_step}")
+    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        raise ValueError(f"x must be a floating-point array; got dtype {jnp.result_type(x)}")
+    if _is_concrete(x):
+        bad = _count_not_finite(x)
+        if bad:
+            raise ValueError(f"x contains {bad} NaN or Inf values; clean or fill them first "
+                             "(hamecho.data fills missing values when loading)")
+    if y is None:
+        return
+    y_shape = tuple(jnp.shape(y))
+    if model.task == "classification":
+        if y_shape != (shape[0],):
+            raise ValueError(f"y must be integer labels of shape ({shape[0]},); got shape {y_shape}")
+        if not jnp.issubdtype(jnp.result_type(y), jnp.integer):
+            raise ValueError(f"y must hold integer class labels; got dtype {jnp.result_type(y)}")
+        if _is_concrete(y) and y_shape[0]:
+            low, high = _label_range(y)
+            if low < 0 or high >= model.out_dim:
+                raise ValueError(f"y has labels in [{low}, {high}] but the model has out_dim={model.out_dim} "
+                                 f"classes (allowed 0..{model.out_dim - 1})")
+    else:
+        expected = (shape[0], shape[1] // model.output_step, model.out_dim)
+        if y_shape != expected:
+            raise ValueError(f"y must have shape (batch, length // output_step, out_dim) = {expected}; "
+                             f"got {y_shape}")
+
+
+# --- gradients and a training step -------------------------------------------------------------------
+
+@eqx.filter_jit
+def _value_and_grad(model, x, y, choices, key):
+    loss_fn = lambda m: training_loss(m, x, y, choices, key)
+    return eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
+
+
+def value_and_grad(model: HSSM, x, y, options=None, *, gradient=None, integrator=None, memory=None, key=None,
+                   return_stats: bool = False, **keywords):
+    """Training loss and its gradient with respect to the model.
+
+    gradient: ``RHEL(...)`` (default ``RHEL(eps=0.1)``) or ``BPTT(...)``; integrator: ``Leapfrog``,
+    ``AffineLeapfrog``, ``FixedPointLeapfrog`` or None (the default per Hamiltonian); memory: None,
+    ``RecomputeBlocks()``, ``TimeChunks(n)``. ``key``: enables dropout (deterministic without).
+    ``return_stats``: also return the norm statistics the training step updated, as
+    ``((loss, stats), grads)``; keep them with ``model.with_norm_stats(stats)`` (``train_step`` does),
+    or ``predict`` normalises with the initial statistics. The old keywords (``algo=``, ``eps=``, …)
+    still work (``hamecho.keywords``). ``grads`` has the structure ``eqx.filter_grad`` gives (running
+    norm statistics get zero gradient).
+    """
+    check_inputs(model, x, y)
+    choices = choices_from(options, gradient=gradient, integrator=integrator, memory=memory, **keywords)
+    (loss, stats), grads = _value_and_grad(model, x, y, choices, key)
+    return ((loss, stats), grads) if return_stats else (loss, grads)
+
+
+@eqx.filter_jit
+def _train_step(model, opt_state, x, y, optimizer, choices, key):
+    loss_fn = lambda m: training_loss(m, x, y, choices, key)
+    (loss, stats), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
+    spec = trainable(model)
+    updates, opt_state = optimizer.update(eqx.filter(grads, spec), opt_state, eqx.filter(model, spec))
+    model = eqx.apply_updates(model, updates)
+    return model.with_norm_stats(stats), opt_state, loss
+
+
+def init_optimizer(optimizer, model):
+    """The optax state for ``model``'s trainable arrays (what ``train_step`` expects)."""
+    return optimizer.init(eqx.filter(model, trainable(model)))
+
+
+def train_step(model: HSSM, opt_state, x, y, optimizer, options=None, *, gradient=None, integrator=None,
+               memory=None, key=None, **keywords):
+    """One optimiser step: (new model with updated norm statistics, new optimiser state, loss).
+
+    ``optimizer``: an optax ``GradientTransformation`` (build it once: a new one compiles anew);
+    ``opt_state``: from :func:`init_optimizer`. ``key``: enables dropout. The choices as in
+    :func:`value_and_grad`.
+    """
+    check_inputs(model, x, y)
+    choices = choices_from(options, gradient=gradient, integrator=integrator, memory=memory, **keywords)
+    return _train_step(model, opt_state, x, y, optimizer, choices, key)
+
+
+# --- inference --------------------------------------------------------------------------------------
+
+@eqx.filter_jit
+def _predict(model, x, choices):
+    return model.apply(x, choices, train=False)[0]
+
+
+def predict(model: HSSM, x, *, integrator=None):
+    """Inference-mode outputs: logits (batch, out_dim) or predictions (batch, L // k, out_dim).
+
+    Normalises with the running statistics; warns when they were never updated (a training loop that
+    dropped the statistics ``value_and_grad(..., return_stats=True)`` returns).
+    """
+    check_inputs(model, x)
+    if _is_concrete(model.blocks[0].norm.running_mean) and norm_statistics_untouched(model):
+        warnings.warn("predict: the model's norm running statistics were never updated (mean 0, variance 1), "
+                      "so inputs are normalised as if they were standard; train with hamecho.train_step, or "
+                      "keep the statistics value_and_grad(..., return_stats=True) returns "
+                      "(model.with_norm_stats(stats))", UserWarning, stacklevel=2)
+    return _predict(model, x, Choices(gradient=RHEL(), integrator=integrator))
