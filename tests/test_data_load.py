@@ -157,7 +157,7 @@ def test_ucr_ethanol_level_from_package():
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists(),
-                    reason="Debian package dataset-fashion-mnist not installed (apt-get install dataset-fashion-mnist)")
+                    reason="Fashion-MNIST not installed here; to run this test: apt-get install dataset-fashion-mnist")
 def test_fashion_mnist_from_debian():
     ds = load("fashion-mnist", num_samples=700)
     check_arrays(ds)

@@ -19,6 +19,14 @@ class DataFormatError(ValueError):
         super().__init__(f"{location}: {reason}")
 
 
+class DataInputError(ValueError):
+    """Arrays given to :func:`~hamecho.data.from_arrays` do not fit the protocol (shapes, labels, missing values).
+
+    The message says which array (and which series, step or label) is wrong and what was expected. When the arrays
+    came from a file, :class:`DataFormatError` (which names the file) is raised instead.
+    """
+
+
 class DataNotFoundError(FileNotFoundError, ValueError):
     """A dataset could not be found in any of the places searched.
 

