@@ -27,8 +27,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/hamecho run --out runs/main
 
+# ruff first (configured in pyproject.toml), then the suite on two worker processes (pytest-xdist).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -q -n 2
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

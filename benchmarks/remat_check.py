@@ -60,6 +60,7 @@ if __name__ == "__main__":
     weights = [jnp.full((64, 64), 0.01) for _ in range(6)]
     x = jnp.ones((100_000, 64))
     for checkpoint in (False, True):
-        print(f"MLP  checkpoint={checkpoint!s:5}  temp {temp_mib(jax.grad(lambda w: mlp_loss(w, x, checkpoint)), weights):8.1f} MiB")
+        mlp_grad = jax.grad(lambda w, checkpoint=checkpoint: mlp_loss(w, x, checkpoint))
+        print(f"MLP  checkpoint={checkpoint!s:5}  temp {temp_mib(mlp_grad, weights):8.1f} MiB")
     for checkpoint in (False, True):
         print(f"HSSM checkpoint={checkpoint!s:5}  temp {hssm_temp(checkpoint):8.1f} MiB")

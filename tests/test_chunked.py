@@ -132,7 +132,8 @@ def test_chunked_blocks_store_much_less_under_autodiff():
                                  dtype=jnp.float32)
 
     def temp_bytes(**kwargs):
-        loss = lambda m, x, y: training_loss(m, x, y, CoreOptions(algo="rhel", eps=0.1, **kwargs), jax.random.PRNGKey(0))[0]
+        options = CoreOptions(algo="rhel", eps=0.1, **kwargs)
+        loss = lambda m, x, y: training_loss(m, x, y, options, jax.random.PRNGKey(0))[0]
         fn = eqx.filter_jit(eqx.filter_value_and_grad(loss))
         return fn.lower(model, x, y).compile().compiled.memory_analysis().temp_size_in_bytes
 

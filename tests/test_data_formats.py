@@ -117,7 +117,7 @@ TS_HEADER = "@problemName Bad\n@dimensions 2\n@classLabel true A B\n@data\n"
 @pytest.mark.parametrize("body, line, expect", [
     ("1,2,3:4,5,6:A\n1,2,3:4,5", 6, "expected 2 dimension"),                        # truncated line (label lost)
     ("1,2,3:4,5,6:A\n1,2,3:", 6, "expected 2 dimension(s)"),                          # truncated mid-case
-    ("1,2,3:4,5,6:A\n1,2,3,", 6, "expected 2 dimension(s) and a class label"),                   # truncated in first channel
+    ("1,2,3:4,5,6:A\n1,2,3,", 6, "expected 2 dimension(s) and a class label"),    # truncated in first channel
     ("1,2,3:4,5,6:A\n1,2:3,4:5,6:B", 6, "expected 2 dimension"),                    # wrong dimension count
     ("1,2,x3:4,5,6:A", 5, "dimension 1, value 3: expected a number or '?', got 'x3'"),  # bad number
     ("1,2,3:4,5,6:C", 5, "class label 'C' is not declared in @classLabel"),         # label not declared
@@ -218,7 +218,8 @@ def test_arff_regression_target(tmp_path):
 @pytest.mark.parametrize("text, line, expect", [
     ("", 1, "file is empty"),
     ("@relation r\n@attribute a0 numeric\n@attribute t {a,b}\n", 3, "without an '@data' line"),
-    ("@relation r\n@attribute a0 numeric\n@attribute t {a,b}\n@data\n1,a\n1,2,a\n", 6, "expected 2 comma-separated values"),
+    ("@relation r\n@attribute a0 numeric\n@attribute t {a,b}\n@data\n1,a\n1,2,a\n", 6,
+     "expected 2 comma-separated values"),
     ("@relation r\n@attribute a0 numeric\n@attribute t {a,b}\n@data\n1,a\n1", 6, "expected 2 comma-separated values"),
     ("@relation r\n@attribute a0 numeric\n@attribute t {a,b}\n@data\nx,a\n", 5, "expected a number or '?', got 'x'"),
     ("@relation r\n@attribute a0 numeric\n@attribute t {a,b}\n@data\n1,c\n", 5, "class label 'c' is not one of"),

@@ -6,7 +6,8 @@ import sys
 from hamecho.tools.gradcheck import summarize
 
 out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/fidelity/results")
-lines = ["| case | L | RHEL min cosine | RHEL max \\|ratio−1\\| | f32 BPTT min cosine | f32 BPTT max \\|ratio−1\\| | retrace |",
+lines = ["| case | L | RHEL min cosine | RHEL max \\|ratio−1\\| | f32 BPTT min cosine | f32 BPTT max \\|ratio−1\\| "
+         "| retrace |",
          "|---|---|---|---|---|---|---|"]
 for path in sorted(out.glob("*.json")):
     report = json.loads(path.read_text())

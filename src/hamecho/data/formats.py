@@ -159,7 +159,7 @@ def read_ts(path: str | Path, *, return_timestamps: bool = False):
                     )
                 if key == "data":
                     in_data = True
-                    stamped = _ts_bool(path, lineno, "timeStamps", header["timestamps"]) if "timestamps" in header else False
+                    stamped = "timestamps" in header and _ts_bool(path, lineno, "timeStamps", header["timestamps"])
                     if "classlabel" in header:
                         words = header["classlabel"].split()
                         labelled = _ts_bool(path, header_line["classlabel"], "classLabel", header["classlabel"])
@@ -167,21 +167,26 @@ def read_ts(path: str | Path, *, return_timestamps: bool = False):
                             class_labels = words[1:]
                             if not class_labels:
                                 raise DataFormatError(
-                                    path, header_line["classlabel"], "@classLabel true: expected the list of class labels after 'true'"
+                                    path, header_line["classlabel"],
+                                    "@classLabel true: expected the list of class labels after 'true'"
                                 )
-                    if "targetlabel" in header and _ts_bool(path, header_line["targetlabel"], "targetLabel", header["targetlabel"]):
+                    if "targetlabel" in header and _ts_bool(path, header_line["targetlabel"], "targetLabel",
+                                                            header["targetlabel"]):
                         if labelled:
-                            raise DataFormatError(path, lineno, "both @classLabel true and @targetLabel true; expected one of them")
+                            raise DataFormatError(path, lineno,
+                                                  "both @classLabel true and @targetLabel true; expected one of them")
                         labelled = regression = True
                     for k in ("dimension", "dimensions"):
                         if k in header:
                             dims = _ts_int(path, header_line[k], k, header[k])
-                    if "univariate" in header and _ts_bool(path, header_line["univariate"], "univariate", header["univariate"]):
+                    if "univariate" in header and _ts_bool(path, header_line["univariate"], "univariate",
+                                                           header["univariate"]):
                         if dims not in (None, 1):
                             raise DataFormatError(path, lineno, f"@univariate true but @dimensions {dims}")
                         dims = 1
                     if "serieslength" in header:
-                        series_length = _ts_int(path, header_line["serieslength"], "seriesLength", header["serieslength"])
+                        series_length = _ts_int(path, header_line["serieslength"], "seriesLength",
+                                                header["serieslength"])
                     if "equallength" in header:
                         equal_length = _ts_bool(path, header_line["equallength"], "equalLength", header["equallength"])
                     if "missing" in header:
@@ -193,7 +198,8 @@ def read_ts(path: str | Path, *, return_timestamps: bool = False):
 
             # ---- a data line: one case
             if line[0] == "@":
-                raise DataFormatError(path, lineno, f"header line {line.split()[0]!r} after '@data'; expected a data line")
+                raise DataFormatError(path, lineno,
+                                      f"header line {line.split()[0]!r} after '@data'; expected a data line")
             fields = _split_outside_parens(line, ":") if stamped else line.split(":")
             expected = None if dims is None else dims + labelled
             if (expected is not None and len(fields) != expected) or (labelled and len(fields) < 2):
@@ -210,11 +216,13 @@ def read_ts(path: str | Path, *, return_timestamps: bool = False):
                     try:
                         labels.append(float(label))
                     except ValueError:
-                        raise DataFormatError(path, lineno, f"expected a numeric regression target, got {label!r}") from None
+                        raise DataFormatError(path, lineno,
+                                              f"expected a numeric regression target, got {label!r}") from None
                 else:
                     if label not in class_labels:
                         raise DataFormatError(
-                            path, lineno, f"class label {label!r} is not declared in @classLabel ({' '.join(class_labels)})"
+                            path, lineno,
+                            f"class label {label!r} is not declared in @classLabel ({' '.join(class_labels)})"
                         )
                     labels.append(label)
             if dims is None:
@@ -228,7 +236,8 @@ def read_ts(path: str | Path, *, return_timestamps: bool = False):
                     tuples = _TUPLE.findall(field)
                     leftover = _TUPLE.sub("", field).replace(",", "").strip()
                     if not tuples or leftover:
-                        raise DataFormatError(path, lineno, f"dimension {c}: expected '(time,value)' tuples separated by ','")
+                        raise DataFormatError(path, lineno,
+                                              f"dimension {c}: expected '(time,value)' tuples separated by ','")
                     times, tokens = [], []
                     for t in tuples:
                         time, comma, value = t.rpartition(",")
@@ -248,7 +257,8 @@ def read_ts(path: str | Path, *, return_timestamps: bool = False):
                 )
             length = lengths.pop()
             if series_length is not None and equal_length is not False and length != series_length:
-                raise DataFormatError(path, lineno, f"expected {series_length} values per dimension (@seriesLength), found {length}")
+                raise DataFormatError(path, lineno,
+                                      f"expected {series_length} values per dimension (@seriesLength), found {length}")
             X.append(np.stack(channels, axis=1).astype(np.float32))
             stamps.append(case_stamps if stamped else None)
 
@@ -302,7 +312,8 @@ def read_arff(path: str | Path):
 
     * Univariate: one numeric attribute per time step, then the class attribute.
     * Multivariate: one ``relational`` attribute whose inner numeric attributes are the time steps, ``@end``, then the
-      class attribute. Each data line is ``'c0v0,…\\nc1v0,…',label`` where ``\\n`` is the two characters backslash, n.
+      class attribute. Each data line is ``'c0v0,…\\nc1v0,…',label`` where ``\\n`` is the two characters
+      backslash, n.
 
     The last attribute is the target: nominal (``{a,b,…}``) gives class labels, numeric gives regression targets.
     ``?`` is a missing value (NaN). Trailing time steps missing in every channel are padding and removed.
@@ -326,7 +337,8 @@ def read_arff(path: str | Path):
                 continue
             if not in_data:
                 if line[0] != "@":
-                    raise DataFormatError(path, lineno, f"expected '@relation', '@attribute', '@end' or '@data', got {line[:40]!r}")
+                    raise DataFormatError(path, lineno,
+                                          f"expected '@relation', '@attribute', '@end' or '@data', got {line[:40]!r}")
                 keyword, _, rest = line[1:].partition(" ")
                 keyword = keyword.lower()
                 if keyword == "relation":
@@ -336,16 +348,20 @@ def read_arff(path: str | Path):
                     low = kind.lower()
                     if in_relational:
                         if low not in _NUMERIC_TYPES:
-                            raise DataFormatError(path, lineno, f"relational attribute members must be numeric, got {kind!r}")
+                            raise DataFormatError(path, lineno,
+                                                  f"relational attribute members must be numeric, got {kind!r}")
                         inner.append(name)
                     elif low == "relational":
                         if attributes or inner is not None:
-                            raise DataFormatError(path, lineno, "expected the relational attribute to come first and only once")
+                            raise DataFormatError(path, lineno,
+                                                  "expected the relational attribute to come first and only once")
                         in_relational, inner = True, []
                     elif low in _NUMERIC_TYPES or low.startswith("{"):
                         attributes.append((name, kind))
                     else:
-                        raise DataFormatError(path, lineno, f"unsupported attribute type {kind!r}; expected numeric, a nominal {{…}} set or relational")
+                        raise DataFormatError(path, lineno,
+                                              f"unsupported attribute type {kind!r}; expected numeric, a nominal "
+                                              f"{{…}} set or relational")
                 elif keyword == "end":
                     if not in_relational:
                         raise DataFormatError(path, lineno, "'@end' without an open relational attribute")
@@ -361,47 +377,61 @@ def read_arff(path: str | Path):
                     target_kind = attributes[-1][1]
                     if target_kind.startswith("{"):
                         if not target_kind.endswith("}"):
-                            raise DataFormatError(path, lineno, f"nominal attribute {attributes[-1][0]!r} is not closed with '}}'")
+                            raise DataFormatError(path, lineno,
+                                                  f"nominal attribute {attributes[-1][0]!r} is not closed with '}}'")
                         nominal = [_unquote(v) for v in target_kind[1:-1].split(",") if v.strip()]
                     else:
                         regression = True
                     for name, kind in attributes[:-1]:
                         if kind.lower() not in _NUMERIC_TYPES:
-                            raise DataFormatError(path, lineno, f"attribute {name!r}: only the last attribute may be nominal")
+                            raise DataFormatError(path, lineno,
+                                                  f"attribute {name!r}: only the last attribute may be nominal")
                     if inner is None and len(attributes) < 2:
                         raise DataFormatError(path, lineno, "expected at least one numeric attribute before the target")
                     in_data = True
                 else:
-                    raise DataFormatError(path, lineno, f"unknown keyword '@{keyword}'; expected @relation, @attribute, @end or @data")
+                    raise DataFormatError(path, lineno,
+                                          f"unknown keyword '@{keyword}'; expected @relation, @attribute, @end or "
+                                          "@data")
                 continue
 
             if line[0] == "{":
-                raise DataFormatError(path, lineno, "sparse ARFF data lines are not supported; expected dense comma-separated values")
+                raise DataFormatError(path, lineno,
+                                      "sparse ARFF data lines are not supported; expected dense comma-separated values")
             if inner is not None:  # multivariate
                 quote = line[0]
                 end = line.rfind(quote)
                 if quote not in "'\"" or end <= 0:
-                    raise DataFormatError(path, lineno, "expected a quoted relational value ('…\\n…') followed by ',label'")
+                    raise DataFormatError(path, lineno,
+                                          "expected a quoted relational value ('…\\n…') followed by ',label'")
                 body, rest = line[1:end], line[end + 1:].strip()
                 if not rest.startswith(","):
                     raise DataFormatError(path, lineno, "expected ',label' after the quoted relational value")
                 rest = rest[1:].split(",")
                 if len(rest) != len(attributes):
-                    raise DataFormatError(path, lineno, f"expected {len(attributes)} value(s) after the relational value, found {len(rest)}")
+                    raise DataFormatError(path, lineno,
+                                          f"expected {len(attributes)} value(s) after the relational value, found "
+                                          f"{len(rest)}")
                 label = rest[-1]
                 channels = []
                 for c, chunk in enumerate(body.split("\\n"), start=1):
                     tokens = chunk.split(",")
                     if len(tokens) != relational_width:
-                        raise DataFormatError(path, lineno, f"channel {c}: expected {relational_width} values (one per relational member), found {len(tokens)}")
+                        raise DataFormatError(path, lineno,
+                                              f"channel {c}: expected {relational_width} values (one per relational "
+                                              f"member), found {len(tokens)}")
                     channels.append(_floats(tokens, path, lineno, f"channel {c}"))
                 if X and len(channels) != X[0].shape[1]:
-                    raise DataFormatError(path, lineno, f"expected {X[0].shape[1]} channel(s) like the first case, found {len(channels)}")
+                    raise DataFormatError(path, lineno,
+                                          f"expected {X[0].shape[1]} channel(s) like the first case, found "
+                                          f"{len(channels)}")
                 values = np.stack(channels, axis=1)
             else:
                 tokens = line.split(",")
                 if len(tokens) != len(attributes):
-                    raise DataFormatError(path, lineno, f"expected {len(attributes)} comma-separated values (time steps and target), found {len(tokens)}")
+                    raise DataFormatError(path, lineno,
+                                          f"expected {len(attributes)} comma-separated values (time steps and "
+                                          f"target), found {len(tokens)}")
                 label = tokens[-1]
                 values = _floats(tokens[:-1], path, lineno, "time step")[:, None]
             label = _unquote(label)
@@ -412,12 +442,15 @@ def read_arff(path: str | Path):
                     raise DataFormatError(path, lineno, f"expected a numeric target, got {label!r}") from None
             else:
                 if label not in nominal:
-                    raise DataFormatError(path, lineno, f"class label {label!r} is not one of the declared values {{{','.join(nominal)}}}")
+                    raise DataFormatError(path, lineno,
+                                          f"class label {label!r} is not one of the declared values "
+                                          f"{{{','.join(nominal)}}}")
                 labels.append(label)
             X.append(_strip_padding(values).astype(np.float32))
 
     if lineno == 0 or (not saw_relation and not attributes and inner is None and not in_data):
-        raise DataFormatError(path, max(lineno, 1), "file is empty; expected '@relation', '@attribute' lines and '@data'")
+        raise DataFormatError(path, max(lineno, 1),
+                              "file is empty; expected '@relation', '@attribute' lines and '@data'")
     if not in_data:
         raise DataFormatError(path, lineno, "reached the end of the file without an '@data' line")
     if not X:
@@ -459,11 +492,14 @@ def read_ucr_tsv(path: str | Path):
             if width is None:
                 width = len(tokens)
             elif len(tokens) != width:
-                raise DataFormatError(path, lineno, f"expected {width} tab-separated fields like the first line (label + {width - 1} values), found {len(tokens)}")
+                raise DataFormatError(path, lineno,
+                                      f"expected {width} tab-separated fields like the first line (label + "
+                                      f"{width - 1} values), found {len(tokens)}")
             try:
                 float(tokens[0])
             except ValueError:
-                raise DataFormatError(path, lineno, f"expected a numeric class label in the first column, got {tokens[0]!r}") from None
+                raise DataFormatError(path, lineno, "expected a numeric class label in the first column, "
+                                      f"got {tokens[0]!r}") from None
             _floats(tokens[1:], path, lineno, "column")
         raise DataFormatError(path, None, "could not be parsed as tab-separated numbers")  # pragma: no cover
     raw_labels = [ln.split("\t", 1)[0].strip() for ln in body]
@@ -491,11 +527,13 @@ def _read_idx_array(path: Path) -> np.ndarray:
         with opener(path, "rb") as handle:
             data = handle.read()
     except (OSError, EOFError) as error:
-        raise DataFormatError(path, None, f"could not be read as {'gzip' if opener is gzip.open else 'a file'}: {error}") from None
+        raise DataFormatError(path, None,
+                              f"could not be read as {'gzip' if opener is gzip.open else 'a file'}: {error}") from None
     if len(data) < 4:
         raise DataFormatError(path, 0, "file too short; expected a 4-byte IDX magic number", where="byte")
     if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
-        raise DataFormatError(path, 0, f"bad IDX magic number {data[:4].hex()}; expected 0000 <type> <ndim>", where="byte")
+        raise DataFormatError(path, 0,
+                              f"bad IDX magic number {data[:4].hex()}; expected 0000 <type> <ndim>", where="byte")
     ndim = data[3]
     if ndim == 0 or len(data) < 4 + 4 * ndim:
         raise DataFormatError(path, 4, f"expected {ndim} big-endian uint32 dimension sizes", where="byte")
@@ -504,7 +542,8 @@ def _read_idx_array(path: Path) -> np.ndarray:
     offset = 4 + 4 * ndim
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - offset != expected:
-        raise DataFormatError(path, offset, f"expected {expected} bytes of data for shape {shape}, found {len(data) - offset}", where="byte")
+        raise DataFormatError(path, offset, f"expected {expected} bytes of data for shape {shape}, "
+                              f"found {len(data) - offset}", where="byte")
     return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
 
 
@@ -521,6 +560,8 @@ def read_idx(path: str | Path, labels_path: str | Path | None = None):
         return images
     labels = _read_idx_array(Path(labels_path))
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise DataFormatError(labels_path, 4, f"expected {images.shape[0]} labels (one per image in {path}), found shape {labels.shape}", where="byte")
+        raise DataFormatError(labels_path, 4,
+                              f"expected {images.shape[0]} labels (one per image in {path}), found shape "
+                              f"{labels.shape}", where="byte")
     flat = (images.reshape(images.shape[0], -1, 1).astype(np.float32) / 255.0)
     return list(flat), labels.astype(str)

@@ -65,7 +65,8 @@ def load_subject(path: Path) -> tuple[np.ndarray, np.ndarray]:
         wrist = data["signal"]["wrist"]
         label = np.asarray(data["label"], dtype=np.float64).reshape(-1)
     except (KeyError, TypeError, pickle.UnpicklingError, EOFError) as error:
-        raise DataFormatError(path, None, f"expected a PPG-DaLiA pickle with data['signal']['wrist'][ACC/BVP/EDA/TEMP] and data['label']: {error!r}") from None
+        raise DataFormatError(path, None, "expected a PPG-DaLiA pickle with data['signal']['wrist'][ACC/BVP/EDA/TEMP] "
+                                          f"and data['label']: {error!r}") from None
     channels = []
     for key in ("ACC", "BVP", "EDA", "TEMP"):
         if key not in wrist:

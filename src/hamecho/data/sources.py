@@ -152,7 +152,8 @@ def find_fashion(root, download: bool | None) -> tuple[Path, str]:
     for folder in candidates:
         tried.append(str(folder))
         if all((folder / f).is_file() for f in FASHION_FILES):
-            return folder, ("Debian package dataset-fashion-mnist " if folder == FASHION_DEBIAN else "local folder ") + str(folder)
+            where = "Debian package dataset-fashion-mnist " if folder == FASHION_DEBIAN else "local folder "
+            return folder, where + str(folder)
     cached = cache_dir() / "downloads" / "fashion-mnist"
     if all((cached / f).is_file() for f in FASHION_FILES):
         verify_checksums(cached)
@@ -212,7 +213,8 @@ def verify_checksums(folder: Path) -> None:
     for name, expected in json.loads(book.read_text()).items():
         target = folder / name
         if target.exists() and _sha256(target) != expected:
-            raise ValueError(f"{target}: SHA-256 does not match the one recorded at download ({book}); delete {folder} to download again")
+            raise ValueError(f"{target}: SHA-256 does not match the one recorded at download ({book}); "
+                             f"delete {folder} to download again")
 
 
 def fetch(url: str, target: Path) -> Path:
