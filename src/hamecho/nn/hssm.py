@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core.choices import Choices
 from ..keywords import choices_from
-from .layers import GLU, HRU, HRU_KINDS, BatchNorm, Dense, apply_dropout, dropout_keep_mask
+from .layers import GLU, HRU, HRU_KINDS, BatchNorm, Dense, apply_dropout, dropout_keep_mask, time_major
 
 TASKS = ("classification", "regression")
 DROPOUT_RATE = 0.05
@@ -46,8 +46,17 @@ class Block(eqx.Module):
         self.hru = HRU_KINDS[hru](hidden, state, key=hru_key, dtype=dtype, **(hru_kwargs or {}))
         self.glu = GLU(hidden, key=glu_key, dtype=dtype)
 
-    def __call__(self, x, choices: Choices, *, train: bool, key=None):
-        """x (L, N, H) → (x', (running mean, running var)); dropout only when ``key`` is given.
+    def __call__(self, x, options=None, *, gradient=None, integrator=None, memory=None, train: bool = False,
+                 key=None, batch_first: bool = False):
+        """x (L, N, H) → (x', (running mean, running var)); (N, L, H) with ``batch_first=True`` and one
+        sequence (L, H) too. ``train``: batch statistics; ``key``: dropout. The choices as for ``HSSM``."""
+        choices = choices_from(options, gradient=gradient, integrator=integrator, memory=memory)
+        x, restore = time_major(x, batch_first)
+        out, stats = self.apply(x, choices, train=train, key=key)
+        return restore(out), stats
+
+    def apply(self, x, choices: Choices, *, train: bool, key=None):
+        """x (L, N, H) → (x', (running mean, running var)) with checked choices.
 
         ``choices.memory`` (``hamecho.nn.memory``) may run the block in a way that stores less; the
         outputs and gradients are the same.
@@ -143,7 +152,7 @@ class HSSM(eqx.Module):
         h = self.encode(x)
         stats = []
         for block, block_key in zip(self.blocks, block_keys):
-            h, block_stats = block(h, choices, train=train, key=block_key)
+            h, block_stats = block.apply(h, choices, train=train, key=block_key)
             stats.append(block_stats)
         return self.decode(h), tuple(stats)
 
@@ -154,7 +163,7 @@ class HSSM(eqx.Module):
         inputs = []
         for block in self.blocks:
             inputs.append(block.norm(h, True)[0])
-            h, _ = block(h, choices, train=True)
+            h, _ = block.apply(h, choices, train=True)
         return inputs
 
     def with_norm_stats(self, stats):

@@ -1,7 +1,9 @@
 """Layers: Hamiltonian recurrent units (generic, linear, nonlinear), a dense layer, GLU, BatchNorm.
 
-All layers here work on time-major activations ``(L, N, H)`` (time, batch, features): the HRU core
-scans over the leading axis, and keeping one layout through the whole stack avoids transposes.
+Inside the HSSM every layer works on time-major activations ``(L, N, H)`` (time, batch, features): the
+HRU core scans over the leading axis, and one layout through the whole stack avoids transposes. Called
+directly, an HRU layer also takes a batch-first ``(N, L, H)`` input (``batch_first=True``) or one
+sequence ``(L, H)`` (to use under ``jax.vmap`` like the ``eqx.nn`` layers); see :func:`time_major`.
 
 An HRU layer maps u (L, N, H) to
 
@@ -30,6 +32,21 @@ from ..core.hamiltonians import LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN, Separ
 from ..keywords import choices_from
 
 PyTree = Any
+
+
+def time_major(u, batch_first: bool):
+    """u as (L, N, H) and the function that puts an output back in u's layout.
+
+    u: (L, N, H) time-major, (N, L, H) with ``batch_first``, or one sequence (L, H).
+    """
+    if u.ndim == 2:
+        return u[:, None], lambda out: out[:, 0]
+    if u.ndim != 3:
+        raise ValueError(f"input must be (L, N, H), (N, L, H) with batch_first=True, or one sequence (L, H); "
+                         f"got shape {u.shape}")
+    if batch_first:
+        return jnp.swapaxes(u, 0, 1), lambda out: jnp.swapaxes(out, 0, 1)
+    return u, lambda out: out
 
 
 def _uniform(key, shape, bound, dtype):
@@ -185,11 +202,13 @@ class HRU(eqx.Module):
         """B·u for u (L, N, H) → (L, N, P)."""
         return u @ self.B.T
 
-    def __call__(self, u, options=None, *, gradient=None, integrator=None):
+    def __call__(self, u, options=None, *, gradient=None, integrator=None, batch_first: bool = False):
         """u (L, N, H) → y (L, N, H), the core differentiated by ``gradient`` (default ``RHEL()``) and run
-        by ``integrator`` (default: per Hamiltonian, ``hamecho.core.choices``). ``options``: the old
-        ``CoreOptions`` (``hamecho.keywords``)."""
-        return self.apply(u, choices_from(options, gradient=gradient, integrator=integrator))
+        by ``integrator`` (default: per Hamiltonian, ``hamecho.core.choices``). Also (N, L, H) with
+        ``batch_first=True`` and one sequence (L, H) → (L, H). ``options``: the old ``CoreOptions``."""
+        choices = choices_from(options, gradient=gradient, integrator=integrator)
+        u, restore = time_major(u, batch_first)
+        return restore(self.apply(u, choices))
 
     def apply(self, u, choices: Choices):
         """``__call__`` with checked choices: u (L, N, H) → y (L, N, H)."""
@@ -200,10 +219,12 @@ class HRU(eqx.Module):
         """y = C·φ + D ⊙ u for positions (L, N, P) and the layer's input u (L, N, H) → (L, N, H)."""
         return positions @ self.C.T + self.D * u
 
-    def retrace_error(self, u, options=None, *, integrator=None):
+    def retrace_error(self, u, options=None, *, integrator=None, batch_first: bool = False):
         """How far the free (ε = 0) echo of input u (L, N, H) misses the initial state (relative; see
-        ``hamecho.core.engine.relative_retrace_error``), with ``integrator`` (default: per Hamiltonian)."""
+        ``hamecho.core.engine.relative_retrace_error``), with ``integrator`` (default: per Hamiltonian).
+        u in any layout ``__call__`` takes."""
         choices = choices_from(options, integrator=integrator)
+        u, _ = time_major(u, batch_first)
         return core_retrace_error(self.hamiltonian, self.core_parameters(), self.drives(u), choices.integrator,
                                   dtype=choices.dtype)
 
@@ -265,14 +286,14 @@ class NonlinearHRU(HRU):
 HRU_KINDS: dict[str, Callable[..., HRU]] = {"linear": LinearHRU, "nonlinear": NonlinearHRU}
 
 
-def retrace_error(layer, *args, integrator=None):
+def retrace_error(layer, *args, integrator=None, batch_first: bool = False):
     """``retrace_error(layer, u, integrator=None)``: how far the free echo of ``layer`` driven by u (L, N, H)
     misses its initial state (relative norm; exactly 0 with ``FixedPointLeapfrog``).
 
     The old form ``retrace_error(hamiltonian, theta, drives, options=None)`` is accepted too.
     """
     if isinstance(layer, HRU):
-        return layer.retrace_error(*args, integrator=integrator)
+        return layer.retrace_error(*args, integrator=integrator, batch_first=batch_first)
     if isinstance(layer, SeparableHamiltonian):
         theta, drives, *options = args
         choices = choices_from(*options, integrator=integrator)
