@@ -4,7 +4,7 @@ This module is the one place where
 
 1. **combinations are checked** (:func:`check_compatible`): every illegal combination of a gradient
    method, an integrator, a memory strategy, a Hamiltonian and a starting state is rejected here and
-   nowhere else (the legacy keywords of ``hamecho.legacy`` and the TOML configuration call it too);
+   nowhere else (the old keywords of ``hamecho.keywords`` and the TOML configuration call it too);
 2. **defaults are resolved** (the ``"auto"`` rules):
 
    - ``gradient=None`` → ``RHEL()`` (ε = 0.1, two-sided);
@@ -60,7 +60,7 @@ class Choices:
                 (self.integrator, AbstractIntegrator, "integrator",
                  "hamecho.Leapfrog(), hamecho.AffineLeapfrog(), hamecho.FixedPointLeapfrog()")):
             if value is not None and not isinstance(value, base):
-                raise ValueError(f"{family} must be a {base.__name__} such as {examples}; got {value!r}")
+                raise ValueError(f"{family} must be an instance of {base.__name__}, such as {examples}; got {value!r}")
         if self.memory is not None and not hasattr(self.memory, "run_block"):
             raise ValueError("memory must be None or a memory strategy such as hamecho.RecomputeBlocks(), "
                              f"hamecho.TimeChunks(1024); got {self.memory!r}")
