@@ -216,7 +216,7 @@ def test_fixed_point_integrator_is_rhel_only():
 
 
 def test_block_chunk_reaches_the_core_options_and_is_checked():
-    from hamecho.training.loop import options_for
+    from hamecho.training import options_for
 
     raw = {"data": {"name": "synthetic/first5"}, "model": {"hru": "linear"}, "train": {"lr": 1e-3}}
     plain = config_from_dict(raw)

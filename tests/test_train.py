@@ -8,17 +8,10 @@ import pytest
 
 from hamecho import cli
 from hamecho.cli import build_parser
+from hamecho.cli.train import overrides_from_args
+from hamecho.training import Interrupted, load_checkpoint, read_result, run_one, run_paths, train_config
 from hamecho.training.config import config_from_dict, load_config
-from hamecho.training.loop import (
-    Interrupted,
-    batch_indices,
-    load_checkpoint,
-    overrides_from_args,
-    read_result,
-    run_one,
-    run_paths,
-    train_config,
-)
+from hamecho.training.loop import batch_indices
 
 pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
