@@ -135,7 +135,8 @@ def key(default: Any = dataclasses.MISSING, check=None):
 class DataConfig:
     """[data]: exactly one of ``name`` (a dataset hamecho knows) and ``path`` (a data file of your own:
     .npz, .csv, .parquet, .ts, .arff or .tsv, read by ``hamecho.data.load_file``; a relative path is
-    relative to the folder of the configuration file, or to the working directory for a dict)."""
+    relative to the folder of the configuration file, or to the working directory for a dict).
+    ``data_dir`` and the ``ppg_*`` keys apply to dataset names only."""
 
     name: str | None = key(None, check_dataset_name)
     path: str | None = key(None, _data_file)
@@ -205,8 +206,9 @@ class Config:
     """A validated configuration: the top-level keys ``name`` and ``out`` and the three tables.
 
     ``name`` absent from the file: the file's path under configs/ (:func:`default_name_for`), else the
-    dataset. ``source`` is where it came from (for messages only); ``base_dir`` is the folder a relative
-    ``data.path`` is read from (the configuration file's; None: the working directory).
+    dataset name with ``/`` as ``-``, or the stem of ``data.path``. ``source`` is where it came from (for
+    messages only); ``base_dir`` is the folder a relative ``data.path`` is read from (the configuration
+    file's; None: the working directory).
     """
 
     name: str = key(None, _relative_name)

@@ -204,7 +204,7 @@ class Run:
     def elapsed(self) -> float:
         return self.wall_before + (time.perf_counter() - self.session_start)
 
-    def train_step(self) -> float:
+    def step(self) -> float:
         """One optimiser step on the batch of ``state.step``; returns its loss (not finite: diverged)."""
         step = self.state.step
         x, y = self.batches.at(step)
@@ -354,7 +354,7 @@ def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None,
         with _InterruptFlag() as interrupt:
             while state.stopped is None and state.step < t.steps:
                 tick = time.perf_counter()
-                loss = run.train_step()
+                loss = run.step()
                 timer.stepped(tick, state.step)
                 bar.advance()
                 if state.step % t.eval_every == 0 or state.step == t.steps or state.stopped:
