@@ -158,6 +158,24 @@ def test_fingerprint_ignores_seeds_and_paths_only(tmp_path):
     assert c.replace(model={"hidden": 9}).run_fingerprint() != c.run_fingerprint()
 
 
+def test_data_path_instead_of_a_dataset_name(tmp_path):
+    """data.path (a data file of your own) or data.name, exactly one; the path counts in the fingerprint."""
+    own = GOOD.replace('name = "synthetic/first5"', 'path = "sub/own.npz"')
+    c = load_config(write(tmp_path, own))
+    assert c.data.path == "sub/own.npz" and c.data.name is None and c.base_dir == str(tmp_path)
+    assert c.to_dict()["data"]["path"] == "sub/own.npz" and "name" not in c.to_dict()["data"]
+    assert c.replace(data={"path": "other.npz"}).run_fingerprint() != c.run_fingerprint()
+    assert c.replace(train={"lr": 0.5}).base_dir == c.base_dir
+    assert config_from_dict({"data": {"path": "/x/my data.csv"}, "model": {"hru": "linear"},
+                             "train": {"lr": 1.0}}).name == "my data"
+    for text, fragment in [(GOOD.replace("[data]", '[data]\npath = "own.npz"'), "not both"),
+                           (own.replace("own.npz", "own.xlsx"), "data.path must be the path of a data file ending "
+                                                                "in .npz, .csv"),
+                           (GOOD.replace('name = "synthetic/first5"\n', ""), "or data.path")]:
+        with pytest.raises(ConfigError, match=fragment):
+            load_config(write(tmp_path, text))
+
+
 def test_dict_config_default_name():
     c = config_from_dict({"data": {"name": "synthetic/first5"}, "model": {"hru": "nonlinear"},
                           "train": {"lr": 1.0, "steps": 2000}})
@@ -216,7 +234,7 @@ def test_fixed_point_integrator_is_rhel_only():
 
 
 def test_block_chunk_reaches_the_core_options_and_is_checked():
-    from hamecho.training.loop import options_for
+    from hamecho.training import options_for
 
     raw = {"data": {"name": "synthetic/first5"}, "model": {"hru": "linear"}, "train": {"lr": 1e-3}}
     plain = config_from_dict(raw)

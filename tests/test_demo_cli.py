@@ -5,7 +5,7 @@ import json
 import jax
 import pytest
 
-from hamecho.tools import demo
+from hamecho.cli import demo
 
 
 @pytest.fixture(autouse=True)

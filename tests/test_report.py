@@ -15,7 +15,7 @@ from hamecho.tools.report import (
     table_published,
     write_report,
 )
-from hamecho.training.loop import RESULT_FORMAT
+from hamecho.training import RESULT_FORMAT
 
 
 def result(config, dataset, model, algo, seed, test, *, task="classification", steps=100, losses=(1.0, 0.5)):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from hamecho import cli
+from hamecho.cli.sweep import search_from_args
 from hamecho.tools.report import write_report
-from hamecho.tools.sweep import build_sweep, combinations, load_sweep, search_from_args, search_grid, select
-from hamecho.training.config import load_config
-from hamecho.training.loop import RESULT_FORMAT, read_result, run_one, run_paths
+from hamecho.tools.sweep import build_sweep, combinations, load_sweep, search_grid, select
+from hamecho.training import RESULT_FORMAT, load_config, read_result, run_one, run_paths
 
 TINY = """\
 name = "tiny"
@@ -144,7 +144,8 @@ def test_ray_retries_a_killed_worker_and_gets_the_same_result(tiny_config, tmp_p
 
 def fake_result(path: Path, val: float, test: float):
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"format": RESULT_FORMAT, "metric": "accuracy", "best_val_metric": val, "test_metric": test}))
+    path.write_text(json.dumps({"format": RESULT_FORMAT, "metric": "accuracy", "best_val_metric": val,
+                                "test_metric": test}))
 
 
 def test_search_selects_on_validation_never_on_test(tiny_config, tmp_path):

@@ -8,17 +8,10 @@ import pytest
 
 from hamecho import cli
 from hamecho.cli import build_parser
+from hamecho.cli.train import overrides_from_args
+from hamecho.training import Interrupted, load_checkpoint, read_result, run_one, run_paths, train_config
 from hamecho.training.config import config_from_dict, load_config
-from hamecho.training.loop import (
-    Interrupted,
-    batch_indices,
-    load_checkpoint,
-    overrides_from_args,
-    read_result,
-    run_one,
-    run_paths,
-    train_config,
-)
+from hamecho.training.loop import batch_indices
 
 pytestmark = pytest.mark.usefixtures("isolated")  # tests/conftest.py
 
@@ -262,3 +255,19 @@ def test_training_with_the_fixed_point_integrator(tmp_path):
     # same data, init and batches: the losses agree to the grid's resolution, but are not identical
     assert result["history"][0]["train_loss"] == pytest.approx(float_run["history"][0]["train_loss"], rel=1e-6)
     assert result["fingerprint"] != float_run["fingerprint"]
+
+
+def test_a_data_file_of_your_own_trains_end_to_end(tmp_path, monkeypatch):
+    """[data] path = "own.npz": read by hamecho.data.load_file, relative to the config file's folder."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "project"
+    folder.mkdir()
+    np.savez(folder / "own.npz", X=rng.standard_normal((40, 24, 2)).astype(np.float32), y=rng.integers(0, 3, 40))
+    (folder / "own.toml").write_text('[data]\npath = "own.npz"\n[model]\nhru = "linear"\nhidden = 4\nstate = 2\n'
+                                     'blocks = 1\n[train]\nlr = 1e-2\nbatch_size = 8\nsteps = 4\neval_every = 2\n')
+    monkeypatch.chdir(tmp_path)                       # not the config's folder: the path is found anyway
+    config = load_config(folder / "own.toml")
+    assert config.name == "own" and config.data.dataset == "own.npz"
+    result = read_result(run_one(config, "rhel", 3, tmp_path / "runs", progress=False))
+    assert result["steps"] == 4 and result["dataset"] == "own.npz" and result["data"]["cases"]["train"] == 28
+    assert result["config"]["data"]["path"] == "own.npz" and "name" not in result["config"]["data"]

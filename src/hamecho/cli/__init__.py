@@ -1,8 +1,10 @@
 """Command-line entry point: ``hamecho <command> ...``.
 
-Each command lives next to the code it drives; a module contributes a command by exposing
-``add_command(subparsers)``, which registers a sub-parser whose ``func`` default is called
-with the parsed arguments and returns the process exit code.
+This package is the only place that parses arguments: each command is one module here holding its
+argparse parser and a ``main(args)`` that calls the library (``hamecho.training``, ``hamecho.tools``,
+``hamecho.data``). A module contributes a command by exposing ``add_command(subparsers)``, which
+registers a sub-parser whose ``func`` default is called with the parsed arguments and returns the
+process exit code.
 """
 from __future__ import annotations
 
@@ -12,14 +14,14 @@ import sys
 
 # Modules that contribute sub-commands, in the order they appear in ``--help``.
 COMMAND_MODULES = (
-    "hamecho.tools.gradcheck",
+    "hamecho.cli.gradcheck",
     "hamecho.cli.data",
-    "hamecho.tools.demo",
-    "hamecho.training.loop",
-    "hamecho.tools.report",
-    "hamecho.tools.mainjob",
-    "hamecho.tools.sweep",
-    "hamecho.tools.bench",
+    "hamecho.cli.demo",
+    "hamecho.cli.train",
+    "hamecho.cli.report",
+    "hamecho.cli.run",
+    "hamecho.cli.sweep",
+    "hamecho.cli.bench",
 )
 
 

@@ -39,13 +39,18 @@ from .processing import (
 )
 from .synthetic import SYNTHETIC_TASKS, make_first_segment, make_ppg_like
 
-__all__ = ["list_datasets", "load", "read_pair"]
+__all__ = ["check_dataset_name", "list_datasets", "load", "read_pair"]
 
 DEFAULT_SEED = 2345
 SYNTHETIC_LENGTH = 1_000
 SYNTHETIC_SAMPLES = 512
 
 _READERS = {".ts": read_ts, ".arff": read_arff, ".tsv": read_ucr_tsv}
+
+# The names of the single datasets, with their accepted spellings (compared in lower case).
+PPG_NAMES = ("ppg", "ppg-dalia", "ppg_dalia")
+FASHION_NAMES = ("fashion-mnist", "fashion_mnist", "fashionmnist")
+ARCHIVES = ("uea", "ucr")
 
 
 def read_pair(train: Path, test: Path):
@@ -208,20 +213,39 @@ def load(name: str | Path, root: str | Path | None = None, *, seed: int = DEFAUL
     if "/" in key:
         kind, _, ds = key.partition("/")
         kind = kind.lower()
-        if kind in ("uea", "ucr") and ds:
+        if kind in ARCHIVES and ds:
             return _load_archive(kind, ds, f"{kind}/{ds}", root, seed, time_channel, length, num_samples,
                                  split_dir, download)
         if kind == "synthetic" and ds.lower() in SYNTHETIC_TASKS:
             return _load_synthetic(ds.lower(), seed, time_channel, length, num_samples)
-    elif low in ("ppg", "ppg-dalia", "ppg_dalia"):
+    elif low in PPG_NAMES:
         return _load_ppg(root, seed, time_channel, length, num_samples, split_dir, ppg_window, ppg_stride)
-    elif low in ("fashion-mnist", "fashion_mnist", "fashionmnist"):
+    elif low in FASHION_NAMES:
         return _load_fashion(root, seed, time_channel, length, num_samples, split_dir, download)
     raise ValueError(
         f"unknown dataset name {name!r}; expected uea/<Name>, ucr/<Name>, ppg, fashion-mnist, "
         + ", ".join(f"synthetic/{t}" for t in SYNTHETIC_TASKS)
         + " or the path of a data file (.npz, .csv, .parquet, .ts, .arff, .tsv)"
     )
+
+
+def check_dataset_name(name: str) -> str | None:
+    """What is wrong with ``name`` as a dataset name for :func:`load`, or None when it has a known form.
+
+    Only the form is checked (``uea/<Name>``, ``ucr/<Name>``, ``ppg``, ``fashion-mnist``, ``synthetic/<task>``);
+    whether the files are there is found out by :func:`load`. The text continues "<key> ...", as in
+    ``"data.name must be a dataset name: ..."``.
+    """
+    text = name.strip()
+    kind, sep, rest = text.partition("/")
+    synthetic = ", ".join(f"synthetic/{task}" for task in SYNTHETIC_TASKS)
+    if text.lower() in PPG_NAMES + FASHION_NAMES:
+        return None
+    if sep and kind.lower() in ARCHIVES and rest and "/" not in rest:
+        return None
+    if sep and kind.lower() == "synthetic":
+        return None if rest.lower() in SYNTHETIC_TASKS else f"synthetic task {rest!r} is unknown; allowed: {synthetic}"
+    return f"must be a dataset name: uea/<Name>, ucr/<Name>, ppg, fashion-mnist, {synthetic}"
 
 
 def list_datasets(root: str | Path | None = None) -> list[tuple[str, str]]:

@@ -1,7 +1,7 @@
 """Speed and memory of a full training step: RHEL vs BPTT vs BPTT with gradient checkpointing.
 
     hamecho bench                         # the full grid (long: up to L = 49,920)
-    hamecho bench --quick                 # a small subset, < 2 minutes
+    hamecho bench --quick                 # a small subset
     hamecho bench --algos rhel bptt --models linear --lengths 17984 --batch 4 --json
 
 Each case runs in a fresh subprocess (so peak memory does not mix between cases): it builds a
@@ -24,7 +24,6 @@ round and reports each case's median.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -35,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..training.checkpoints import atomic_write_bytes
+
 ALGOS = ("rhel", "bptt", "bptt_ckpt", "rhel_chunked", "bptt_chunked", "rhel_recompute", "bptt_recompute")
 DEFAULT_ALGOS = ALGOS[:5]
 QUICK_ALGOS = ("rhel", "bptt", "bptt_ckpt")
@@ -44,8 +45,9 @@ BATCHES = (4, 32)
 QUICK = {"algos": QUICK_ALGOS, "models": MODELS, "lengths": (1000,), "batches": (4,), "reps": 5}
 BLOCK_CHUNK = 1024  # time steps per chunk for the *_chunked cases (CoreOptions.block_chunk)
 SHAPE = {"blocks": 6, "hidden": 64, "state": 16, "in_dim": 6, "classes": 5}
-# Cases skipped up front: the float64-free BPTT trajectory of the biggest cases does not fit in
-# 24 GiB together with the runtime (measured: see benchmarks/README.md); they are listed as skipped.
+CORE_DTYPES = ("auto", "input")  # auto: float64 cores with a float32 model (the default everywhere); input: all float32
+# Cases skipped up front: the BPTT trajectory of the biggest cases does not fit in the memory of the machine the
+# grid was written for, together with the runtime (benchmarks/README.md); they are listed as skipped.
 DEFAULT_MEMORY_LIMIT_GIB = 20.0
 
 
@@ -65,7 +67,7 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
     from ..keywords import CoreOptions
     from ..nn.api import init_optimizer, train_step
     from ..nn.hssm import HSSM
-    from ..training.loop import optimizer_for
+    from ..training import optimizer_for
 
     key_model, key_x, key_y = jax.random.split(jax.random.PRNGKey(0), 3)
     hssm = HSSM(in_dim=SHAPE["in_dim"], out_dim=SHAPE["classes"], hidden=SHAPE["hidden"], state=SHAPE["state"],
@@ -87,7 +89,7 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
     for _ in range(2):  # compile, then one warm step
         hssm, opt_state, loss = step(hssm, opt_state, x, y, dropout_key)
         jax.block_until_ready(loss)
-    release_freed_memory()  # the compiler's freed heap (~0.3 GiB) back to the OS, for every case alike
+    release_freed_memory()  # the compiler's freed heap back to the OS, for every case alike
     steady = reset_peak_rss()  # from here on the peak covers the timed steps only, not compilation
     times = []
     for _ in range(reps):
@@ -107,8 +109,8 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
 def release_freed_memory() -> bool:
     """Return freed heap memory to the OS (glibc ``malloc_trim``); False where unavailable.
 
-    After compilation the process keeps ~0.3 GiB of the compiler's freed memory resident; without this
-    it would count in every case's peak although no step uses it.
+    After compilation the process keeps the compiler's freed memory resident; without this it would
+    count in every case's peak although no step uses it.
     """
     import ctypes
     import ctypes.util
@@ -144,8 +146,8 @@ def read_peak_rss() -> int | None:
 
 def _child_env() -> dict:
     env = dict(os.environ)
-    # First-touch page faults are expensive on these VMs; huge pages for malloc measured 1.6-2.9x faster
-    # on the memory-heavy cases. Applied to every case alike.
+    # First-touch page faults are expensive on virtual machines; huge pages for malloc make the memory-heavy
+    # cases markedly faster (benchmarks/README.md). Applied to every case alike.
     env.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
     return env
 
@@ -195,7 +197,7 @@ def run_grid(algos, models, lengths, batches, reps=5, core_dtype="auto", timeout
              for batch in batches for length in lengths for model in models for algo in algos]
     measured: dict[int, list[dict]] = {}
     rows: dict[int, dict] = {}
-    for round_index in range(rounds):
+    for _ in range(rounds):
         for i, case in enumerate(cases):
             algo, model, batch, length = case["algo"], case["model"], case["batch"], case["length"]
             if i in rows and ("skipped" in rows[i] or rows[i].get("reused")):
@@ -281,15 +283,19 @@ def format_side_by_side(rows: list[dict]) -> str:
             + [f"{a} / bptt time" for a in algos if a.startswith("rhel")]
             + [f"{a} / bptt memory" for a in algos if a.startswith("rhel")])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    def cell(r, key, scale):
+        return "–" if r is None else f"{r[key] * scale:.{3 if scale == 1 else 2}f}"
+
+    def ratio(r, base, key):
+        return "–" if r is None or base is None else f"{r[key] / base[key]:.2f}"
+
     for model, batch, length in sorted({k[:3] for k in measured}, key=lambda k: (k[1], k[2], k[0])):
-        get = lambda algo: measured.get((model, batch, length, algo))
-        base = get("bptt")
-        cell = lambda r, key, scale: "–" if r is None else f"{r[key] * scale:.{3 if scale == 1 else 2}f}"
-        ratio = lambda r, key: "–" if r is None or base is None else f"{r[key] / base[key]:.2f}"
-        cells = ([model, str(batch), f"{length:,}"] + [cell(get(a), "step_time_s", 1) for a in algos]
-                 + [cell(get(a), "peak_mem_bytes", 2.0**-30) for a in algos]
-                 + [ratio(get(a), "step_time_s") for a in algos if a.startswith("rhel")]
-                 + [ratio(get(a), "peak_mem_bytes") for a in algos if a.startswith("rhel")])
+        row = {a: measured.get((model, batch, length, a)) for a in algos}
+        base = row["bptt"]
+        cells = ([model, str(batch), f"{length:,}"] + [cell(row[a], "step_time_s", 1) for a in algos]
+                 + [cell(row[a], "peak_mem_bytes", 2.0**-30) for a in algos]
+                 + [ratio(row[a], base, "step_time_s") for a in algos if a.startswith("rhel")]
+                 + [ratio(row[a], base, "peak_mem_bytes") for a in algos if a.startswith("rhel")])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -307,9 +313,7 @@ def write_outputs(rows: list[dict], out: Path) -> list[Path]:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    tmp = written[2].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, written[2])  # bench.json is what --resume reads: never half-written
+    atomic_write_bytes(written[2], (json.dumps(rows, indent=1) + "\n").encode())  # what --resume reads
     measured = [r for r in rows if "skipped" not in r]
     if measured and len({r["length"] for r in measured}) > 1:
         import matplotlib
@@ -339,70 +343,6 @@ def write_outputs(rows: list[dict], out: Path) -> list[Path]:
         plt.close(fig)
         written.append(out / "bench.png")
     return written
-
-
-# --- command line ----------------------------------------------------------------------------------------
-
-def _positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def add_command(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "bench", help="time and memory of a training step: RHEL vs BPTT (vs checkpointed BPTT)",
-        description=__doc__.split("\n\n")[2] + " Writes bench.md, bench.csv, bench.json and bench.png to --out.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="L = 1000, batch 4, all algorithms and models")
-    parser.add_argument("--algos", nargs="+", choices=ALGOS)
-    parser.add_argument("--models", nargs="+", choices=MODELS)
-    parser.add_argument("--lengths", nargs="+", type=_positive_int)
-    parser.add_argument("--batch", nargs="+", type=_positive_int, help="batch sizes (default 4 32)")
-    parser.add_argument("--reps", type=_positive_int, help="timed steps per case (default 5; median reported)")
-    parser.add_argument("--rounds", type=_positive_int, default=1,
-                        help="measure the whole grid this many times, round after round; report each case's "
-                             "median step time over rounds (robust to slow periods of a shared machine)")
-    parser.add_argument("--block-chunk", type=_positive_int, default=BLOCK_CHUNK,
-                        help=f"time steps per chunk of the *_chunked cases (default {BLOCK_CHUNK})")
-    parser.add_argument("--core-dtype", choices=("auto", "input"), default="auto",
-                        help="auto: float64 cores with a float32 model (the default everywhere); input: all float32")
-    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per case before it is skipped")
-    parser.add_argument("--out", default="benchmarks/results", help="folder for bench.md/.csv/.json/.png")
-    parser.add_argument("--json", action="store_true", help="print the rows as a JSON list (and write files)")
-    parser.add_argument("--resume", action="store_true",
-                        help="reuse the measured rows of OUT/bench.json (same case, reps and core precision); "
-                             "outputs are rewritten after every case, so an interrupted grid loses nothing")
-    parser.set_defaults(func=main)
-
-
-def main(args) -> int:
-    quick = QUICK if args.quick else {}
-    algos = args.algos or quick.get("algos", DEFAULT_ALGOS)
-    models = args.models or quick.get("models", MODELS)
-    lengths = args.lengths or quick.get("lengths", LENGTHS)
-    batches = args.batch or quick.get("batches", BATCHES)
-    reps = args.reps or 5
-    log = (lambda row: None) if args.json else (lambda row: print(
-        f"  {row['model']:>9} b{row['batch']:<3} L={row['length']:<6} {row['algo']:<9} " +
-        (f"skipped: {row['skipped']}" if "skipped" in row else
-         f"{row['step_time_s']:.3f} s/step, peak {row['peak_mem_bytes'] / 2**30:.2f} GiB"), flush=True))
-    out = Path(args.out)
-    previous = []
-    if args.resume and (out / "bench.json").exists():
-        previous = json.loads((out / "bench.json").read_text(encoding="utf-8"))
-    rows = run_grid(algos, models, lengths, batches, reps=reps, core_dtype=args.core_dtype, timeout=args.timeout,
-                    progress=log, previous=previous, on_row=lambda rows: write_outputs(rows, out),
-                    rounds=args.rounds, block_chunk=args.block_chunk)
-    written = write_outputs(rows, out)
-    if args.json:
-        json.dump(rows, sys.stdout)
-        sys.stdout.write("\n")
-    else:
-        print(format_markdown(rows))
-        print("written: " + ", ".join(map(str, written)))
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,60 +1,32 @@
-"""``hamecho demo ...``: small self-contained demonstrations that write figures.
+"""Small self-contained demonstrations that write figures (the library of ``hamecho demo ...``).
 
-``hamecho demo oscillators`` -- the paper's continuous-time toy (six coupled harmonic oscillators,
-input force on oscillator 1, oscillator 4 tracks a sinusoid).  Compares RHEL with the adjoint
-method and with autodiff through the discretised forward pass, trains the parameters with both,
-and writes PNGs (plus an animation when a writer is available) to ``--out``.
+:func:`run_oscillators` -- the paper's continuous-time toy (six coupled harmonic oscillators, input
+force on oscillator 1, oscillator 4 tracks a sinusoid). Compares RHEL with the adjoint method and
+with autodiff through the discretised forward pass, trains the parameters with both, and writes
+PNGs (plus an animation when a writer is available) to ``out``.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import time
 
-
-def add_command(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "demo", help="run a demonstration and write its figures",
-        description="Run a demonstration and write its figures.")
-    demos = parser.add_subparsers(dest="demo", metavar="DEMO")
-    demos.required = True
-
-    osc = demos.add_parser(
-        "oscillators",
-        help="continuous-time RHEL vs adjoint on six coupled harmonic oscillators",
-        description=(
-            "Six coupled harmonic oscillators (masses, springs, all-pairs couplings; 27 "
-            "parameters). Compares the RHEL gradient with the adjoint method and with autodiff "
-            "through the discretised forward pass, trains with RHEL and with the adjoint for the "
-            "same number of steps, and writes figures."))
-    osc.add_argument("--out", default="out/demo-oscillators", help="output folder (created)")
-    osc.add_argument("--json", action="store_true",
-                     help="print one JSON object with the measured errors on stdout")
-    osc.add_argument("--steps", type=int, default=150, help="training steps (each method)")
-    osc.add_argument("--lr", type=float, default=0.03, help="Adam learning rate")
-    osc.add_argument("--T", type=float, default=10.0, help="time horizon T (forward on [-T, 0])")
-    osc.add_argument("--n-steps", type=int, default=1000, help="integrator steps over [-T, 0]")
-    osc.add_argument("--eps", type=float, nargs="+", default=[1.0, 0.3, 1e-1, 1e-2, 1e-4],
-                     help="nudging strengths compared; the smallest is used for training and "
-                          "for the reported errors")
-    osc.add_argument("--nudge", choices=("forward", "echo"), default="forward",
-                     help="where the echo reads d(loss)/d(phi): on the forward trajectory "
-                          "(linearised nudge, default) or on the echo itself")
-    osc.add_argument("--anharmonic", type=float, default=0.0,
-                     help="quartic spring strength (0: the paper's linear toy)")
-    osc.add_argument("--seed", type=int, default=0, help="seed of the initial parameters")
-    osc.add_argument("--no-animation", action="store_true", help="skip the animation")
-    osc.set_defaults(func=run_oscillators)
+__all__ = ["run_oscillators"]
 
 
-def _log(args, message: str) -> None:
-    print(message, file=sys.stderr if args.json else sys.stdout, flush=True)
+def run_oscillators(out: str = "out/demo-oscillators", *, steps: int = 150, lr: float = 0.03, T: float = 10.0,
+                    n_steps: int = 1000, eps=(1.0, 0.3, 1e-1, 1e-2, 1e-4), nudge: str = "forward",
+                    anharmonic: float = 0.0, seed: int = 0, animation: bool = True, progress: bool = False,
+                    log=print) -> dict:
+    """Run the oscillator demonstration; return its measurements (the JSON ``hamecho demo oscillators --json``
+    prints).
 
-
-def run_oscillators(args) -> int:
-    if args.steps < 0 or args.n_steps < 1 or args.T <= 0 or min(args.eps) <= 0:
+    ``steps`` Adam steps (learning rate ``lr``) with each method; forward pass on [-T, 0] in ``n_steps``
+    integrator steps; ``eps``: the nudging strengths compared, the smallest used for training and for the
+    reported errors; ``nudge``: where the echo reads d(loss)/d(phi), "forward" (on the forward trajectory)
+    or "echo"; ``anharmonic``: quartic spring strength (0: the paper's linear toy); ``seed``: of the initial
+    parameters; ``animation``: also write an animation; ``progress``: tqdm bars; ``log(line)``: what it says.
+    """
+    if steps < 0 or n_steps < 1 or T <= 0 or min(eps) <= 0:
         raise ValueError("--steps must be >= 0, --n-steps >= 1, --T > 0 and every --eps > 0")
     start = time.perf_counter()
     import jax
@@ -69,13 +41,13 @@ def run_oscillators(args) -> int:
 
     from hamecho import continuous as c
 
-    os.makedirs(args.out, exist_ok=True)
-    task = c.OscillatorTask(anharmonic=args.anharmonic)
+    os.makedirs(out, exist_ok=True)
+    task = c.OscillatorTask(anharmonic=anharmonic)
     system = task.system()
-    theta0 = c.oscillator_params(jax.random.PRNGKey(args.seed))
+    theta0 = c.oscillator_params(jax.random.PRNGKey(seed))
     zero = jnp.zeros(c.N_OSC)
-    T, n = float(args.T), int(args.n_steps)
-    eps_list = sorted(set(float(e) for e in args.eps), reverse=True)
+    T, n = float(T), int(n_steps)
+    eps_list = sorted(set(float(e) for e in eps), reverse=True)
     eps = eps_list[-1]
     names = c.parameter_names()
 
@@ -85,39 +57,36 @@ def run_oscillators(args) -> int:
     auto = c.autodiff_gradient(system, theta0, zero, zero, T, n)
     adj = c.adjoint_gradient(system, theta0, zero, zero, T, n)
     rhel = {}
-    for nudge in sorted({args.nudge, "echo"}, key=lambda s: s != args.nudge):
+    for kind in sorted({nudge, "echo"}, key=lambda s: s != nudge):
         for e in eps_list:
-            rhel[nudge, e] = c.rhel_gradient(system, theta0, zero, zero, T, n, e, nudge=nudge,
-                                             check=False)
-    main = rhel[args.nudge, eps]
+            rhel[kind, e] = c.rhel_gradient(system, theta0, zero, zero, T, n, e, nudge=kind, check=False)
+    main = rhel[nudge, eps]
     err = {
         "rhel_vs_adjoint": c.relative_error(main.theta, adj.theta),
         "adjoint_vs_autodiff": c.relative_error(adj.theta, auto.theta),
         "rhel_vs_autodiff": c.relative_error(main.theta, auto.theta),
     }
-    sweep = {nudge: {f"{e:g}": c.relative_error(rhel[nudge, e].theta, adj.theta) for e in eps_list}
-             for nudge in {k for k, _ in rhel}}
+    sweep = {kind: {f"{e:g}": c.relative_error(rhel[kind, e].theta, adj.theta) for e in eps_list}
+             for kind in {k for k, _ in rhel}}
     retrace = c.retrace_error(system, theta0, jnp.linspace(-0.5, 0.5, c.N_OSC),
                               jnp.linspace(0.3, -0.2, c.N_OSC), T, n)
-    _log(args, f"rel. error (max over {len(names)} parameters, eps={eps:g}, nudge={args.nudge}): "
-               f"RHEL vs adjoint {err['rhel_vs_adjoint']:.2e}, adjoint vs autodiff "
-               f"{err['adjoint_vs_autodiff']:.2e}; retrace error {retrace:.2e}")
+    log(f"rel. error (max over {len(names)} parameters, eps={eps:g}, nudge={nudge}): "
+        f"RHEL vs adjoint {err['rhel_vs_adjoint']:.2e}, adjoint vs autodiff "
+        f"{err['adjoint_vs_autodiff']:.2e}; retrace error {retrace:.2e}")
 
     # -- training: RHEL and adjoint, same steps -------------------------------------------------
-    optimiser = optax.adam(args.lr)
+    optimiser = optax.adam(lr)
 
     def grad_fn(method):
         if method == "rhel":
-            return lambda th: c.rhel_gradient(system, th, zero, zero, T, n, eps,
-                                              nudge=args.nudge, check=False)
+            return lambda th: c.rhel_gradient(system, th, zero, zero, T, n, eps, nudge=nudge, check=False)
         return lambda th: c.adjoint_gradient(system, th, zero, zero, T, n)
 
     curves, finals, gap = {}, {}, []
-    show = sys.stdout.isatty() and not args.json
     for method in ("rhel", "adjoint"):
         theta, state, losses = theta0, optimiser.init(theta0), []
         get = grad_fn(method)
-        for _ in tqdm(range(args.steps), desc=f"train ({method})", disable=not show, leave=False):
+        for _ in tqdm(range(steps), desc=f"train ({method})", disable=not progress, leave=False):
             res = get(theta)
             losses.append(float(res.loss))
             if method == "rhel":
@@ -127,49 +96,45 @@ def run_oscillators(args) -> int:
             theta = optax.apply_updates(theta, updates)
         losses.append(float(c.discrete_loss(system, theta, zero, zero, T, n)))
         curves[method], finals[method] = losses, theta
-    _log(args, f"training ({args.steps} Adam steps): loss {curves['rhel'][0]:.4g} -> "
-               f"RHEL {curves['rhel'][-1]:.4g}, adjoint {curves['adjoint'][-1]:.4g}")
+    log(f"training ({steps} Adam steps): loss {curves['rhel'][0]:.4g} -> "
+        f"RHEL {curves['rhel'][-1]:.4g}, adjoint {curves['adjoint'][-1]:.4g}")
 
     # -- figures --------------------------------------------------------------------------------
     files = _oscillator_figures(
-        args.out, task=task, system=system, theta0=theta0, theta_final=finals["rhel"],
-        T=T, n=n, eps=eps, eps_list=eps_list, nudge=args.nudge, rhel=rhel, adj=adj, names=names,
+        out, task=task, system=system, theta0=theta0, theta_final=finals["rhel"],
+        T=T, n=n, eps=eps, eps_list=eps_list, nudge=nudge, rhel=rhel, adj=adj, names=names,
         curves=curves, sweep=sweep)
-    if args.no_animation:
-        _log(args, "animation skipped (--no-animation)")
+    if not animation:
+        log("animation skipped (--no-animation)")
     else:
-        path, message = _oscillator_animation(args.out, system=system, theta=theta0, T=T, n=n)
-        _log(args, message)
+        path, message = _oscillator_animation(out, system=system, theta=theta0, T=T, n=n)
+        log(message)
         if path:
             files.append(path)
     runtime = time.perf_counter() - start
-    _log(args, "wrote " + ", ".join(files) + f" in {runtime:.1f} s")
-
-    if args.json:
-        print(json.dumps({
-            "demo": "oscillators",
-            "eps": eps,
-            "eps_list": eps_list,
-            "nudge": args.nudge,
-            "T": T,
-            "n_steps": n,
-            "dt": T / n,
-            "n_parameters": len(names),
-            "rel_err_rhel_vs_adjoint": err["rhel_vs_adjoint"],
-            "rel_err_adjoint_vs_autodiff": err["adjoint_vs_autodiff"],
-            "rel_err_rhel_vs_autodiff": err["rhel_vs_autodiff"],
-            "rel_err_rhel_vs_adjoint_by_eps": sweep,
-            "retrace_error": retrace,
-            "train_steps": args.steps,
-            "loss_initial": curves["rhel"][0],
-            "loss_final_rhel": curves["rhel"][-1],
-            "loss_final_adjoint": curves["adjoint"][-1],
-            "max_rel_err_rhel_vs_adjoint_during_training": max(gap) if gap else None,
-            "files": files,
-            "runtime_s": runtime,
-        }))
-    return 0
-
+    log("wrote " + ", ".join(files) + f" in {runtime:.1f} s")
+    return {
+        "demo": "oscillators",
+        "eps": eps,
+        "eps_list": eps_list,
+        "nudge": nudge,
+        "T": T,
+        "n_steps": n,
+        "dt": T / n,
+        "n_parameters": len(names),
+        "rel_err_rhel_vs_adjoint": err["rhel_vs_adjoint"],
+        "rel_err_adjoint_vs_autodiff": err["adjoint_vs_autodiff"],
+        "rel_err_rhel_vs_autodiff": err["rhel_vs_autodiff"],
+        "rel_err_rhel_vs_adjoint_by_eps": sweep,
+        "retrace_error": retrace,
+        "train_steps": steps,
+        "loss_initial": curves["rhel"][0],
+        "loss_final_rhel": curves["rhel"][-1],
+        "loss_final_adjoint": curves["adjoint"][-1],
+        "max_rel_err_rhel_vs_adjoint_during_training": max(gap) if gap else None,
+        "files": files,
+        "runtime_s": runtime,
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -352,10 +317,3 @@ def _oscillator_animation(out, *, system, theta, T, n, frames=60):
     animation.FuncAnimation(fig, draw, frames=len(seq), blit=False).save(path, writer=writer)
     plt.close(fig)
     return path, f"animation written with {type(writer).__name__}"
-
-
-if __name__ == "__main__":  # pragma: no cover
-    top = argparse.ArgumentParser(prog="hamecho")
-    add_command(top.add_subparsers(dest="command"))
-    ns = top.parse_args()
-    sys.exit(ns.func(ns))

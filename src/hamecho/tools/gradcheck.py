@@ -1,4 +1,4 @@
-"""RHEL-vs-BPTT gradient alignment and precision diagnostics (``hamecho gradcheck``).
+"""RHEL-vs-BPTT gradient alignment and precision diagnostics (the library of ``hamecho gradcheck``).
 
 For every trainable array of an HSSM we compare the RHEL gradient g with a reference BPTT gradient
 r (autodiff through the same forward pass):
@@ -15,11 +15,8 @@ can beat that floor.
 """
 from __future__ import annotations
 
-import argparse
 import inspect
-import json
 import math
-import sys
 import time
 
 import equinox as eqx
@@ -27,7 +24,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DTYPES = ("float32", "float64")
+from ..nn.hssm import trainable
+from ..training.config import DTYPES
+
+__all__ = ["DTYPES", "SWEEP_DEFAULTS", "compare_arrays", "compare_gradients", "format_sweep", "format_table",
+           "named_arrays", "plot_report", "plot_sweep", "prepare_problem", "random_problem", "rhel_against_reference",
+           "run_gradcheck", "run_sweep", "summarize"]
 
 
 # --- comparing gradients ----------------------------------------------------------------------------
@@ -51,15 +53,10 @@ def _path_name(path) -> tuple[int | None, str]:
 
 
 def named_arrays(tree) -> list[tuple[int | None, str, np.ndarray]]:
-    """Trainable arrays of a model (or of its gradient) with (block, name), norm statistics excluded."""
-    leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(tree, eqx.is_inexact_array))[0]
-    out = []
-    for path, leaf in leaves:
-        block, name = _path_name(path)
-        if name.startswith("norm."):
-            continue
-        out.append((block, name, np.asarray(leaf, dtype=np.float64)))
-    return out
+    """Trainable arrays of an HSSM (or of its gradient) with (block, name), in float64: the arrays
+    ``hamecho.nn.hssm.trainable`` selects (norm statistics excluded)."""
+    leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(tree, trainable(tree)))[0]
+    return [(*_path_name(path), np.asarray(leaf, dtype=np.float64)) for path, leaf in leaves]
 
 
 def compare_arrays(grad: np.ndarray, reference: np.ndarray) -> dict:
@@ -116,9 +113,9 @@ def prepare_problem(*, hru="linear", blocks=3, hidden=16, state=8, length=1000, 
                                      output_step=output_step, step=step, seed=seed, dtype=jnp.float64)
     if dtype == "float32":
         # The reference is the float64 gradient of the *same* model: the float32-rounded parameters and
-        # inputs, widened back. (Rounding A and delta to float32 shifts an oscillator's phase by ~L·1e-8
-        # after L steps, which at L = 18k moves the exact gradient by ~1e-3: that is a different model,
-        # not an error of the float32 computation.)
+        # inputs, widened back. (Rounding A and delta to float32 shifts an oscillator's phase by an amount
+        # that grows with L, which on long sequences moves the exact gradient visibly: that is a different
+        # model, not an error of the float32 computation.)
         model, x = cast(model64, jnp.float32), x64.astype(jnp.float32)
         model64, x64 = cast(model, jnp.float64), x.astype(jnp.float64)
     else:
@@ -231,7 +228,8 @@ def format_table(report: dict) -> str:
     lines = [header, "-" * len(header)]
     for row in report["params"]:
         block = "-" if row["block"] is None else str(row["block"])
-        line = f"{block:>5}  {row['name']:<20} {row['cosine']:>12.9f} {row['norm_ratio']:>12.9f} {row['rel_err']:>10.2e}"
+        line = (f"{block:>5}  {row['name']:<20} {row['cosine']:>12.9f} {row['norm_ratio']:>12.9f} "
+                f"{row['rel_err']:>10.2e}")
         if floor:
             line += f"   {row['floor_cosine']:>12.9f} {row['floor_norm_ratio']:>10.7f} {row['floor_rel_err']:>9.2e}"
         lines.append(line)
@@ -318,119 +316,3 @@ def plot_sweep(rows: list[dict], path: str, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-# --- command line -----------------------------------------------------------------------------------
-
-def _positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text):
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def add_command(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "gradcheck", help="compare RHEL and BPTT gradients on a random HSSM",
-        description="Build a random HSSM and batch, compute RHEL gradients (in --dtype) and float64 BPTT "
-                    "gradients, and print per block and per array: cosine similarity, norm ratio "
-                    "|g_RHEL|/|g_BPTT| and max relative error max|g - r|/max|r|. With --dtype float32 "
-                    "float32 BPTT is shown against the same float64 reference (the floor).")
-    parser.add_argument("--hru", choices=("linear", "nonlinear"), default="linear")
-    parser.add_argument("--task", choices=("classification", "regression"), default="classification")
-    parser.add_argument("--blocks", type=_positive_int, default=3)
-    parser.add_argument("--hidden", type=_positive_int, default=16)
-    parser.add_argument("--state", type=_positive_int, default=8)
-    parser.add_argument("--length", type=_positive_int, default=1000)
-    parser.add_argument("--batch", type=_positive_int, default=4)
-    parser.add_argument("--in-dim", type=_positive_int, default=3)
-    parser.add_argument("--classes", type=_positive_int, default=5,
-                        help="classes (classification) or targets per kept step (regression)")
-    parser.add_argument("--output-step", type=_positive_int, default=1,
-                        help="regression: read every k-th step (default 1)")
-    parser.add_argument("--step", type=_positive_float, default=1e-4,
-                        help="nonlinear HRU's initial step size delta (paper: 1e-4)")
-    parser.add_argument("--dtype", choices=DTYPES, default="float64")
-    parser.add_argument("--eps", type=_positive_float, default=0.1, help="nudge strength epsilon")
-    parser.add_argument("--estimator", choices=("two_sided", "one_sided"), default="two_sided")
-    parser.add_argument("--difference", choices=("auto", "quadrature", "direct"), default="auto",
-                        help="how the two echoes' energy gradients are differenced (see echo.py; auto: direct "
-                             "in float64 cores with eps >= 1e-3, quadrature otherwise)")
-    parser.add_argument("--core-dtype", choices=("auto", "input", "float64"), default="auto",
-                        help="precision of the Hamiltonian cores: auto = float64 (x64 is on here), "
-                             "input = the model's dtype (see echo.CoreOptions.compute_dtype)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sweep", choices=tuple(SWEEP_DEFAULTS),
-                        help="sweep eps or length (float32 and float64 RHEL, float32 BPTT floor) and print "
-                             "the worst cosine / norm ratio / rel err per value instead of per array")
-    parser.add_argument("--values", type=_value_list,
-                        help="comma-separated sweep values (default eps: 1e-4,1e-3,1e-2,0.1,1; "
-                             "length: 250,1000,4000)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--plot", metavar="FILE.png", help="write cosine / norm-ratio bars per array")
-    parser.set_defaults(func=main)
-
-
-def _value_list(text):
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or any(not (math.isfinite(v) and v > 0) for v in values):
-        raise argparse.ArgumentTypeError(f"values must be positive numbers, got {text!r}")
-    return values
-
-
-def _problem_args(args) -> dict:
-    return dict(hru=args.hru, blocks=args.blocks, hidden=args.hidden, state=args.state, length=args.length,
-                batch=args.batch, in_dim=args.in_dim, classes=args.classes, task=args.task,
-                output_step=args.output_step, step=args.step, seed=args.seed)
-
-
-def main_sweep(args) -> int:
-    values = args.values or SWEEP_DEFAULTS[args.sweep]
-    if args.sweep == "length":
-        values = [int(v) for v in values]
-    progress = None if args.json else (lambda row: print(f"  {args.sweep} = {row['value']:g} ({row['dtype']}) done",
-                                                          file=sys.stderr))
-    rows = run_sweep(args.sweep, values, eps=args.eps, estimator=args.estimator, difference=args.difference,
-                     core_dtype=args.core_dtype, progress=progress, **_problem_args(args))
-    config = {**_problem_args(args), "eps": args.eps, "core_dtype": args.core_dtype, "sweep": args.sweep}
-    if args.plot:
-        plot_sweep(rows, args.plot, f"RHEL vs float64 BPTT: {args.hru} HSSM, {args.blocks} blocks, "
-                                    + (f"L = {args.length}" if args.sweep == "eps" else f"eps = {args.eps}"))
-    if args.json:
-        json.dump({"sweep": rows, "config": config}, sys.stdout)
-        sys.stdout.write("\n")
-    else:
-        print(format_sweep(rows))
-        if args.plot:
-            print(f"plot written to {args.plot}")
-    return 0
-
-
-def main(args) -> int:
-    if args.sweep:
-        return main_sweep(args)
-    report = run_gradcheck(dtype=args.dtype, eps=args.eps, estimator=args.estimator, difference=args.difference,
-                           core_dtype=args.core_dtype, **_problem_args(args))
-    if args.plot:
-        plot_report(report, args.plot)
-    if args.json:
-        json.dump(report, sys.stdout)
-        sys.stdout.write("\n")
-    else:
-        c = report["config"]
-        print(f"RHEL ({c['dtype']}, eps = {c['eps']}) vs BPTT (float64): {c['hru']} HSSM, {c['blocks']} blocks, "
-              f"hidden {c['hidden']}, state {c['state']}, L = {c['length']}, batch {c['batch']}, {c['task']}")
-        print(format_table(report))
-        if args.plot:
-            print(f"plot written to {args.plot}")
-    return 0

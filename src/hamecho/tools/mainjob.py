@@ -1,21 +1,22 @@
-"""``hamecho run`` (what ``make run`` calls): RHEL vs BPTT on a real offline dataset, end to end.
+"""The main job (``hamecho run``, what ``make run`` calls): RHEL vs BPTT on a real offline dataset, end to end.
 
 Trains the linear and the nonlinear HSSM of ``configs/{linear,nonlinear}/JapaneseVowels.toml`` with
 BPTT and with RHEL (same seeds, hence the same splits and initial models; same steps; same model),
 then prints the comparison table and the RHEL-vs-BPTT gradient-alignment table at the trained model
-size (``hamecho.gradcheck``), and writes the report and plots to the output folder.
+size (``hamecho.tools.gradcheck``), and writes the report and plots to the output folder.
 
-Finished runs are reused (``train.run_one`` is idempotent) and interrupted ones resume from their
+Finished runs are reused (``hamecho.training.run_one`` is idempotent) and interrupted ones resume from their
 checkpoints, so running it again after Ctrl-C continues where it stopped.
 """
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
-from ..training.config import load_config
+from ..training import format_metric, load_config, load_data, read_result, run_one
+from . import gradcheck as gc
+from .report import paired_differences, table_paired, table_paper_layout, table_runs, write_report
 
 DEFAULT_CONFIGS = ("configs/linear/JapaneseVowels.toml", "configs/nonlinear/JapaneseVowels.toml")
 DEFAULT_OUT = "runs/main"
@@ -26,7 +27,7 @@ def resolve_config_path(path: str) -> Path:
     candidate = Path(path)
     if candidate.is_file() or candidate.is_absolute():
         return candidate
-    repo_root = Path(__file__).resolve().parents[2]
+    repo_root = Path(__file__).resolve().parents[3]   # src/hamecho/tools/mainjob.py
     fallback = repo_root / path
     return fallback if fallback.is_file() else candidate
 
@@ -37,7 +38,7 @@ def check_fair(configs) -> None:
         if set(c.train.algos) != {"bptt", "rhel"}:
             raise ValueError(f"{c.source}: the main job compares both algorithms; train.algos must be "
                              f"['bptt', 'rhel'], got {list(c.train.algos)}")
-    datasets = {c.data.name for c in configs}
+    datasets = {c.data.dataset for c in configs}
     seeds = {c.train.seeds for c in configs}
     steps = {c.train.steps for c in configs}
     if len(datasets) > 1 or len(seeds) > 1 or len(steps) > 1:
@@ -47,10 +48,9 @@ def check_fair(configs) -> None:
 
 def run_main(config_paths=DEFAULT_CONFIGS, *, out: str = DEFAULT_OUT, seeds=None, steps=None, gradcheck: bool = True,
              progress: bool | None = None, echo=None) -> dict:
-    from ..training.loop import _fmt, load_data, read_result, run_one
-    from . import gradcheck as gc
-    from .report import paired_differences, table_paired, table_paper_layout, table_runs, write_report
-
+    """Train every (model, algorithm, seed) of ``config_paths`` into ``out`` (``seeds``/``steps`` override the
+    configs'), write the report, check the gradients at the trained size (``gradcheck``), and print it all
+    through ``echo`` (default: print). Returns {"report": ..., "gradcheck": {hru: report}, "elapsed_s": ...}."""
     if echo is None:
         echo = lambda line: print(line, flush=True)
     start = time.perf_counter()
@@ -64,7 +64,7 @@ def run_main(config_paths=DEFAULT_CONFIGS, *, out: str = DEFAULT_OUT, seeds=None
     check_fair(configs)
     first = configs[0]
     data = load_data(first, first.train.seeds[0])
-    echo(f"hamecho main job: {first.data.name} ({len(data.x_train)}/{len(data.x_val)}/{len(data.x_test)} "
+    echo(f"hamecho main job: {first.data.dataset} ({len(data.x_train)}/{len(data.x_val)}/{len(data.x_test)} "
          f"train/val/test cases, length {data.length}, {data.channels} channels, {data.num_classes} classes; "
          f"found in {data.source})")
     echo("models: " + "; ".join(f"{c.model.hru} HSSM ({c.model.blocks} blocks, hidden {c.model.hidden}, "
@@ -82,7 +82,8 @@ def run_main(config_paths=DEFAULT_CONFIGS, *, out: str = DEFAULT_OUT, seeds=None
             for algo in c.train.algos:
                 path = run_one(c, algo, seed, out, resume=True, progress=progress)
                 r = read_result(path)
-                test, val = _fmt(r["test_metric"], 100, "5.1f"), _fmt(r["best_val_metric"], 100, "5.1f")
+                test = format_metric(r["test_metric"], 100, "5.1f")
+                val = format_metric(r["best_val_metric"], 100, "5.1f")
                 echo(f"  {c.model.hru:9s} {algo.upper():4s} seed {seed}: test accuracy {test} % "
                      f"(best val {val} % at step {r['best_step']}), "
                      f"{r['steps']} steps, {r['wall_time_s']:.1f} s")
@@ -127,28 +128,3 @@ def run_main(config_paths=DEFAULT_CONFIGS, *, out: str = DEFAULT_OUT, seeds=None
          + (", " + ", ".join(str(Path(out) / f"gradcheck_{h}.json") for h in checks) if checks else ""))
     echo(f"main job done in {elapsed:.0f} s (runs already in {out}/ are reused; delete it to retrain)")
     return {"report": report, "gradcheck": checks, "elapsed_s": elapsed}
-
-
-def add_command(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "run", help="the main job: RHEL vs BPTT on JapaneseVowels, tables and plots (make run)",
-        description="Train linear and nonlinear HSSMs with BPTT and RHEL on a real offline dataset (same seeds, "
-                    "steps and model for both), print the comparison and gradient-alignment tables, write the "
-                    "report and plots. Finished runs in OUT are reused; interrupted ones resume.")
-    parser.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), metavar="CONFIG.toml")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
-    parser.add_argument("--seeds", type=int, nargs="+", help="override the configs' seeds")
-    parser.add_argument("--steps", type=int, help="override the configs' steps (quick trial runs)")
-    parser.add_argument("--no-gradcheck", action="store_true")
-    parser.set_defaults(func=main)
-
-
-def main(args) -> int:
-    from ..training.loop import Interrupted
-
-    try:
-        run_main(args.configs, out=args.out, seeds=args.seeds, steps=args.steps, gradcheck=not args.no_gradcheck)
-    except Interrupted as stop:
-        print(f"hamecho run: {stop}; run it again to continue from there", file=sys.stderr)
-        return 130
-    return 0

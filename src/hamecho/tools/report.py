@@ -1,4 +1,4 @@
-"""``hamecho report RUNS_DIR``: tables and plots from the result files of ``hamecho train``.
+"""Tables and plots from the result files of ``hamecho train`` (the library of ``hamecho report RUNS_DIR``).
 
 Results are grouped by configuration and algorithm; over the seeds of a group we report the mean and
 the population standard deviation (``numpy.std``, ddof = 0). Tables, in the layout of the paper:
@@ -20,13 +20,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from ..training.loop import RESULT_FORMAT, read_result
+from ..training import RESULT_FORMAT, read_result
 
 __all__ = ["collect", "summarise", "paired_differences", "table_paper_layout", "table_runs", "write_report",
            "PUBLISHED"]
@@ -414,22 +413,3 @@ def write_report(runs_dir: str | Path, out: str | Path | None = None, *, plots: 
         plot_curves(results, files["loss_curves"], loss=True)
         plot_rhel_vs_bptt(results, rows, files["rhel_vs_bptt"])
     return {"markdown": markdown, "rows": rows, "files": files, "results": results}
-
-
-def add_command(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "report", help="tables (Markdown, CSV) and plots from training results",
-        description="Collect every result JSON under RUNS_DIR and write report.md, summary.csv and PNG plots "
-                    "(learning curves, RHEL vs BPTT per dataset): mean ± population std over seeds per "
-                    "dataset × model × algorithm, in the layout of the paper's Tables 1 and 2.")
-    parser.add_argument("runs_dir", metavar="RUNS_DIR")
-    parser.add_argument("--out", help="where to write the report (default RUNS_DIR)")
-    parser.add_argument("--no-plots", action="store_true")
-    parser.set_defaults(func=main)
-
-
-def main(args) -> int:
-    report = write_report(args.runs_dir, args.out, plots=not args.no_plots)
-    sys.stdout.write(report["markdown"])
-    print("\nwritten: " + ", ".join(str(p) for p in report["files"].values()))
-    return 0

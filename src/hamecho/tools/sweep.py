@@ -4,8 +4,8 @@
     hamecho sweep --config configs/linear/*.toml --algos rhel bptt --seeds 2345 3456 --workers 2
     hamecho sweep SPEC.toml --ray                   # local Ray instance, or --ray-address HOST:PORT
 
-Every run is ``train.run_one(config, algo, seed, out, resume=True)``: idempotent (a run whose result
-JSON exists is skipped) and resumable (a run with a checkpoint continues from it). Each run executes
+Every run is ``hamecho.training.run_one(config, algo, seed, out, resume=True)``: idempotent (a run
+whose result JSON exists is skipped) and resumable (a run with a checkpoint continues from it). Each run executes
 in a fresh worker process, so a run that crashes its worker is retried and resumes from its last
 checkpoint. Results land in ``OUT/<config name>/<algo>/seed<seed>.json`` — the layout
 ``hamecho report OUT`` reads — wherever the worker ran: the worker writes there (use a shared
@@ -48,10 +48,15 @@ import json
 import multiprocessing
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..keywords import ALGOS
+from ..training import Interrupted, load_config, read_result, run_one, run_paths
+from ..training.checkpoints import atomic_write_bytes, atomic_write_json
+from ..training.config import read_toml
+from ..training.results import config_dir
 
 SPEC_KEYS = {"out", "configs", "algos", "seeds", "workers", "set", "resources", "search"}
 # The grid of the peers' stacked-recurrent-model search (spec: peer-implementations.md, "Search grid"),
@@ -73,8 +78,6 @@ class RunSpec:
     overrides: tuple[tuple[str, Any], ...] = ()
 
     def config(self):
-        from ..training.config import load_config
-
         return load_config(self.config_path, dict(self.overrides))
 
     @property
@@ -164,9 +167,6 @@ def build_sweep(*, configs, algos=None, seeds=None, out=None, overrides=None, wo
     ``search``: a hyperparameter grid (see :func:`search_grid`); each combination becomes its own
     configuration ``<name>/search/<label>`` run for every algorithm and seed.
     """
-    from ..keywords import ALGOS
-    from ..training.config import load_config
-
     overrides = dict(overrides or {})
     grid = search_grid(search, source)
     if out is not None:
@@ -177,7 +177,8 @@ def build_sweep(*, configs, algos=None, seeds=None, out=None, overrides=None, wo
             raise _error(source, f"algos must be a non-empty list of {', '.join(map(repr, ALGOS))}; got {algos!r}")
     if seeds is not None and (not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds)):
         raise _error(source, f"seeds must be a non-empty list of integers >= 0; got {seeds!r}")
-    for name, value, minimum in (("workers", workers, 1), ("cpus", cpus, 0), ("gpus", gpus, 0), ("retries", retries, 0)):
+    numbers = (("workers", workers, 1), ("cpus", cpus, 0), ("gpus", gpus, 0), ("retries", retries, 0))
+    for name, value, minimum in numbers:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
             raise _error(source, f"{name} must be a number >= {minimum}; got {value!r}")
     runs, seen, groups = [], set(), []
@@ -209,10 +210,8 @@ def build_sweep(*, configs, algos=None, seeds=None, out=None, overrides=None, wo
                  search=groups)
 
 
-def load_sweep(path: str | Path, **cli) -> Sweep:
-    """Read a sweep file; command-line values (not None) override the file's."""
-    from ..training.config import read_toml
-
+def load_sweep(path: str | Path, **given) -> Sweep:
+    """Read a sweep file; ``given`` values that are not None (the command line's) override the file's."""
     path = Path(path)
     source = str(path)
     raw = read_toml(path, "sweep file")
@@ -234,11 +233,11 @@ def load_sweep(path: str | Path, **cli) -> Sweep:
     base = path.parent
     configs = [c if Path(c).is_absolute() or Path(c).exists() else str(base / c) for c in configs]
     merged = {"configs": configs, "algos": raw.get("algos"), "seeds": raw.get("seeds"), "out": raw.get("out"),
-              "overrides": {**overrides, **(cli.pop("overrides", None) or {})},
+              "overrides": {**overrides, **(given.pop("overrides", None) or {})},
               "workers": raw.get("workers", 1), "cpus": resources.get("cpus", 1.0),
               "gpus": resources.get("gpus", 0.0), "retries": resources.get("retries", 3),
               "search": raw.get("search")}
-    merged.update({k: v for k, v in cli.items() if v is not None})
+    merged.update({k: v for k, v in given.items() if v is not None})
     return build_sweep(source=source, **merged)
 
 
@@ -246,8 +245,6 @@ def load_sweep(path: str | Path, **cli) -> Sweep:
 
 def execute_run(spec: RunSpec) -> dict:
     """Train (or skip, or resume) one run; return a small summary and the result JSON text."""
-    from ..training.loop import Interrupted, read_result, run_one, run_paths
-
     config = spec.config()
     result_path, checkpoint_path = run_paths(config, spec.algo, spec.seed)
     kill_step = os.environ.get(KILL_ENV)
@@ -270,10 +267,7 @@ def _store(summary: dict) -> None:
     """Write a result received from a worker where the driver expects it, if it is not there yet."""
     path = Path(summary["path"])
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(summary["json"], encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_bytes(path, summary["json"].encode())
 
 
 # --- progress ----------------------------------------------------------------------------------------
@@ -311,9 +305,8 @@ class Progress:
 
 # --- executors -----------------------------------------------------------------------------------------
 
-def _pending(sweep: Sweep) -> tuple[list[RunSpec], int]:
-    from ..training.loop import run_paths
-
+def pending_runs(sweep: Sweep) -> tuple[list[RunSpec], int]:
+    """(the runs whose result file does not exist yet, how many of the sweep's runs are done)."""
     pending = [spec for spec in sweep.runs if not run_paths(spec.config(), spec.algo, spec.seed)[0].exists()]
     return pending, len(sweep.runs) - len(pending)
 
@@ -324,7 +317,7 @@ def run_local(sweep: Sweep, log=print) -> dict:
     A run whose worker dies is resubmitted up to ``sweep.retries`` times (it resumes from its
     checkpoint); a run that raises an error is reported failed and the others go on.
     """
-    pending, skipped = _pending(sweep)
+    pending, skipped = pending_runs(sweep)
     progress = Progress(len(sweep.runs), skipped)
     outcome = {"done": [], "failed": [], "skipped": skipped}
     attempts = {spec: 0 for spec in pending}
@@ -383,7 +376,7 @@ def run_ray(sweep: Sweep, address: str | None = None, log=print, local_cpus: int
     except ImportError:
         raise ValueError("--ray needs Ray: pip install 'hamecho[ray]' (or pip install 'ray>=2.9'); without it, "
                          "leave out --ray to use the local process pool") from None
-    pending, skipped = _pending(sweep)
+    pending, skipped = pending_runs(sweep)
     progress = Progress(len(sweep.runs), skipped)
     outcome = {"done": [], "failed": [], "skipped": skipped}
     if not pending:
@@ -428,8 +421,6 @@ def select(sweep: Sweep) -> list[dict]:
     Test metrics are carried along for the record only; they never influence the ranking. Each
     selection is written atomically to ``<out>/<config name>/search.json``. Returns the selections.
     """
-    from ..training.loop import _slug, _write_json, read_result, run_paths
-
     selections = []
     for group in sweep.search:
         cells: dict[tuple[str, int], list[dict]] = {}
@@ -465,10 +456,8 @@ def select(sweep: Sweep) -> list[dict]:
                      "grid": {key: sorted({v for combo in group.combos for k, v in combo if k == key}, key=str)
                               for key in dict(group.combos[0])},
                      "algos": per_algo}
-        path = Path(group.out)
-        for part in group.base_name.split("/"):
-            path = path / _slug(part)
-        _write_json(path / "search.json", selection)
+        path = config_dir(group.out, group.base_name)
+        atomic_write_json(path / "search.json", selection)
         selection["path"] = str(path / "search.json")
         selections.append(selection)
     return selections
@@ -485,95 +474,3 @@ def print_selection(selection: dict, top: int = 5, file=None) -> None:
             val = "n/a" if row["val_mean"] is None else f"{row['val_mean']:.4g}"
             test = "n/a" if row["test_mean"] is None else f"{row['test_mean']:.4g}"
             print(f"    val {val:>8}  (test {test:>8})  seeds {row['seeds_done']}  {row['label']}", file=file)
-
-
-# --- command line ----------------------------------------------------------------------------------------
-
-def add_command(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "sweep", help="run a grid of (config, algo, seed) training runs locally or on Ray",
-        description="Expand configurations x algorithms x seeds into runs and execute them: a local pool of "
-                    "worker processes by default, Ray tasks with --ray / --ray-address. Finished runs are "
-                    "skipped and interrupted ones resume from their checkpoints, so a sweep can be stopped and "
-                    "started again at will. Results go where `hamecho report` reads them. The sweep file "
-                    "format is described in the module docstring of hamecho.sweep and in docs/training.md.")
-    parser.add_argument("spec", nargs="?", metavar="SPEC.toml", help="sweep file (optional with --config)")
-    parser.add_argument("--config", nargs="+", metavar="CONFIG.toml", help="configuration files or globs")
-    parser.add_argument("--algos", nargs="+", choices=("rhel", "bptt"))
-    parser.add_argument("--seeds", nargs="+", type=int)
-    parser.add_argument("--out", help="results folder for every run")
-    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                        help="override a config key in every run (TOML literal), e.g. --set train.steps=500")
-    parser.add_argument("--workers", type=int,
-                        help="local pool size (default 1); with --ray and no address, the CPUs of the local Ray "
-                             "instance (default: all)")
-    parser.add_argument("--ray", action="store_true", help="run on Ray (a local instance unless --ray-address)")
-    parser.add_argument("--ray-address", help="address of an existing Ray cluster (implies --ray)")
-    parser.add_argument("--cpus-per-run", type=float, help="Ray: CPUs reserved per run (default 1)")
-    parser.add_argument("--gpus-per-run", type=float, help="Ray: GPUs reserved per run (default 0)")
-    parser.add_argument("--retries", type=int, help="re-runs of a run whose worker died (default 3)")
-    parser.add_argument("--search", action="append", metavar="paper|SECTION.KEY=V1,V2,...",
-                        help="hyperparameter search: 'paper' (the peers' grid: lr, time channel, hidden, blocks, "
-                             "state; 162 combinations) or one key with its values, repeatable, e.g. "
-                             "--search train.lr=1e-3,1e-4 --search model.blocks=2,4; selects on validation")
-    parser.add_argument("--dry-run", action="store_true", help="list the runs and whether they are done")
-    parser.set_defaults(func=main)
-
-
-def search_from_args(items) -> dict | str | None:
-    """``["paper"]`` → "paper"; ``["train.lr=1e-3,1e-4"]`` → {"train.lr": [0.001, 0.0001]}."""
-    from ..training.config import parse_override
-
-    if not items:
-        return None
-    if items == ["paper"]:
-        return "paper"
-    grid = {}
-    for item in items:
-        if item == "paper":
-            raise ValueError("--search paper cannot be combined with other --search keys")
-        key, value = parse_override(f"{item.partition('=')[0]}=[{item.partition('=')[2]}]")
-        if "=" not in item or not isinstance(value, list):
-            raise ValueError(f"--search {item!r}: expected SECTION.KEY=V1,V2,... (values as TOML literals)")
-        grid[key] = value
-    return grid
-
-
-def main(args) -> int:
-    from ..training.config import parse_override
-
-    overrides = dict(parse_override(text) for text in (args.set or ()))
-    cli = dict(algos=args.algos, seeds=args.seeds, out=args.out, workers=args.workers, cpus=args.cpus_per_run,
-               gpus=args.gpus_per_run, retries=args.retries, search=search_from_args(args.search))
-    if args.spec:
-        if args.config:
-            cli["configs"] = args.config
-        sweep = load_sweep(args.spec, overrides=overrides, **cli)
-    elif args.config:
-        sweep = build_sweep(configs=args.config, overrides=overrides,
-                            **{k: v for k, v in cli.items() if v is not None})
-    else:
-        raise ValueError("give a sweep file SPEC.toml or --config CONFIG.toml ...")
-    pending, skipped = _pending(sweep)
-    print(f"sweep: {len(sweep.runs)} runs, {skipped} already done, {len(pending)} to run "
-          f"({'Ray' if args.ray or args.ray_address else f'local pool of {sweep.workers}'})")
-    if args.dry_run:
-        for spec in sweep.runs:
-            print(f"  {'todo' if spec in pending else 'done'}  {spec.label}")
-        return 0
-    start = time.perf_counter()
-    if args.ray or args.ray_address:
-        outcome = run_ray(sweep, args.ray_address, local_cpus=args.workers)
-    else:
-        outcome = run_local(sweep)
-    print(f"sweep: {len(outcome['done'])} finished, {outcome['skipped']} skipped, {len(outcome['failed'])} failed "
-          f"in {time.perf_counter() - start:.0f} s")
-    for spec, why in outcome["failed"]:
-        print(f"  FAILED {spec.label}: {why}", file=sys.stderr)
-    for selection in select(sweep):
-        print_selection(selection)
-    outs = sorted({s["out"] for s in outcome["done"]} or ({sweep.out} if sweep.out else set()))
-    if outs:
-        print("summarise with: " + "; ".join(f"hamecho report {o}" for o in outs))
-    return 1 if outcome["failed"] else 0
-

@@ -6,7 +6,8 @@ A configuration is a TOML file with three tables and two optional top-level keys
     out = "runs"                      # optional; where results go (``--out`` overrides)
 
     [data]                            # what hamecho.data.load() gets
-    name = "uea/JapaneseVowels"
+    name = "uea/JapaneseVowels"       # a dataset hamecho knows, or instead
+    # path = "my.npz"                 # a data file of your own (relative: to this file's folder)
     time_channel = false
 
     [model]                           # the HSSM
@@ -21,11 +22,12 @@ A configuration is a TOML file with three tables and two optional top-level keys
     steps = 2000
     ...
 
-Every key has a declared type and, where it matters, a range or a set of allowed values (see the
-``*_FIELDS`` tables below and ``docs/training.md``). Loading fails with :class:`ConfigError` (a
-``ValueError``) naming the file, the key and what is allowed, for: unknown tables or keys, wrong
-types, missing required keys, out-of-range values and malformed dataset names. Nothing is ever
-evaluated as code; command-line values are parsed as TOML literals.
+Every key is declared once, as a field of the dataclasses below: its type (the annotation), its
+default (none: the key must be given) and, where it matters, a range or a set of allowed values (the
+``check`` of :func:`key`); ``docs/training.md`` describes them. Loading fails with
+:class:`ConfigError` (a ``ValueError``) naming the file, the key and what is allowed, for: unknown
+tables or keys, wrong types, missing required keys, out-of-range values and malformed dataset names.
+Nothing is ever evaluated as code; command-line values are parsed as TOML literals.
 """
 from __future__ import annotations
 
@@ -45,24 +47,21 @@ __all__ = [
 
 from ..core.gradients import DIFFERENCES, ESTIMATORS
 from ..core.integrators import CORE_DTYPES
+from ..data.files import FILE_SUFFIXES
+from ..data.registry import check_dataset_name
 from ..keywords import ALGOS, INTEGRATORS, CoreOptions
+from ..nn.layers import HRU_KINDS
 
 DTYPES = ("float32", "float64")
-HRUS = ("linear", "nonlinear")
+HRUS = tuple(HRU_KINDS)
 PAPER_SEEDS = (2345, 3456, 4567, 5678, 6789)
-SYNTHETIC = ("first5", "ppg")
 
 
 class ConfigError(ValueError):
     """A configuration is invalid; the message names the source, the key and what is allowed."""
 
 
-# --- field specifications ---------------------------------------------------------------------------
-# Each field: (type, default, check). type is one of "str", "int", "float", "bool", "int_list", "str_list".
-# default REQUIRED means the key must be present. check(value) returns an error text or None.
-
-REQUIRED = object()
-
+# --- checks: each returns what is wrong with a value (completing "<key> ...") or None ------------------
 
 def _positive(value):
     return None if value > 0 else "must be > 0"
@@ -109,137 +108,116 @@ def _multiple_of_128(value):
     return None if value > 0 and value % 128 == 0 else "must be a positive multiple of 128"
 
 
-def _dataset_name(value):
-    text = value.strip()
-    low = text.lower()
-    if low in ("ppg", "ppg-dalia", "ppg_dalia", "fashion-mnist", "fashion_mnist", "fashionmnist"):
-        return None
-    kind, sep, rest = text.partition("/")
-    if sep and kind.lower() in ("uea", "ucr") and rest and "/" not in rest:
-        return None
-    if sep and kind.lower() == "synthetic":
-        if rest.lower() in SYNTHETIC:
-            return None
-        return f"synthetic task {rest!r} is unknown; allowed: {', '.join('synthetic/' + s for s in SYNTHETIC)}"
-    return ("must be a dataset name: uea/<Name>, ucr/<Name>, ppg, fashion-mnist, "
-            f"{', '.join('synthetic/' + s for s in SYNTHETIC)}")
+def _data_file(value):
+    if not value.strip().lower().endswith(FILE_SUFFIXES):
+        return f"must be the path of a data file ending in {', '.join(FILE_SUFFIXES)}"
+    return None
 
 
-DATA_FIELDS = {
-    "name": ("str", REQUIRED, _dataset_name),
-    "time_channel": ("bool", False, None),
-    "length": ("int", None, _positive),
-    "num_samples": ("int", None, lambda v: None if v >= 3 else "must be >= 3"),
-    "data_dir": ("str", None, None),
-    "split_dir": ("str", None, None),
-    "ppg_window": ("int", 49_920, _multiple_of_128),
-    "ppg_stride": ("int", 4_992, _multiple_of_128),
-}
-
-MODEL_FIELDS = {
-    "hru": ("str", REQUIRED, _one_of(HRUS)),
-    "hidden": ("int", 64, _positive),
-    "state": ("int", 16, _positive),
-    "blocks": ("int", 6, _positive),
-    "step": ("float", 1e-4, _positive_finite),
-}
-
-TRAIN_FIELDS = {
-    "lr": ("float", REQUIRED, _positive_finite),
-    "batch_size": ("int", 32, _positive),
-    "steps": ("int", 100_000, _positive),
-    "eval_every": ("int", 1_000, _positive),
-    "early_stopping": ("bool", True, None),
-    "patience": ("int", 10, _non_negative),
-    "seeds": ("int_list", list(PAPER_SEEDS), _seeds),
-    "algos": ("str_list", ["bptt", "rhel"], _subset_of(ALGOS)),
-    "eps": ("float", 0.1, _positive_finite),
-    "estimator": ("str", "two_sided", _one_of(ESTIMATORS)),
-    "difference": ("str", "auto", _one_of(DIFFERENCES)),
-    "dtype": ("str", "float32", _one_of(DTYPES)),
-    "core_dtype": ("str", "float64", _one_of(CORE_DTYPES)),
-    "recompute_blocks": ("bool", False, None),
-    "block_chunk": ("int", 0, _non_negative),
-    "integrator": ("str", "float", _one_of(INTEGRATORS)),
-    "fraction_bits": ("int", 32, lambda v: None if 1 <= v <= 62 else "must be between 1 and 62"),
-    "eval_batch_size": ("int", 256, _positive),
-    "eval_train": ("bool", False, None),
-    "time_limit_s": ("float", None, _positive_finite),
-}
-
-TOP_FIELDS = {
-    "name": ("str", None, lambda v: None if v.strip() and ".." not in v and not v.startswith("/")
-             else "must be a non-empty relative name without '..'"),
-    "out": ("str", "runs", lambda v: None if v.strip() else "must be a non-empty path"),
-}
-
-SECTIONS = {"data": DATA_FIELDS, "model": MODEL_FIELDS, "train": TRAIN_FIELDS}
+def _relative_name(value):
+    return None if value.strip() and ".." not in value and not value.startswith("/") \
+        else "must be a non-empty relative name without '..'"
 
 
-# --- the typed configuration ------------------------------------------------------------------------
+def _non_empty_path(value):
+    return None if value.strip() else "must be a non-empty path"
+
+
+def key(default: Any = dataclasses.MISSING, check=None):
+    """A configuration key, as a dataclass field: ``default`` (leave it out: the key must be given) and
+    ``check(value)``. Its kind of value (string, integer, number, boolean, list) is the annotation."""
+    return field(default=default, metadata={"check": check})
+
+
+# --- the typed configuration: every key declared once -------------------------------------------------
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str
-    time_channel: bool = False
-    length: int | None = None
-    num_samples: int | None = None
-    data_dir: str | None = None
-    split_dir: str | None = None
-    ppg_window: int = 49_920
-    ppg_stride: int = 4_992
+    """[data]: exactly one of ``name`` (a dataset hamecho knows) and ``path`` (a data file of your own:
+    .npz, .csv, .parquet, .ts, .arff or .tsv, read by ``hamecho.data.load_file``; a relative path is
+    relative to the folder of the configuration file, or to the working directory for a dict).
+    ``data_dir`` and the ``ppg_*`` keys apply to dataset names only."""
+
+    name: str | None = key(None, check_dataset_name)
+    path: str | None = key(None, _data_file)
+    time_channel: bool = key(False)
+    length: int | None = key(None, _positive)
+    num_samples: int | None = key(None, lambda v: None if v >= 3 else "must be >= 3")
+    data_dir: str | None = key(None)
+    split_dir: str | None = key(None)
+    ppg_window: int = key(49_920, _multiple_of_128)
+    ppg_stride: int = key(4_992, _multiple_of_128)
+
+    @property
+    def dataset(self) -> str:
+        """What the data is called in messages and result files: the dataset name, or the file's path."""
+        return self.name if self.name is not None else self.path
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    hru: str
-    hidden: int = 64
-    state: int = 16
-    blocks: int = 6
-    step: float = 1e-4
+    """[model]: the HSSM."""
+
+    hru: str = key(check=_one_of(HRUS))
+    hidden: int = key(64, _positive)
+    state: int = key(16, _positive)
+    blocks: int = key(6, _positive)
+    step: float = key(1e-4, _positive_finite)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    lr: float
-    batch_size: int = 32
-    steps: int = 100_000
-    eval_every: int = 1_000
-    early_stopping: bool = True
-    patience: int = 10
-    seeds: tuple[int, ...] = PAPER_SEEDS
-    algos: tuple[str, ...] = ("bptt", "rhel")
-    eps: float = 0.1
-    estimator: str = "two_sided"
-    difference: str = "auto"
-    dtype: str = "float32"
+    """[train]: the loop, and the gradient choices (the old keywords of ``hamecho.keywords``)."""
+
+    lr: float = key(check=_positive_finite)
+    batch_size: int = key(32, _positive)
+    steps: int = key(100_000, _positive)
+    eval_every: int = key(1_000, _positive)
+    early_stopping: bool = key(True)
+    patience: int = key(10, _non_negative)
+    seeds: tuple[int, ...] = key(PAPER_SEEDS, _seeds)
+    algos: tuple[str, ...] = key(("bptt", "rhel"), _subset_of(ALGOS))
+    eps: float = key(0.1, _positive_finite)
+    estimator: str = key("two_sided", _one_of(ESTIMATORS))
+    difference: str = key("auto", _one_of(DIFFERENCES))
+    dtype: str = key("float32", _one_of(DTYPES))
     # Precision the Hamiltonian cores integrate in: "float64" (default; the model and the stored drives keep
-    # ``dtype``, ~+20 % step time, removes float32 phase drift on long sequences) or "input" (= ``dtype``).
-    core_dtype: str = "float64"
+    # ``dtype``, each step costs more, and float32 phase drift on long sequences is gone) or "input" (= ``dtype``).
+    core_dtype: str = key("float64", _one_of(CORE_DTYPES))
     # Memory for long sequences: keep only each block's input per step, recompute the block in the backward
     # pass (one more forward per block; README "Speed and memory").
-    recompute_blocks: bool = False
+    recompute_blocks: bool = key(False)
     # Memory for long sequences: run every block over time chunks of this many steps, each recomputed in the
     # backward pass, so a block keeps only its input (0: off; README "Speed and memory").
-    block_chunk: int = 0
+    block_chunk: int = key(0, _non_negative)
     # "fixed_point": exactly reversible cores on an int64 grid of 2**-fraction_bits (RHEL only; README).
-    integrator: str = "float"
-    fraction_bits: int = 32
-    eval_batch_size: int = 256
-    eval_train: bool = False
-    time_limit_s: float | None = None
+    integrator: str = key("float", _one_of(INTEGRATORS))
+    fraction_bits: int = key(32, lambda v: None if 1 <= v <= 62 else "must be between 1 and 62")
+    eval_batch_size: int = key(256, _positive)
+    eval_train: bool = key(False)
+    time_limit_s: float | None = key(None, _positive_finite)
 
 
-@dataclass(frozen=True)
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
-    """A validated configuration. ``source`` is where it came from (for messages only)."""
+    """A validated configuration: the top-level keys ``name`` and ``out`` and the three tables.
 
-    name: str
+    ``name`` absent from the file: the file's path under configs/ (:func:`default_name_for`), else the
+    dataset name with ``/`` as ``-``, or the stem of ``data.path``. ``source`` is where it came from (for
+    messages only); ``base_dir`` is the folder a relative ``data.path`` is read from (the configuration
+    file's; None: the working directory).
+    """
+
+    name: str = key(None, _relative_name)
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
-    out: str = "runs"
+    out: str = key("runs", _non_empty_path)
     source: str = field(default="<dict>", compare=False)
+    base_dir: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
         """Plain JSON/TOML-compatible dict (None values dropped), the form stored in results."""
@@ -253,15 +231,16 @@ class Config:
         """Hash of everything that changes the outcome of one (algo, seed) run.
 
         Excludes the seed and algorithm lists (a run is one of each), where results go, where the data
-        lives, and the time limit; a checkpoint or result is reused only when this hash matches.
+        lives, and the time limit; a checkpoint or result is reused only when this hash matches. A data
+        file of your own counts by its ``data.path`` as written (not its content).
         """
         d = self.to_dict()
-        for key in ("name", "out"):
-            d.pop(key)
-        for key in ("data_dir", "split_dir"):
-            d["data"].pop(key, None)
-        for key in ("seeds", "algos", "time_limit_s"):
-            d["train"].pop(key, None)
+        for name in ("name", "out"):
+            d.pop(name)
+        for name in ("data_dir", "split_dir"):
+            d["data"].pop(name, None)
+        for name in ("seeds", "algos", "time_limit_s"):
+            d["train"].pop(name, None)
         if not d["train"].get("block_chunk"):
             d["train"].pop("block_chunk", None)  # off: fingerprints of runs made before the option stay valid
         text = json.dumps(d, sort_keys=True, separators=(",", ":"))
@@ -271,18 +250,33 @@ class Config:
         """A copy with whole sections or fields replaced, e.g. ``cfg.replace(train={"steps": 10})``,
         validated again."""
         raw = self.to_dict()
-        for key, value in sections.items():
-            if isinstance(value, dict) and key in SECTIONS:
-                raw[key] = {**raw[key], **value}
+        for name, value in sections.items():
+            if isinstance(value, dict) and name in SECTIONS:
+                raw[name] = {**raw[name], **value}
             else:
-                raw[key] = value
-        return config_from_dict(raw, source=self.source, default_name=self.name)
+                raw[name] = value
+        return config_from_dict(raw, source=self.source, default_name=self.name, base_dir=self.base_dir)
+
+
+TOP_KEYS = tuple(f.name for f in dataclasses.fields(Config) if "check" in f.metadata)   # name, out
 
 
 # --- validation -------------------------------------------------------------------------------------
 
+# The kind of value a key holds, by its annotation (a trailing "| None" only says the default is None).
+_KINDS = {"str": "str", "int": "int", "float": "float", "bool": "bool", "tuple[int, ...]": "int_list",
+          "tuple[str, ...]": "str_list"}
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
                "int_list": "a list of integers", "str_list": "a list of strings"}
+
+
+def _keys(cls) -> list[dataclasses.Field]:
+    """The configuration keys of a dataclass (the fields declared with :func:`key`), in order."""
+    return [f for f in dataclasses.fields(cls) if "check" in f.metadata]
+
+
+def _kind(f: dataclasses.Field) -> str:
+    return _KINDS[f.type.removesuffix(" | None")]
 
 
 def _type_name(value) -> str:
@@ -317,53 +311,47 @@ def _coerce(kind: str, value):
     raise TypeError
 
 
-def _validate_table(raw: dict, fields: dict, where: str, source: str) -> dict:
-    allowed = ", ".join(fields)
-    for key in raw:
-        if key not in fields:
-            raise ConfigError(f"{source}: unknown key {key!r} in {where}; allowed keys: {allowed}")
+def _validate_table(raw: dict, keys: list[dataclasses.Field], where: str, source: str) -> dict:
+    """The values of one table, defaults filled in; ``ConfigError`` for an unknown, missing or bad key."""
+    allowed = ", ".join(f.name for f in keys)
+    for name in raw:
+        if name not in {f.name for f in keys}:
+            raise ConfigError(f"{source}: unknown key {name!r} in {where}; allowed keys: {allowed}")
     values = {}
-    for key, (kind, default, check) in fields.items():
-        name = f"{where}.{key}" if where != "the top level" else key
-        if key not in raw:
-            if default is REQUIRED:
+    for f in keys:
+        kind, check = _kind(f), f.metadata["check"]
+        name = f"{where}.{f.name}" if where != "the top level" else f.name
+        if f.name not in raw:
+            if f.default is dataclasses.MISSING:
                 raise ConfigError(f"{source}: missing required key {name} ({_TYPE_WORDS[kind]})")
-            values[key] = tuple(default) if isinstance(default, list) else default
+            values[f.name] = f.default
             continue
         try:
-            value = _coerce(kind, raw[key])
+            value = _coerce(kind, raw[f.name])
         except TypeError:
-            raise ConfigError(f"{source}: {name} must be {_TYPE_WORDS[kind]}; got {raw[key]!r} "
-                              f"({_type_name(raw[key])})") from None
+            raise ConfigError(f"{source}: {name} must be {_TYPE_WORDS[kind]}; got {raw[f.name]!r} "
+                              f"({_type_name(raw[f.name])})") from None
         problem = check(value) if check is not None else None
         if problem:
             shown = list(value) if isinstance(value, tuple) else value
             raise ConfigError(f"{source}: {name} {problem}; got {shown!r}")
-        values[key] = value
+        values[f.name] = value
     return values
 
 
-def config_from_dict(raw: dict, *, source: str = "<dict>", default_name: str | None = None) -> Config:
-    """Validate a plain dict (the parsed TOML, overrides already merged) into a :class:`Config`."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: a configuration must be a table; got {_type_name(raw)}")
-    top = {k: v for k, v in raw.items() if k not in SECTIONS}
-    for key in top:
-        if key not in TOP_FIELDS:
-            raise ConfigError(f"{source}: unknown key or table {key!r}; allowed: "
-                              f"{', '.join(TOP_FIELDS)} and tables [{'], ['.join(SECTIONS)}]")
-    top_values = _validate_table(top, TOP_FIELDS, "the top level", source)
-    sections = {}
-    for section, fields in SECTIONS.items():
-        table = raw.get(section)
-        if table is None:
-            raise ConfigError(f"{source}: missing table [{section}]")
-        if not isinstance(table, dict):
-            raise ConfigError(f"{source}: {section} must be a table [{section}]; got {_type_name(table)}")
-        sections[section] = _validate_table(table, fields, section, source)
-    name = top_values["name"] or default_name or sections["data"]["name"].replace("/", "-")
-    train = sections["train"]
-    for algo in train["algos"]:  # the [train] keys are the old keywords: one translation, one set of checks
+def _check_data_source(data: dict, source: str) -> None:
+    """Exactly one of data.name and data.path."""
+    if data["name"] is None and data["path"] is None:
+        raise ConfigError(f"{source}: missing required key data.name (a string), or data.path (a data file of "
+                          "your own)")
+    if data["name"] is not None and data["path"] is not None:
+        raise ConfigError(f"{source}: give data.name (a dataset hamecho knows) or data.path (a data file of your "
+                          f"own), not both; got name {data['name']!r} and path {data['path']!r}")
+
+
+def _check_train_choices(train: dict, source: str) -> None:
+    """The [train] keys are the old keywords: one translation, one set of checks (``hamecho.keywords``)."""
+    for algo in train["algos"]:
         try:
             CoreOptions(algo=algo, eps=train["eps"], estimator=train["estimator"], difference=train["difference"],
                         core_dtype=train["core_dtype"], recompute_blocks=train["recompute_blocks"],
@@ -374,8 +362,37 @@ def config_from_dict(raw: dict, *, source: str = "<dict>", default_name: str | N
     if train["eval_every"] > train["steps"]:
         raise ConfigError(f"{source}: train.eval_every must be <= train.steps ({train['steps']}); "
                           f"got {train['eval_every']}")
-    return Config(name=name.strip(), data=DataConfig(**sections["data"]), model=ModelConfig(**sections["model"]),
-                  train=TrainConfig(**train), out=top_values["out"], source=source)
+
+
+def config_from_dict(raw: dict, *, source: str = "<dict>", default_name: str | None = None,
+                     base_dir: str | Path | None = None) -> Config:
+    """Validate a plain dict (the parsed TOML, overrides already merged) into a :class:`Config`.
+
+    ``base_dir``: the folder a relative ``data.path`` is read from (None: the working directory)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a configuration must be a table; got {_type_name(raw)}")
+    top = {k: v for k, v in raw.items() if k not in SECTIONS}
+    for name in top:
+        if name not in TOP_KEYS:
+            raise ConfigError(f"{source}: unknown key or table {name!r}; allowed: "
+                              f"{', '.join(TOP_KEYS)} and tables [{'], ['.join(SECTIONS)}]")
+    top_values = _validate_table(top, _keys(Config), "the top level", source)
+    sections = {}
+    for section, cls in SECTIONS.items():
+        table = raw.get(section)
+        if table is None:
+            raise ConfigError(f"{source}: missing table [{section}]")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: {section} must be a table [{section}]; got {_type_name(table)}")
+        sections[section] = _validate_table(table, _keys(cls), section, source)
+    data, train = sections["data"], sections["train"]
+    _check_data_source(data, source)
+    _check_train_choices(train, source)
+    name = (top_values["name"] or default_name
+            or (data["name"].replace("/", "-") if data["name"] is not None else Path(data["path"]).stem))
+    return Config(name=name.strip(), data=DataConfig(**data), model=ModelConfig(**sections["model"]),
+                  train=TrainConfig(**train), out=top_values["out"], source=source,
+                  base_dir=None if base_dir is None else str(base_dir))
 
 
 # --- overrides --------------------------------------------------------------------------------------
@@ -402,19 +419,20 @@ def apply_overrides(raw: dict, overrides: dict[str, Any], source: str) -> dict:
             continue
         parts = dotted.split(".")
         if len(parts) == 1:
-            if parts[0] not in TOP_FIELDS:
-                raise ConfigError(f"override {dotted}: unknown key; allowed: {', '.join(TOP_FIELDS)} or "
+            if parts[0] not in TOP_KEYS:
+                raise ConfigError(f"override {dotted}: unknown key; allowed: {', '.join(TOP_KEYS)} or "
                                   f"section.key with section one of {', '.join(SECTIONS)}")
             merged[parts[0]] = value
         elif len(parts) == 2 and parts[0] in SECTIONS:
-            section, key = parts
-            if key not in SECTIONS[section]:
-                raise ConfigError(f"override {dotted}: unknown key {key!r} in {section}; allowed keys: "
-                                  f"{', '.join(SECTIONS[section])}")
+            section, name = parts
+            allowed = [f.name for f in _keys(SECTIONS[section])]
+            if name not in allowed:
+                raise ConfigError(f"override {dotted}: unknown key {name!r} in {section}; allowed keys: "
+                                  f"{', '.join(allowed)}")
             merged.setdefault(section, {})
             if not isinstance(merged[section], dict):
                 raise ConfigError(f"{source}: {section} must be a table")
-            merged[section][key] = value
+            merged[section][name] = value
         else:
             raise ConfigError(f"override {dotted}: expected key or section.key with section one of "
                               f"{', '.join(SECTIONS)}")
@@ -446,10 +464,12 @@ def read_toml(path: str | Path, what: str = "config file") -> dict:
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    """Read, merge overrides into and validate a TOML configuration file."""
+    """Read, merge overrides into and validate a TOML configuration file (a relative ``data.path`` in it is
+    relative to the file's folder)."""
     path = Path(path)
     source = str(path)
     raw = read_toml(path)
     if overrides:
         raw = apply_overrides(raw, overrides, source)
-    return config_from_dict(raw, source=source, default_name=default_name_for(path))
+    return config_from_dict(raw, source=source, default_name=default_name_for(path),
+                            base_dir=path.resolve().parent)

@@ -1,0 +1,68 @@
+"""``hamecho bench``: time and memory of a training step, RHEL vs BPTT (``hamecho.tools.bench``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..tools import bench
+from .arguments import positive_int
+
+
+def add_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="time and memory of a training step: RHEL vs BPTT (vs checkpointed BPTT)",
+        description=bench.__doc__.split("\n\n")[2] + " Writes bench.md, bench.csv, bench.json and bench.png to --out.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="L = 1000, batch 4, all algorithms and models")
+    parser.add_argument("--algos", nargs="+", choices=bench.ALGOS)
+    parser.add_argument("--models", nargs="+", choices=bench.MODELS)
+    parser.add_argument("--lengths", nargs="+", type=positive_int)
+    parser.add_argument("--batch", nargs="+", type=positive_int, help="batch sizes (default 4 32)")
+    parser.add_argument("--reps", type=positive_int, help="timed steps per case (default 5; median reported)")
+    parser.add_argument("--rounds", type=positive_int, default=1,
+                        help="measure the whole grid this many times, round after round; report each case's "
+                             "median step time over rounds (robust to slow periods of a shared machine)")
+    parser.add_argument("--block-chunk", type=positive_int, default=bench.BLOCK_CHUNK,
+                        help=f"time steps per chunk of the *_chunked cases (default {bench.BLOCK_CHUNK})")
+    parser.add_argument("--core-dtype", choices=bench.CORE_DTYPES, default="auto",
+                        help="auto: float64 cores with a float32 model (the default everywhere); input: all float32")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per case before it is skipped")
+    parser.add_argument("--out", default="benchmarks/results", help="folder for bench.md/.csv/.json/.png")
+    parser.add_argument("--json", action="store_true", help="print the rows as a JSON list (and write files)")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the measured rows of OUT/bench.json (same case, reps and core precision); "
+                             "outputs are rewritten after every case, so an interrupted grid loses nothing")
+    parser.set_defaults(func=main)
+
+
+def _print_row(row: dict) -> None:
+    measured = (f"skipped: {row['skipped']}" if "skipped" in row else
+                f"{row['step_time_s']:.3f} s/step, peak {row['peak_mem_bytes'] / 2**30:.2f} GiB")
+    print(f"  {row['model']:>9} b{row['batch']:<3} L={row['length']:<6} {row['algo']:<9} " + measured, flush=True)
+
+
+def main(args) -> int:
+    quick = bench.QUICK if args.quick else {}
+    algos = args.algos or quick.get("algos", bench.DEFAULT_ALGOS)
+    models = args.models or quick.get("models", bench.MODELS)
+    lengths = args.lengths or quick.get("lengths", bench.LENGTHS)
+    batches = args.batch or quick.get("batches", bench.BATCHES)
+    reps = args.reps or 5
+    out = Path(args.out)
+    previous = []
+    if args.resume and (out / "bench.json").exists():
+        previous = json.loads((out / "bench.json").read_text(encoding="utf-8"))
+    rows = bench.run_grid(algos, models, lengths, batches, reps=reps, core_dtype=args.core_dtype, timeout=args.timeout,
+                          progress=None if args.json else _print_row, previous=previous,
+                          on_row=lambda rows: bench.write_outputs(rows, out), rounds=args.rounds,
+                          block_chunk=args.block_chunk)
+    written = bench.write_outputs(rows, out)
+    if args.json:
+        json.dump(rows, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(bench.format_markdown(rows))
+        print("written: " + ", ".join(map(str, written)))
+    return 0
