@@ -17,7 +17,7 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
-from hamecho.nn.hssm import value_and_grad  # noqa: E402
+from hamecho.nn.api import value_and_grad  # noqa: E402
 from hamecho.tools.gradcheck import random_problem  # noqa: E402
 
 STEPS = (1e-4, 1e-2, 0.1, 0.5)

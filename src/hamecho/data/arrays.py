@@ -48,7 +48,7 @@ from .processing import (
     pad_cases,
     split_indices,
 )
-from .registry import DEFAULT_SEED, _finish, _take
+from .registry import DEFAULT_SEED, splits_from_parts, subset_indices
 
 __all__ = ["MISSING_RULES", "TASKS", "SeriesSet", "from_arrays"]
 
@@ -234,7 +234,8 @@ def _regression_targets(series: SeriesSet, path) -> np.ndarray:
 
 
 def _seeded_subset(n_total: int, k: int, seed: int) -> np.ndarray:
-    """All indices, or ``k`` of them drawn with ``Generator(PCG64(seed))`` (kept in order), as ``_take`` does."""
+    """All indices, or ``k`` of them drawn with ``Generator(PCG64(seed))`` (kept in order), as
+    ``subset_indices`` does."""
     if k >= n_total:
         return np.arange(n_total)
     return np.sort(np.random.Generator(np.random.PCG64(seed)).permutation(n_total)[:k])
@@ -274,7 +275,7 @@ def run_protocol(train: SeriesSet, test: SeriesSet | None = None, *, name: str, 
         keep = dedup_cases(train.cases) if dedup else np.arange(len(train.cases))
         if len(keep) < len(train.cases):
             notes.append(f"{len(train.cases) - len(keep)} exact duplicate series dropped (first kept)")
-        chosen = keep[_take(len(keep), num_samples, seed)]
+        chosen = keep[subset_indices(len(keep), num_samples, seed)]
         if len(chosen) < 3:
             raise _error(f"{len(chosen)} series (after dropping exact duplicates); the 70/15/15 split needs at "
                          "least 3", path)
@@ -338,11 +339,13 @@ def run_protocol(train: SeriesSet, test: SeriesSet | None = None, *, name: str, 
         output_step = x.shape[1]
     full_source = source + "".join(f"; {note}" for note in notes)
     if task == "regression":
-        return _finish(name, "regression", parts, x, y, num_classes=None, out_dim=int(y.shape[2]),
-                       output_step=output_step, class_names=None, source=full_source, time_channel=time_channel)
+        return splits_from_parts(name, "regression", parts, x, y, num_classes=None, out_dim=int(y.shape[2]),
+                                 output_step=output_step, class_names=None, source=full_source,
+                                 time_channel=time_channel)
     codes, class_names = encode_labels(y)
-    return _finish(name, "classification", parts, x, codes, num_classes=len(class_names), out_dim=len(class_names),
-                   output_step=1, class_names=class_names, source=full_source, time_channel=time_channel)
+    return splits_from_parts(name, "classification", parts, x, codes, num_classes=len(class_names),
+                             out_dim=len(class_names), output_step=1, class_names=class_names, source=full_source,
+                             time_channel=time_channel)
 
 
 def from_arrays(X, y, *, X_test=None, y_test=None, task: str | None = None, name: str = "arrays",

@@ -59,7 +59,7 @@ def read_pair(train: Path, test: Path):
     return reader(train), reader(test)
 
 
-def _take(n_total: int, num_samples: int | None, seed: int) -> np.ndarray:
+def subset_indices(n_total: int, num_samples: int | None, seed: int) -> np.ndarray:
     """All indices, or a seeded subset of ``num_samples`` of them (kept in original order)."""
     if num_samples is None or num_samples >= n_total:
         return np.arange(n_total)
@@ -68,7 +68,8 @@ def _take(n_total: int, num_samples: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.Generator(np.random.PCG64(seed)).permutation(n_total)[:num_samples])
 
 
-def _finish(name, task, parts, x, y, *, num_classes, out_dim, output_step, class_names, source, time_channel):
+def splits_from_parts(name, task, parts, x, y, *, num_classes, out_dim, output_step, class_names, source, time_channel):
+    """A ``DatasetSplits`` from all cases x (N, L, C) and y, and the split ``parts`` (index arrays per split)."""
     if time_channel:
         x = add_time_channel(x)
     return DatasetSplits(
@@ -92,7 +93,7 @@ def _load_archive(kind, ds, name, root, seed, time_channel, length, num_samples,
         raise ValueError(f"{name}: the files have no class labels or targets; expected a labelled dataset")
     keep = dedup_cases(cases)
     cases, labels = [cases[i] for i in keep], labels[keep]
-    chosen = _take(len(cases), num_samples, seed)
+    chosen = subset_indices(len(cases), num_samples, seed)
     cases, labels = [cases[i] for i in chosen], labels[chosen]
     x = pad_cases(cases, length)
     split_name = name if len(chosen) == len(keep) else f"{name}__subset{len(chosen)}of{len(keep)}"
@@ -100,11 +101,11 @@ def _load_archive(kind, ds, name, root, seed, time_channel, length, num_samples,
     source = f"{where}: {train_path.name}, {test_path.name}"
     if regression:
         y = labels.astype(np.float32)[:, None, None]
-        return _finish(name, "regression", parts, x, y, num_classes=None, out_dim=1, output_step=x.shape[1],
-                       class_names=None, source=source, time_channel=time_channel)
+        return splits_from_parts(name, "regression", parts, x, y, num_classes=None, out_dim=1, output_step=x.shape[1],
+                                 class_names=None, source=source, time_channel=time_channel)
     codes, names = encode_labels(labels)
-    return _finish(name, "classification", parts, x, codes, num_classes=len(names), out_dim=len(names),
-                   output_step=1, class_names=names, source=source, time_channel=time_channel)
+    return splits_from_parts(name, "classification", parts, x, codes, num_classes=len(names), out_dim=len(names),
+                             output_step=1, class_names=names, source=source, time_channel=time_channel)
 
 
 def _load_fashion(root, seed, time_channel, length, num_samples, split_dir, download):
@@ -115,7 +116,7 @@ def _load_fashion(root, seed, time_channel, length, num_samples, split_dir, down
     y_te = read_idx(folder / sources.FASHION_FILES[3])
     n_train = len(x_tr) if num_samples is None else min(len(x_tr), max(2, round(num_samples * 6 / 7)))
     n_test = len(x_te) if num_samples is None else min(len(x_te), max(1, num_samples - n_train))
-    pool = _take(len(x_tr), n_train, seed)
+    pool = subset_indices(len(x_tr), n_train, seed)
     split_name = "fashion-mnist-train" + ("" if n_train == len(x_tr) else f"__subset{n_train}")
     inner = split_indices(split_name, n_train, seed, split_dir, fractions=(0.9, 1.0))
     steps = x_tr.shape[1] * x_tr.shape[2]
@@ -174,11 +175,12 @@ def _load_synthetic(task, seed, time_channel, length, num_samples):
     source = f"generated (numpy PCG64, seed {seed})"
     if task == "first5":
         x, y = make_first_segment(n, length, seed)
-        return _finish("synthetic/first5", "classification", parts, x, y, num_classes=4, out_dim=4, output_step=1,
-                       class_names=tuple(str(i) for i in range(4)), source=source, time_channel=time_channel)
+        return splits_from_parts("synthetic/first5", "classification", parts, x, y, num_classes=4, out_dim=4,
+                                 output_step=1, class_names=tuple(str(i) for i in range(4)), source=source,
+                                 time_channel=time_channel)
     x, y = make_ppg_like(n, length, seed)
-    return _finish("synthetic/ppg", "regression", parts, x, y, num_classes=None, out_dim=1, output_step=128,
-                   class_names=None, source=source, time_channel=time_channel)
+    return splits_from_parts("synthetic/ppg", "regression", parts, x, y, num_classes=None, out_dim=1, output_step=128,
+                             class_names=None, source=source, time_channel=time_channel)
 
 
 def load(name: str | Path, root: str | Path | None = None, *, seed: int = DEFAULT_SEED, time_channel: bool = False,
