@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "hamecho.tools.mainjob",
     "hamecho.tools.sweep",
     "hamecho.tools.bench",
+    "hamecho.cli.robustness",
 )
 
 

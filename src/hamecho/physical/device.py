@@ -72,7 +72,8 @@ class Device(AbstractIntegrator):
         ``nudges[j]`` (L, N, P) to the momentum after step j (None in the forward pass: nothing added).
 
         ``echo``: whether this is an echo run (a device's parameters may differ between the passes);
-        ``run``: which repetition (0, 1, …; a noisy device draws fresh noise for each).
+        ``run``: which repetition (0, 1, …; a noisy device draws fresh noise for each); a Python int
+        for the first, a traced integer for the others (they run inside ``lax.scan``).
         ``theta``: the model's parameters, which the device is set to. Returns a :class:`Measurement`
         in the drives' dtype.
         """
@@ -103,23 +104,25 @@ class Device(AbstractIntegrator):
         nudges = rhel.eps * cotangents                                     # (L, N, P), forward order
         echo_drives = drives[::-1]
         echo_nudges = nudges_after_each_step(nudges)[::-1]                 # after echo step j: ε·g_{L−2−j}
-        grads, end_state = [], None
-        for run in range(self.echo_runs()):
-            state = final_state if run == 0 else self.run(
-                ham, theta, drives, zero_state(ham, theta, drives), None, echo=False, run=run).final_state
-            position, momentum = state
-            branches = []
-            for sign in (1.0, minus_sign):
-                start = (position, -momentum + sign * nudges[-1])
-                measured = self.run(ham, theta, echo_drives, start, sign * echo_nudges, echo=True, run=run)
-                branches.append(measured)
-            if end_state is None:  # where the first pair of echoes ended, their mean (echo coordinates)
-                end_state = tuple(0.5 * (a + b) for a, b in zip(branches[0].final_state, branches[1].final_state))
-            grads.append(measured_estimates(ham, rhel, rule, theta, drives, *branches))
-        grad_theta = jax.tree_util.tree_map(lambda *g: sum(g) / len(g), *[g[0] for g in grads])
-        grad_drives = sum(g[1] for g in grads) / len(grads)
-        return EchoResult(grad_theta, grad_drives, end_state, None)
 
+        def echo_pair(state, run):
+            position, momentum = state
+            return [self.run(ham, theta, echo_drives, (position, -momentum + sign * nudges[-1]), sign * echo_nudges,
+                             echo=True, run=run) for sign in (1.0, minus_sign)]
+
+        first = echo_pair(final_state, 0)
+        end_state = tuple(0.5 * (a + b) for a, b in zip(first[0].final_state, first[1].final_state))
+        estimates = measured_estimates(ham, rhel, rule, theta, drives, *first)
+        runs = self.echo_runs()
+        if runs > 1:  # each further pair after a fresh forward run (run = 1, 2, …: a traced index)
+            def another(total, run):
+                state = self.run(ham, theta, drives, zero_state(ham, theta, drives), None, echo=False, run=run)
+                more = measured_estimates(ham, rhel, rule, theta, drives, *echo_pair(state.final_state, run))
+                return jax.tree_util.tree_map(jnp.add, total, more), None
+
+            estimates, _ = jax.lax.scan(another, estimates, jnp.arange(1, runs))
+            estimates = jax.tree_util.tree_map(lambda a: a / runs, estimates)
+        return EchoResult(*estimates, end_state, None)
 
 def measured_estimates(ham, rhel, rule, theta, drives, plus: Measurement, minus: Measurement):
     """RHEL's estimates (∂L/∂θ, ∂L/∂u (L, N, U)) from the measured states of the two echoes.

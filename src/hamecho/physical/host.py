@@ -24,6 +24,7 @@ import hashlib
 from dataclasses import dataclass
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .device import Device, Measurement
@@ -77,9 +78,10 @@ class HostDevice(Device):
         shapes = Measurement(trajectory, trajectory, trajectory, trajectory, (final, final))
         treedef = jax.tree_util.tree_structure(theta)
 
-        def on_host(theta_leaves, drives, state, nudges):
+        def on_host(theta_leaves, drives, state, nudges, run):
             arrays = [np.asarray(a, np.float64) for a in (*theta_leaves, drives, *state)]
             nudges = None if nudges is None else np.asarray(nudges, np.float64)
+            run = int(run)
             rng = self.rng_for(arrays if nudges is None else arrays + [nudges], echo=echo, run=run)
             host_theta = jax.tree_util.tree_unflatten(treedef, arrays[:len(theta_leaves)])
             measured = self.run_on_host(ham, host_theta, arrays[-3], tuple(arrays[-2:]), nudges, echo=echo, run=run,
@@ -87,4 +89,4 @@ class HostDevice(Device):
             return jax.tree_util.tree_map(lambda a: np.asarray(a, dtype), measured)
 
         return jax.pure_callback(on_host, shapes, jax.tree_util.tree_leaves(theta), drives, tuple(state), nudges,
-                                 vmap_method="sequential")
+                                 jnp.asarray(run, jnp.int32), vmap_method="sequential")

@@ -15,9 +15,10 @@ it agrees with the JAX engine to rounding):
                  ``drift=False``: one ξ for the device (drawn from ``seed``, the same in every echo);
                  ``drift=True``: a fresh ξ for every echo run (each of the pair, each repetition, each step
                  of training) — parameters that wander between runs
-``bits``         every state variable held on a signed b-bit fixed-point grid over [−full_scale, full_scale):
-                 spacing 2·full_scale/2^b, rounded to nearest after every update (drift, kick, nudge),
-                 saturating at the ends; None: float64
+``bits``         every state variable held on a signed b-bit fixed-point grid over [−full_scale, full_scale)
+                 (default ±64: the paper's linear HRU on normalised inputs reaches |φ| ≈ 45): spacing
+                 2·full_scale/2^b, rounded to nearest after every update (drift, kick, nudge), saturating at
+                 the ends; None: float64
 ``damping``      friction −γπ the model does not know: each kick also adds −γ·δ·π_before (a lossy medium,
                  forward and echo alike)
 ``repeats``      average the estimates of N echo pairs, each after a fresh forward run
@@ -136,7 +137,7 @@ class SimulatedDevice(HostDevice):
     mismatch: float = 0.0
     drift: bool = False
     bits: int | None = None
-    full_scale: float = 8.0
+    full_scale: float = 64.0
     damping: float = 0.0
     repeats: int = 1
 
@@ -162,6 +163,10 @@ class SimulatedDevice(HostDevice):
 
     def echo_runs(self) -> int:
         return self.repeats
+
+    def run(self, ham, theta, drives, state, nudges, *, echo, run):
+        physics_for(ham)  # an unknown Hamiltonian is refused while tracing, with the way out
+        return super().run(ham, theta, drives, state, nudges, echo=echo, run=run)
 
     def device_parameters(self, physics: NumpyPhysics, theta: dict, *, echo: bool, rng: np.random.Generator) -> dict:
         """The physical parameters the device runs with: the model's, with the echo's mismatch."""
