@@ -60,8 +60,8 @@ TRAINING_LEVELS = (
     ("noise 1e-2, 16 echoes", "noise+repeats", (1e-2, 16)),
     ("readout 1e-3", "readout_noise", 1e-3), ("readout 1e-2", "readout_noise", 1e-2),
     ("mismatch 1e-2", "mismatch", 1e-2), ("mismatch 1e-1", "mismatch", 1e-1),
-    ("drift 1e-3", "drift", 1e-3),
-    ("bits 8", "bits", 8), ("bits 10", "bits", 10), ("bits 12", "bits", 12), ("bits 16", "bits", 16),
+    ("drift 1e-4", "drift", 1e-4), ("drift 1e-3", "drift", 1e-3),
+    ("bits 12", "bits", 12), ("bits 16", "bits", 16), ("bits 20", "bits", 20), ("bits 24", "bits", 24),
     ("damping 0.01", "damping", 0.01), ("damping 0.1", "damping", 0.1), ("damping 1", "damping", 1.0),
 )
 
@@ -95,7 +95,7 @@ class TrainingSetup:
     steps: int = 400
     batch: int = 32
     lr: float = 3e-3
-    eps: float = 1.0
+    eps: float = 10.0
     seeds: tuple = (0, 1, 2)
     length: int | None = None          # synthetic tasks: the sequence length
     num_samples: int | None = None     # synthetic tasks: the number of cases
@@ -249,6 +249,7 @@ def gradient_sweep(knob: str, *, problems=tuple(PROBLEMS), levels=None, setup: G
                                         if not k.endswith("_all")})
                             row.update(gamma_L=level * length, gamma_T=level * mean_step * length)
                         rows.append(row)
+                        jax.clear_caches()  # every device compiles anew: keep hundreds of executables out of memory
                         if progress is not None:
                             progress(1)
     return rows
@@ -343,7 +344,14 @@ def train_on_device(data, setup: TrainingSetup, device, seed: int, progress=None
 
 def training_runs(setup: TrainingSetup = TrainingSetup(), levels=TRAINING_LEVELS, progress=None) -> dict:
     """Every (label, knob, level) of ``levels`` trained for every seed; rows and a per-label summary."""
+    from ..nn.hssm import HSSM
+
     data = load_training_data(setup)
+    jax.config.update("jax_enable_x64", True)
+    probe = HSSM(in_dim=data.x_train.shape[-1], out_dim=data.num_classes, hidden=setup.hidden, state=setup.state,
+                 blocks=setup.blocks, hru=setup.hru, step=setup.step, dtype=jnp.float64, key=jax.random.PRNGKey(0))
+    rows = slice(0, min(setup.batch, len(data.y_train)))
+    nudge = nudge_rms(probe, np.asarray(data.x_train[rows], np.float64), np.asarray(data.y_train[rows]), setup.eps)
     runs = []
     for label, knob, level in levels:
         for seed in setup.seeds:
@@ -359,6 +367,7 @@ def training_runs(setup: TrainingSetup = TrainingSetup(), levels=TRAINING_LEVELS
             entry[key], entry[key + "_std"] = float(np.mean(values)), float(np.std(values))
         summary.append(entry)
     return {"setup": asdict(setup), "chance": 1.0 / data.num_classes, "num_classes": int(data.num_classes),
+            "nudge_rms_at_init": nudge,
             "test_cases": int(len(data.y_test)), "runs": runs, "summary": summary}
 
 
@@ -479,29 +488,24 @@ def markdown_report(result: RobustnessResult) -> str:
         if not entries:
             continue
         lines += [f"## {knob}: {KNOB_TITLES[knob]}", ""]
+        if knob == "damping":
+            lines += _damping_table(entries)
+            continue
         problems = list(dict.fromkeys(e["problem"] for e in entries))
         variants = list(dict.fromkeys((e["eps"], e["length"]) for e in entries))
         for eps, length in variants:
             if len(variants) > 1:
                 lines += [f"ε = {eps:g}, L = {length}:", ""]
             rows = [e for e in entries if (e["eps"], e["length"]) == (eps, length)]
-            header = ["level"] + (["γ·L", "γ·δ̄·L"] if knob == "damping" else [])
-            header += [f"{p} cos" for p in problems] + [f"{p} norm ratio" for p in problems]
-            if knob == "damping":
-                header += [f"{p} cos vs damped BPTT" for p in problems]
+            header = ["level"] + [f"{p} cos" for p in problems] + [f"{p} norm ratio" for p in problems]
             if knob in ("noise", "readout_noise"):
                 header += [f"{p} level / nudge" for p in problems]
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             for level in list(dict.fromkeys(e["level"] for e in rows)):
                 at = {e["problem"]: e for e in rows if e["level"] == level}
-                first = next(iter(at.values()))
                 cells = [f"{level:g}"]
-                if knob == "damping":
-                    cells += [f"{first['gamma_L']:.3g}", f"{first['gamma_T']:.3g}"]
                 cells += [_fmt(at[p]["cosine"], at[p].get("cosine_std")) if p in at else "–" for p in problems]
                 cells += [f"{at[p]['norm_ratio']:.3g}" if p in at else "–" for p in problems]
-                if knob == "damping":
-                    cells += [_fmt(at[p]["cosine_damped"]) if p in at else "–" for p in problems]
                 if knob in ("noise", "readout_noise"):
                     cells += [f"{level / at[p]['nudge_rms']:.3g}" if p in at else "–" for p in problems]
                 lines.append("| " + " | ".join(cells) + " |")
@@ -509,12 +513,14 @@ def markdown_report(result: RobustnessResult) -> str:
     if result.training:
         t = result.training
         s = t["setup"]
+        nudge = t.get("nudge_rms_at_init")
         lines += ["## Training on the device", "",
                   f"{s['dataset']}, {s['blocks']}-block {s['hru']} HSSM (hidden {s['hidden']}, state {s['state']}), "
                   f"{s['steps']} Adam steps (lr {s['lr']}, batch {s['batch']}), RHEL ε = {s['eps']}, seeds "
                   f"{', '.join(map(str, s['seeds']))}; test accuracy ({t['test_cases']} cases) of the final model on "
                   f"the device it was trained on, and with its parameters on the ideal model; chance "
-                  f"{t['chance']:.3f}.", "",
+                  f"{t['chance']:.3f}." + (f" Nudge ε·|g| (RMS, first batch, at initialisation): {nudge:.2g}."
+                                           if nudge else ""), "",
                   "| device | test accuracy on the device | on the ideal model | final training loss |",
                   "|---|---|---|---|"]
         for e in t["summary"]:
@@ -525,10 +531,57 @@ def markdown_report(result: RobustnessResult) -> str:
     return "\n".join(lines)
 
 
+def _damping_table(entries) -> list[str]:
+    """Damping: per problem and length, against BPTT of the ideal and of the damped model."""
+    lines = ["| problem | L | γ | γ·L | γ·δ̄·L | cos vs ideal BPTT | norm ratio | cos vs damped BPTT | "
+             "norm ratio vs damped |", "|---|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        lines.append(f"| {e['problem']} | {e['length']} | {e['level']:g} | {e['gamma_L']:.3g} | {e['gamma_T']:.3g} | "
+                     f"{_fmt(e['cosine'])} | {e['norm_ratio']:.3g} | {_fmt(e['cosine_damped'])} | "
+                     f"{e['norm_ratio_damped']:.3g} |")
+    return lines + [""]
+
+
 # --- plots ------------------------------------------------------------------------------------------
 
 PROBLEM_STYLES = {"linear": ("C0", "o"), "nonlinear": ("C3", "s"), "hssm2": ("C2", "^")}
 PROBLEM_LABELS = {"linear": "linear HRU", "nonlinear": "nonlinear HRU", "hssm2": "2-block HSSM"}
+
+
+def _plot_knob(ax, entries, knob, *, relative: bool) -> None:
+    """Cosine against the knob's level (``relative``: the level divided by the nudge RMS ε·|g|)."""
+    variants = list(dict.fromkeys((e["eps"], e["length"]) for e in entries))
+    for (eps, length), line in zip(variants, ["-", "--", ":", "-."]):
+        for problem in dict.fromkeys(e["problem"] for e in entries):
+            rows = [e for e in entries if e["problem"] == problem and (e["eps"], e["length"]) == (eps, length)]
+            color, marker = PROBLEM_STYLES.get(problem, ("k", "x"))
+            xs = [e["gamma_T"] if knob == "damping" else e["level"] / (e["nudge_rms"] if relative else 1.0)
+                  for e in rows]
+            keep = [i for i, v in enumerate(xs) if v > 0]
+            xs, rows = [xs[i] for i in keep], [rows[i] for i in keep]
+            label = PROBLEM_LABELS.get(problem, problem)
+            if len(variants) > 1:
+                label += f", ε = {eps:g}" if knob == "noise" else f", L = {length}"
+            ax.plot(xs, [e["cosine"] for e in rows], line, color=color, marker=marker, ms=4,
+                    label=label + (" vs ideal BPTT" if knob == "damping" else ""))
+            if knob == "damping":
+                ax.plot(xs, [e["cosine_damped"] for e in rows], line, color=color, marker=marker, ms=5, mfc="none",
+                        alpha=0.6, label=label + " vs damped BPTT")
+            if rows and "cosine_std" in rows[0]:
+                ax.fill_between(xs, [e["cosine"] - e["cosine_std"] for e in rows],
+                                [e["cosine"] + e["cosine_std"] for e in rows], color=color, alpha=0.12, lw=0)
+    if knob == "repeats":
+        ax.set_xscale("log", base=2)
+    elif knob != "bits":
+        ax.set_xscale("log")
+    xlabel = {"damping": "γ·δ̄·L  (e-folds of momentum decay over the sequence)",
+              "repeats": f"echo pairs averaged (noise {REPEATS_NOISE:g})"}.get(knob, KNOB_TITLES[knob])
+    ax.set_xlabel(f"{knob} / nudge RMS ε·|g|" if relative else xlabel)
+    ax.set_ylabel("cosine to BPTT (echo-dependent arrays)")
+    ax.set_ylim(-1.05 if knob == "damping" else -0.1, 1.05)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="best")
 
 
 def plot_all(result: RobustnessResult, img_dir: Path) -> list[Path]:
@@ -544,42 +597,12 @@ def plot_all(result: RobustnessResult, img_dir: Path) -> list[Path]:
         entries = [e for e in summary if e["knob"] == knob]
         if not entries:
             continue
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        variants = list(dict.fromkeys((e["eps"], e["length"]) for e in entries))
-        styles = ["-", "--", ":", "-."]
-        for (eps, length), line in zip(variants, styles):
-            for problem in dict.fromkeys(e["problem"] for e in entries):
-                rows = [e for e in entries if e["problem"] == problem and (e["eps"], e["length"]) == (eps, length)]
-                color, marker = PROBLEM_STYLES.get(problem, ("k", "x"))
-                if knob == "damping":
-                    xs = [e["gamma_T"] for e in rows]
-                else:
-                    xs = [e["level"] for e in rows]
-                ys = [e["cosine"] for e in rows]
-                label = PROBLEM_LABELS.get(problem, problem)
-                if len(variants) > 1:
-                    label += f", ε = {eps:g}" if knob == "noise" else f", L = {length}"
-                keep = [i for i, v in enumerate(xs) if v > 0 or knob in ("repeats", "bits")]
-                ax.plot([xs[i] for i in keep], [ys[i] for i in keep], line, color=color, marker=marker, ms=4,
-                        label=label + (" vs ideal BPTT" if knob == "damping" else ""))
-                if knob == "damping":
-                    ax.plot([xs[i] for i in keep], [rows[i]["cosine_damped"] for i in keep], line, color=color,
-                            marker=marker, ms=4, mfc="none", alpha=0.6, label=label + " vs damped BPTT")
-                if knob in STOCHASTIC and rows and "cosine_std" in rows[0]:
-                    lo = [rows[i]["cosine"] - rows[i]["cosine_std"] for i in keep]
-                    hi = [rows[i]["cosine"] + rows[i]["cosine_std"] for i in keep]
-                    ax.fill_between([xs[i] for i in keep], lo, hi, color=color, alpha=0.12, lw=0)
-        ax.set_xscale("log", base=2 if knob in ("repeats", "bits") else 10)
-        if knob == "bits":
-            ax.set_xscale("linear")
-        ax.set_xlabel({"damping": "γ·δ̄·L  (e-folds of momentum decay over the sequence)",
-                       "repeats": f"echo pairs averaged (noise {REPEATS_NOISE:g})"}.get(knob, KNOB_TITLES[knob]))
-        ax.set_ylabel("cosine to BPTT (echo-dependent arrays)")
-        ax.set_ylim(-0.1, 1.05)
-        ax.axhline(0, color="grey", lw=0.5)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6.5, loc="best")
-        ax.set_title(f"RHEL on a simulated device: {knob}", fontsize=10)
+        relative = knob in ("noise", "readout_noise")
+        fig, axes = plt.subplots(1, 2 if relative else 1, figsize=(11.5 if relative else 6.4, 4.2), squeeze=False)
+        _plot_knob(axes[0, 0], entries, knob, relative=False)
+        if relative:
+            _plot_knob(axes[0, 1], entries, knob, relative=True)
+        fig.suptitle(f"RHEL on a simulated device: {knob}", fontsize=10)
         fig.tight_layout()
         path = img_dir / f"physical_{knob}.png"
         fig.savefig(path, dpi=110)
