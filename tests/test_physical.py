@@ -5,6 +5,7 @@ whose cores run on a NumPy device (no autodiff through it) learns; the [device] 
 Core-level problems (one Hamiltonian core, a random cotangent, jitted VJP) keep compilation short; every
 random draw is seeded.
 """
+from dataclasses import dataclass
 from functools import partial
 
 import jax
@@ -17,7 +18,9 @@ from hamecho.core.engine import hamiltonian_core
 from hamecho.core.hamiltonians import LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN, SeparableHamiltonian
 from hamecho.physical import (
     DampedLeapfrog,
+    HostDevice,
     IdealDevice,
+    Measurement,
     SimulatedDevice,
     device_from_table,
 )
@@ -279,3 +282,29 @@ def test_unknown_hamiltonian_says_how_to_register_physics():
     _, theta, drives, _ = _problem("linear")
     with pytest.raises(ValueError, match="no NumPy physics for Hamiltonian 'my_oscillator'.*register_physics"):
         SimulatedDevice().forward(ham, theta, drives)
+
+
+# --- plugging in another device (the example of docs/physical.md) ---------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class MyOscillators(HostDevice):
+    """The linear HRU as a bank of oscillators driven from Python (here: simulated in NumPy)."""
+
+    def run_on_host(self, ham, theta, drives, state, nudges, *, echo, run, rng):
+        step = 1 / (1 + np.exp(-theta["steps"]))
+        stiffness = np.minimum(np.maximum(theta["a"], 0), 0.999 * 4 / step**2)
+        q, p = state
+        out = np.empty((4,) + drives.shape[:2] + q.shape[-1:])
+        for k, u in enumerate(drives):        # an instrument: apply u for a time δ, read the state
+            out[2, k] = p
+            half = q + 0.5 * step * p
+            p = p + step * (-stiffness * half + u)
+            q = half + 0.5 * step * p
+            out[0, k], out[1, k], out[3, k] = q, half, p
+            if nudges is not None:
+                p = p + nudges[k]
+        return Measurement(*out, (q, p))
+
+
+def test_a_device_of_ones_own_plugs_in(problems):
+    assert _rel_err(_on(problems, "linear", MyOscillators()), problems["linear"][4]) < 1e-10
