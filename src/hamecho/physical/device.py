@@ -124,6 +124,7 @@ class Device(AbstractIntegrator):
             estimates = jax.tree_util.tree_map(lambda a: a / runs, estimates)
         return EchoResult(*estimates, end_state, None)
 
+
 def measured_estimates(ham, rhel, rule, theta, drives, plus: Measurement, minus: Measurement):
     """RHEL's estimates (∂L/∂θ, ∂L/∂u (L, N, U)) from the measured states of the two echoes.
 
