@@ -4,15 +4,18 @@ Two measurements, each one knob of ``hamecho.physical.SimulatedDevice`` at a tim
 
 1. **Gradient sweeps** (:func:`gradient_sweep`): for the linear HRU, the nonlinear HRU (each one block of
    an HSSM) and a 2-block linear HSSM on a random batch, the RHEL gradient on the device against exact
-   float64 BPTT of the ideal model: cosine and norm ratio over the arrays whose gradient comes from an
-   echo (every HRU's θ and B, the encoder and everything below the last core) and the cosine over all
-   arrays. For damping, also against BPTT of the *damped* model (``DampedLeapfrog``: the gradient a
-   perfect learner of the lossy system would follow). Stochastic knobs are repeated over device seeds.
-   Noise is also given relative to the nudge RHEL injects (ε·|g|, RMS over steps, samples and channels,
-   from :func:`position_cotangents`): the scale it competes with.
+   float64 BPTT of the ideal model: cosine and norm ratio over the *core arrays* — every HRU's θ and B,
+   whose gradients RHEL computes from the echo alone (the encoder's and the lower blocks' gradients mix
+   in exact autodiff through the residual paths) — the lowest cosine of a single core array, and the
+   cosine over all trainable arrays. For damping, also against BPTT of the *damped* model
+   (``DampedLeapfrog``: the gradient a perfect learner of the lossy system would follow). Stochastic
+   knobs are repeated over device seeds. Noise is also given relative to the nudge RHEL injects (ε·|g|,
+   RMS over steps, samples and channels, from :func:`position_cotangents`): the scale it competes with.
 2. **Training runs** (:func:`training_runs`): short runs of an HSSM whose cores run on the device
    (JapaneseVowels by default, or a synthetic task), a few seeds per level; test accuracy on the device
-   and with the trained parameters on the ideal model, against the ideal device and chance.
+   and with the trained parameters on the ideal model, against the ideal device, chance, and the ideal
+   device with every echo-borne gradient zeroed (only the arrays after the last core learn: what the
+   readout of a fixed random system reaches without RHEL).
 
 :func:`write_outputs` writes the JSON, a Markdown table and PNG plots. Nothing here parses arguments:
 ``hamecho.cli.robustness`` does.
@@ -44,18 +47,18 @@ KNOB_LEVELS = {
     "repeats": (1, 2, 4, 8, 16, 32),
     "mismatch": (0.0, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1),
     "drift": (0.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3),
-    "bits": (8, 12, 16, 20, 24, 28, 32, 40, 52),
+    "bits": (8, 12, 16, 18, 20, 22, 24, 32, 52),
     "damping": (0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0),
 }
 KNOBS = tuple(KNOB_LEVELS)
 STOCHASTIC = ("noise", "readout_noise", "repeats", "mismatch", "drift")
-REPEATS_NOISE = 1e-4
+REPEATS_NOISE = 1e-3
 NOISE_EPS = (1.0, 10.0, 100.0)       # the noise sweep is run at each of these ε (the others at setup.eps)
 DAMPING_LENGTHS = (50, 200)
 
 # Training: (label, knob, level) per configuration; knob None is the ideal device.
 TRAINING_LEVELS = (
-    ("ideal", None, None),
+    ("ideal", None, None), ("ideal, no echo gradients", "frozen", None),
     ("noise 1e-4", "noise", 1e-4), ("noise 1e-3", "noise", 1e-3), ("noise 1e-2", "noise", 1e-2),
     ("noise 1e-2, 16 echoes", "noise+repeats", (1e-2, 16)),
     ("readout 1e-3", "readout_noise", 1e-3), ("readout 1e-2", "readout_noise", 1e-2),
@@ -106,7 +109,7 @@ def device_for(knob: str | None, level, seed: int = 0, base: dict | None = None)
     from ..physical import IdealDevice, SimulatedDevice
 
     knobs = dict(base or {})
-    if knob is None:
+    if knob in (None, "frozen"):
         return IdealDevice()
     if knob == "repeats":
         knobs.update(noise=REPEATS_NOISE, repeats=int(level))
@@ -181,23 +184,40 @@ def _flat(tree, model, keep) -> np.ndarray:
                            if keep(jax.tree_util.keystr(path))])
 
 
+def is_core_array(path: str) -> bool:
+    """Every HRU's θ and B: the arrays whose gradient RHEL computes from the echo alone."""
+    return ".hru.theta" in path or path.endswith(".hru.B")
+
+
 def echo_dependent(model):
-    """Path filter: the arrays whose gradient passes through at least one echo (module docstring)."""
+    """Path filter: the arrays whose gradient passes through at least one echo (all but the arrays after
+    the last core: its C, D and GLU, and the head)."""
     last = len(model.blocks) - 1
     after_last_core = (f".blocks[{last}].hru.C", f".blocks[{last}].hru.D", f".blocks[{last}].glu", ".head")
     return lambda path: not path.startswith(after_last_core)
 
 
+def _cosine(g, r) -> float:
+    g_norm, r_norm = float(np.linalg.norm(g)), float(np.linalg.norm(r))
+    return float(g @ r) / (g_norm * r_norm) if g_norm > 0 and r_norm > 0 else 0.0
+
+
 def compare(grads, reference, model) -> dict:
-    """cosine and norm_ratio over the echo-dependent arrays, and the cosine over all arrays."""
-    out = {}
-    for suffix, keep in (("", echo_dependent(model)), ("_all", lambda path: True)):
-        g, r = _flat(grads, model, keep), _flat(reference, model, keep)
-        g_norm, r_norm = float(np.linalg.norm(g)), float(np.linalg.norm(r))
-        out["cosine" + suffix] = float(g @ r) / (g_norm * r_norm) if g_norm > 0 else 0.0
-        if not suffix:
-            out["norm_ratio"] = g_norm / r_norm
-    return out
+    """cosine and norm_ratio over the core arrays, cosine_min (the lowest cosine of one core array) and
+    cosine_all (over every trainable array)."""
+    g, r = _flat(grads, model, is_core_array), _flat(reference, model, is_core_array)
+    one = lambda tree, path: _flat(tree, model, lambda p: p == path)
+    per_array = [_cosine(one(grads, path), one(reference, path)) for path in _paths(model) if is_core_array(path)]
+    return {"cosine": _cosine(g, r), "norm_ratio": float(np.linalg.norm(g) / np.linalg.norm(r)),
+            "cosine_min": min(per_array),
+            "cosine_all": _cosine(_flat(grads, model, lambda p: True), _flat(reference, model, lambda p: True))}
+
+
+def _paths(model) -> list[str]:
+    from ..nn.hssm import trainable
+
+    leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(model, trainable(model)))[0]
+    return [jax.tree_util.keystr(path) for path, _ in leaves]
 
 
 # --- 1. gradient sweeps ---------------------------------------------------------------------------
@@ -277,7 +297,8 @@ def summarize_gradients(rows: list[dict]) -> list[dict]:
     for (problem, knob, eps, length, level), members in groups.items():
         entry = {"problem": problem, "knob": knob, "eps": eps, "length": length, "level": level,
                  "seeds": len(members), "nudge_rms": members[0]["nudge_rms"]}
-        for key in ("cosine", "norm_ratio", "cosine_all", "cosine_damped", "norm_ratio_damped", "gamma_L", "gamma_T"):
+        for key in ("cosine", "norm_ratio", "cosine_min", "cosine_all", "cosine_damped", "norm_ratio_damped",
+                    "gamma_L", "gamma_T"):
             if key in members[0]:
                 values = np.array([m[key] for m in members])
                 entry[key] = float(np.mean(values))
@@ -303,11 +324,12 @@ def accuracy(model, x, y, integrator) -> float:
     return float(np.mean(np.argmax(np.asarray(predict(model, x, integrator=integrator)), axis=-1) == y))
 
 
-def train_on_device(data, setup: TrainingSetup, device, seed: int, progress=None) -> dict:
+def train_on_device(data, setup: TrainingSetup, device, seed: int, progress=None, frozen: bool = False) -> dict:
     """Train an HSSM whose cores run on ``device`` for ``setup.steps`` Adam steps; test accuracies.
 
     Returns {final_loss, test_accuracy (on the device), test_accuracy_ideal (the trained parameters on
-    the ideal model), seconds}. ``progress``: advanced once per step.
+    the ideal model), seconds}. ``progress``: advanced once per step. ``frozen``: zero every gradient that
+    passes through an echo (the baseline without RHEL).
     """
     import optax
 
@@ -322,6 +344,10 @@ def train_on_device(data, setup: TrainingSetup, device, seed: int, progress=None
     model = HSSM(in_dim=data.x_train.shape[-1], out_dim=data.num_classes, hidden=setup.hidden, state=setup.state,
                  blocks=setup.blocks, hru=setup.hru, step=setup.step, dtype=jnp.float64, key=model_key)
     optimizer = optax.adam(setup.lr)
+    if frozen:
+        through_echo = echo_dependent(model)
+        mask = lambda tree: jax.tree_util.tree_map_with_path(lambda p, _: through_echo(jax.tree_util.keystr(p)), tree)
+        optimizer = optax.chain(optax.masked(optax.set_to_zero(), mask), optimizer)
     opt_state = init_optimizer(optimizer, model)
     x_train, y_train = np.asarray(data.x_train, np.float64), np.asarray(data.y_train)
     rng = np.random.default_rng(seed)
@@ -356,7 +382,7 @@ def training_runs(setup: TrainingSetup = TrainingSetup(), levels=TRAINING_LEVELS
     for label, knob, level in levels:
         for seed in setup.seeds:
             device = device_for(knob, level, seed=0)
-            result = train_on_device(data, setup, device, seed, progress)
+            result = train_on_device(data, setup, device, seed, progress, frozen=knob == "frozen")
             runs.append({"label": label, "knob": knob, "level": level, "seed": seed, "device": repr(device), **result})
     summary = []
     for label, knob, level in levels:
@@ -480,8 +506,8 @@ def markdown_report(result: RobustnessResult) -> str:
     setup = result.gradient_setup
     lines += [f"Gradient problems: random batch of {setup['batch']} × L = {setup['length']}, hidden {setup['hidden']}, "
               f"state {setup['state']}, nonlinear δ = {setup['step']}, ε = {setup['eps']} unless stated; cosine and "
-              "norm ratio of the RHEL gradient on the device against float64 BPTT of the ideal model, over the arrays "
-              "whose gradient comes from an echo (mean ± std over device seeds).", ""]
+              "norm ratio of the RHEL gradient on the device against float64 BPTT of the ideal model, over the core "
+              "arrays (every HRU's θ and B, concatenated; mean ± std over device seeds).", ""]
     summary = result.gradient_summary
     for knob in KNOBS:
         entries = [e for e in summary if e["knob"] == knob]
@@ -519,7 +545,9 @@ def markdown_report(result: RobustnessResult) -> str:
                   f"{s['steps']} Adam steps (lr {s['lr']}, batch {s['batch']}), RHEL ε = {s['eps']}, seeds "
                   f"{', '.join(map(str, s['seeds']))}; test accuracy ({t['test_cases']} cases) of the final model on "
                   f"the device it was trained on, and with its parameters on the ideal model; chance "
-                  f"{t['chance']:.3f}." + (f" Nudge ε·|g| (RMS, first batch, at initialisation): {nudge:.2g}."
+                  f"{t['chance']:.3f}. \"No echo gradients\": the ideal device with every gradient that passes "
+                  "through an echo zeroed (only the last core's readout, its GLU and the head learn)."
+                  + (f" Nudge ε·|g| (RMS, first batch, at initialisation): {nudge:.2g}."
                                            if nudge else ""), "",
                   "| device | test accuracy on the device | on the ideal model | final training loss |",
                   "|---|---|---|---|"]
@@ -577,7 +605,7 @@ def _plot_knob(ax, entries, knob, *, relative: bool) -> None:
     xlabel = {"damping": "γ·δ̄·L  (e-folds of momentum decay over the sequence)",
               "repeats": f"echo pairs averaged (noise {REPEATS_NOISE:g})"}.get(knob, KNOB_TITLES[knob])
     ax.set_xlabel(f"{knob} / nudge RMS ε·|g|" if relative else xlabel)
-    ax.set_ylabel("cosine to BPTT (echo-dependent arrays)")
+    ax.set_ylabel("cosine to BPTT (every HRU's θ and B)")
     ax.set_ylim(-1.05 if knob == "damping" else -0.1, 1.05)
     ax.axhline(0, color="grey", lw=0.5)
     ax.grid(alpha=0.3)
