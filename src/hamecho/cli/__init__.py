@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "hamecho.cli.run",
     "hamecho.cli.sweep",
     "hamecho.cli.bench",
+    "hamecho.cli.robustness",
 )
 
 

@@ -21,7 +21,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from .gradients import half_difference, nudges_after_each_step, step_energy_gradients
+from .gradients import echo_energy_half_difference, estimator_scale, nudges_after_each_step
 from .hamiltonians import SeparableHamiltonian, batched_force, batched_velocity
 from .integrators import AbstractIntegrator, EchoResult, state_size
 
@@ -175,21 +175,16 @@ class FixedPointLeapfrog(AbstractIntegrator):
             drive, nudge = inputs
             q_p, p_p, h_p = fixed_point_leapfrog_step(ham, theta, *plus, drive, bits)
             q_m, p_m, h_m = fixed_point_leapfrog_step(ham, theta, *minus, drive, bits)
-            energy_grads = lambda states: step_energy_gradients(ham, theta, states, drive)
-            if rule == "direct":
-                g_plus = energy_grads((as_float(h_p), as_float(plus[1]), as_float(p_p)))
-                g_minus = energy_grads((as_float(h_m), as_float(minus[1]), as_float(p_m)))
-                g_theta, g_drive = jax.tree_util.tree_map(lambda a, b: 0.5 * (a - b), g_plus, g_minus)
-            else:  # quadrature around the exact integer half-difference
-                half = tuple(from_fixed(a - b, bits + 1) for a, b in ((h_p, h_m), (plus[1], minus[1]), (p_p, p_m)))
-                mean = tuple(as_float(b) + d for b, d in zip((h_m, minus[1], p_m), half))
-                g_theta, g_drive = half_difference(energy_grads, mean, half, rule)
+            # the quadrature rule integrates around the exact integer half-difference
+            half = tuple(from_fixed(a - b, bits + 1) for a, b in ((h_p, h_m), (plus[1], minus[1]), (p_p, p_m)))
+            g_theta, g_drive = echo_energy_half_difference(
+                ham, theta, tuple(map(as_float, (h_p, plus[1], p_p))), tuple(map(as_float, (h_m, minus[1], p_m))),
+                drive, rule, half)
             acc = jax.tree_util.tree_map(jnp.add, acc, g_theta)
             return ((q_p, p_p + nudge), (q_m, p_m + minus_int(nudge)), acc), g_drive
 
         (end_plus, _, acc), drive_half_diffs = jax.lax.scan(body, (plus, minus, acc), (drives, next_nudges),
                                                             reverse=True)
-        # half-differences (Φ₊ − Φ₋)/2 → two-sided: divide by ε; one-sided (Φ₋ = 0-echo): by ε/2
-        scale = -1.0 / (eps if rhel.estimator == "two_sided" else 0.5 * eps)
+        scale = estimator_scale(rhel)  # half-differences (Φ₊ − Φ₋)/2 → ∂L
         grad_theta = jax.tree_util.tree_map(lambda a: scale * a, acc)
         return EchoResult(grad_theta, scale * drive_half_diffs, self.state_as_float(end_plus), None)

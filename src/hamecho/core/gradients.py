@@ -135,3 +135,28 @@ def step_energy_gradients(ham, theta, states, drive):
 def nudges_after_each_step(nudges):
     """The nudge that follows the echo step undoing forward step k: nudges[k − 1], none after step 0."""
     return jnp.concatenate([jnp.zeros_like(nudges[:1]), nudges[:-1]], axis=0)
+
+
+def echo_energy_half_difference(ham, theta, plus, minus, drive, rule: str, half=None):
+    """½(∇E(plus) − ∇E(minus)) of one step's energy at the states of two separately run echoes.
+
+    plus, minus: (half_position, momentum_before, momentum_after) of the +ε and the −ε (or free) echo,
+    each (N, P); drive (N, U). ``"direct"`` evaluates at both and subtracts (as a physical system would);
+    the quadrature rule integrates around minus + half, with ``half`` the states' half-difference when
+    the caller knows it more exactly than (plus − minus)/2 (the fixed-point grid's integers). Shared by
+    the echoes that carry two states: ``FixedPointLeapfrog`` and the devices of ``hamecho.physical``.
+    Returns (θ part, drive part (N, U)).
+    """
+    energy_grads = lambda states: step_energy_gradients(ham, theta, states, drive)
+    if rule == "direct":
+        return jax.tree_util.tree_map(lambda a, b: 0.5 * (a - b), energy_grads(plus), energy_grads(minus))
+    if half is None:
+        half = tuple(0.5 * (a - b) for a, b in zip(plus, minus))
+    mean = tuple(b + d for b, d in zip(minus, half))
+    return half_difference(energy_grads, mean, half, rule)
+
+
+def estimator_scale(rhel: RHEL) -> float:
+    """What turns the echoes' summed half-differences into ∂L: −1/ε two-sided; −2/ε one-sided (Φ₋ is the
+    free echo, so the half-difference spans ε/2)."""
+    return -1.0 / (rhel.eps if rhel.estimator == "two_sided" else 0.5 * rhel.eps)
