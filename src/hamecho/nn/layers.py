@@ -1,4 +1,4 @@
-"""Layers: Hamiltonian recurrent units (generic, linear, nonlinear), a dense layer, GLU, BatchNorm.
+"""Layers: Hamiltonian recurrent units (generic, linear, nonlinear), a dense layer, GLU, BatchNorm, LayerNorm.
 
 Inside the HSSM every layer works on time-major activations ``(L, N, H)`` (time, batch, features): the
 HRU core scans over the leading axis, and one layout through the whole stack avoids transposes. Called
@@ -143,11 +143,55 @@ class BatchNorm(eqx.Module):
         return (x - mean) / jnp.sqrt(var + self.eps)
 
 
+class LayerNorm(eqx.Module):
+    """Per-step normalisation over the features, no affine part: (x − mean) / √(var + eps) of each step
+    and sample over its H features alone. Local in time, so a block with it can stream (``Streaming``).
+
+    The same interface as :class:`BatchNorm` with nothing to keep: no running statistics (``()``), and
+    training and inference mode normalise alike.
+    """
+
+    eps: float = eqx.field(static=True, default=1e-5)
+
+    def __init__(self, features: int | None = None, *, dtype=None, eps: float = 1e-5):
+        del features, dtype  # nothing to store
+        self.eps = eps
+
+    def __call__(self, x, train: bool):
+        """x (..., H) → (normalised x, ()): no statistics to keep."""
+        return self.normalise(x), ()
+
+    def statistics(self, x, train: bool):
+        """No statistics across steps: (None, None, ())."""
+        return None, None, ()
+
+    def normalise(self, x, mean=None, var=None):
+        """Each step over its features; ``mean``/``var`` (from ``statistics``) are None and ignored."""
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+        return (x - mean) / jnp.sqrt(var + self.eps)
+
+
+NORMS = {"batch": BatchNorm, "layer": LayerNorm}
+
+
 def dropout_keep_mask(key, rate: float, shape):
     """The boolean keep-mask ``dropout`` draws for ``key`` (True: kept), or None without dropout."""
     if key is None or rate == 0.0:
         return None
     return jax.random.bernoulli(key, 1.0 - rate, shape)
+
+
+def step_keep_masks(key, rate: float, steps, shape):
+    """Keep-masks drawn per time step: mask[i] = ``dropout_keep_mask(fold_in(key, steps[i]), rate, shape)``.
+
+    steps: absolute step indices (len S); returns (S, *shape) or None without ``key``. Any stretch of
+    steps draws exactly what the whole sequence draws there, so a chunked run redraws its masks in the
+    backward pass instead of storing them.
+    """
+    if key is None or rate == 0.0:
+        return None
+    return jax.vmap(lambda step: jax.random.bernoulli(jax.random.fold_in(key, step), 1.0 - rate, shape))(steps)
 
 
 def apply_dropout(x, keep, rate: float):
