@@ -45,28 +45,32 @@ def worst(grads, reference) -> float:
 
 def test_chunk_plan_has_no_padding():
     assert chunk_plan(48, 12) == (4, 12, 0)
-    assert chunk_plan(48, 10) == (4, 10, 8)  # a first chunk of 8 steps, then four of 10
+    assert chunk_plan(48, 10) == (6, 8, 0)  # a divisor between chunk/2 and chunk
+    assert chunk_plan(47, 10) == (4, 10, 7)  # none: a first chunk of 7 steps, then four of 10
     assert chunk_plan(48, 100) == (1, 48, 0)
-    for length, chunk in ((1, 5), (7, 7), (1000, 256), (17984, 256)):
+    for length, chunk in ((1, 5), (7, 7), (1000, 256), (17984, 256), (10**6, 512)):
         n_full, size, rest = chunk_plan(length, chunk)
         assert n_full * size + rest == length and rest < size <= chunk
 
 
-@pytest.mark.parametrize("task", ["classification", "regression"])
-@pytest.mark.parametrize("chunk", [12, 10])  # divides L = 48; does not (a first chunk of 8 steps)
-def test_linear_streaming_rhel_equals_bptt_with_dropout(task, chunk):
-    model, x, y = problem("linear", task)
+# 4 × 12 steps; 7 steps, then 4 × 10. Two of the four combinations in CI (compilation dominates).
+@pytest.mark.parametrize("task,length,chunk", [
+    ("classification", 48, 12), ("regression", 47, 10),
+    pytest.param("classification", 47, 10, marks=pytest.mark.slow),
+    pytest.param("regression", 48, 12, marks=pytest.mark.slow)])
+def test_linear_streaming_rhel_equals_bptt_with_dropout(task, length, chunk):
+    model, x, y = problem("linear", task, length=length)
     key = jax.random.PRNGKey(7)
+    keep = model.blocks[0].dropout_masks(key, (length, BATCH, HIDDEN))[0]
+    assert 0 < int(jnp.sum(~keep)) < 0.2 * keep.size  # dropout is on
     loss_b, bptt = he.value_and_grad(model, x, y, gradient=he.BPTT(), key=key)
     loss_s, streamed = he.value_and_grad(model, x, y, gradient=he.RHEL(eps=0.1), memory=he.Streaming(chunk), key=key)
     assert abs(float(loss_s - loss_b)) <= 1e-13 * abs(float(loss_b))
     assert worst(streamed, bptt) < 1e-9
-    loss_no_dropout, _ = he.value_and_grad(model, x, y, gradient=he.BPTT())
-    assert abs(float(loss_b - loss_no_dropout)) > 1e-6 * abs(float(loss_b))  # the masks did something
 
 
 def test_nonlinear_streaming_rhel_is_bptt_within_rhel_bias_and_is_rhel():
-    model, x, y = problem("nonlinear", step=0.1)
+    model, x, y = problem("nonlinear", step=0.1, blocks=2)
     key = jax.random.PRNGKey(7)
     _, bptt = he.value_and_grad(model, x, y, gradient=he.BPTT(), key=key)
     _, streamed = he.value_and_grad(model, x, y, gradient=he.RHEL(eps=1e-3), memory=he.Streaming(10), key=key)
@@ -74,25 +78,26 @@ def test_nonlinear_streaming_rhel_is_bptt_within_rhel_bias_and_is_rhel():
     # Against non-streaming RHEL with the same difference rule. "quadrature" has no cancellation, so the
     # two agree to rounding; the "direct" subtraction (the float64 default at ε ≥ 1e-3) divides the
     # rebuild's ~1e-15 rounding by ε, which is also its own noise between any two float64 runs.
-    for difference, tolerance in (("quadrature", 1e-9), ("direct", 1e-7)):
-        gradient = he.RHEL(eps=1e-3, difference=difference)
-        _, plain = he.value_and_grad(model, x, y, gradient=gradient, key=key)
-        _, streamed = he.value_and_grad(model, x, y, gradient=gradient, memory=he.Streaming(10), key=key)
-        assert worst(streamed, plain) < tolerance, difference
+    # (measured 3e-10 to 2e-9 here, the level at which plain "direct" RHEL differs from BPTT at ε = 1e-4).
+    gradient = he.RHEL(eps=1e-3, difference="quadrature")
+    _, plain = he.value_and_grad(model, x, y, gradient=gradient, key=key)
+    _, streamed = he.value_and_grad(model, x, y, gradient=gradient, memory=he.Streaming(10), key=key)
+    assert worst(streamed, plain) < 1e-9
 
 
 def test_gradient_with_respect_to_the_input_streams_too():
-    model, x, y = problem("linear", "regression")
+    model, x, y = problem("linear", "regression", blocks=1)
     loss = lambda x, memory: he.nn.api.training_loss(
         model, x, y, he.core.choices.Choices(gradient=he.RHEL(), memory=memory))[0]
-    reference = jax.grad(loss)(x, None)
-    streamed = jax.grad(loss)(x, he.Streaming(10))
+    grad = jax.jit(jax.grad(loss), static_argnums=1)
+    reference = grad(x, None)
+    streamed = grad(x, he.Streaming(12))
     np.testing.assert_allclose(streamed, reference, rtol=0, atol=1e-12 * float(jnp.max(jnp.abs(reference))))
 
 
 def test_fixed_point_streaming_rebuilds_exactly_and_runs():
     # large steps and inputs: the float rebuild misses measurably, the grid's is exact
-    model, x, y = problem("nonlinear", length=60, step=0.5, scale=3.0)
+    model, x, y = problem("nonlinear", length=60, step=0.5, scale=3.0, blocks=2)
     fixed = he.FixedPointLeapfrog(fraction_bits=40)
     assert np.all(np.asarray(stream_retrace_error(model, x, chunk=7, integrator=fixed)) == 0.0)
     assert float(jnp.max(stream_retrace_error(model, x, chunk=7))) > 0.0
@@ -106,7 +111,7 @@ def test_fixed_point_streaming_rebuilds_exactly_and_runs():
 
 
 def test_time_chunks_draw_the_whole_sequences_dropout_with_norm_layer():
-    model, x, y = problem("linear")
+    model, x, y = problem("linear", blocks=2)
     key = jax.random.PRNGKey(7)
     loss_p, plain = he.value_and_grad(model, x, y, gradient=he.BPTT(), key=key)
     loss_c, chunked = he.value_and_grad(model, x, y, gradient=he.BPTT(), memory=he.TimeChunks(7), key=key)
@@ -139,24 +144,23 @@ def test_streaming_is_refused_with_its_reason():
 # --- the norm "layer" model -----------------------------------------------------------------------------
 
 def test_layer_norm_model_trains_and_predicts():
-    model, x, y = problem("linear", blocks=2)
-    assert he.count_parameters(model) == len(jax.flatten_util.ravel_pytree(eqx.filter(model, eqx.is_array))[0])
-    (loss, stats), _ = he.value_and_grad(model, x, y, return_stats=True)
-    assert stats == ((), ()) and model.with_norm_stats(stats) is model
+    model, x, y = problem("linear", blocks=1)
+    assert he.count_parameters(model) == sum(a.size for a in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array)))
+    assert model.with_norm_stats(((),)) is model  # no running statistics to keep
     optimizer = optax.adam(1e-2)
     losses = {}
-    for name, memory in (("plain", None), ("streaming", he.Streaming(10))):
+    for name, memory in (("plain", None), ("streaming", he.Streaming(12))):
         m, state = model, he.init_optimizer(optimizer, model)
         for step in range(3):
             m, state, loss = he.train_step(m, state, x, y, optimizer, memory=memory, key=jax.random.PRNGKey(step))
         losses[name] = float(loss)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # no running statistics, so nothing to warn about
-            logits = he.predict(m, x)
-        assert logits.shape == (BATCH, CLASSES)
     assert losses["streaming"] == pytest.approx(losses["plain"], rel=1e-9)
-    inference = model(x, memory=he.Streaming(10))[0]
-    np.testing.assert_allclose(inference, model(x)[0], rtol=1e-12, atol=1e-14)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no running statistics, so nothing to warn about
+        logits = he.predict(m, x)
+    assert logits.shape == (BATCH, CLASSES)
+    inference = eqx.filter_jit(lambda m, x: m(x, memory=he.Streaming(12))[0])(m, x)
+    np.testing.assert_allclose(inference, logits, rtol=1e-12, atol=1e-14)
 
 
 # --- the memory contract --------------------------------------------------------------------------------
@@ -172,11 +176,13 @@ def _temp_bytes(model, x, y, memory) -> int:
 def test_streaming_temporaries_do_not_grow_with_length(task):
     """XLA's count of one value-and-grad's temporary buffers (x and y are arguments, not temporaries)."""
     sizes = {}
+    memories = {"streaming": he.Streaming(20)} if task == "regression" else {"plain": None,
+                                                                              "streaming": he.Streaming(20)}
     for length in (200, 2000):
-        model, x, y = problem("linear", task, length=length, blocks=2, dtype=jnp.float32)
-        sizes[length] = {name: _temp_bytes(model, x, y, memory) for name, memory in
-                         (("plain", None), ("streaming", he.Streaming(20)))}
+        model, x, y = problem("linear", task, length=length, blocks=1, dtype=jnp.float32)
+        sizes[length] = {name: _temp_bytes(model, x, y, memory) for name, memory in memories.items()}
     activation = 1800 * BATCH * HIDDEN * 4  # one (L, N, H) float32 array's growth
-    assert sizes[2000]["plain"] - sizes[200]["plain"] > 5 * activation  # the check can fail
-    # streaming: nothing of size L (the regression outputs are the size of the targets, L/5 · 3 numbers)
+    if "plain" in memories:
+        assert sizes[2000]["plain"] - sizes[200]["plain"] > 3 * activation  # the check can fail
+    # streaming: nothing of size L (regression's outputs have the targets' size, L/5 · 3 numbers)
     assert sizes[2000]["streaming"] - sizes[200]["streaming"] < 0.25 * activation, sizes

@@ -27,5 +27,5 @@ from .nn.streaming import Streaming  # noqa: E402
 
 __all__ = ["AbstractGradient", "AbstractIntegrator", "AbstractMemory", "AffineLeapfrog", "BPTT", "CoreOptions",
            "FixedPointLeapfrog", "HRU", "HSSM", "Leapfrog", "LinearHRU", "NonlinearHRU", "RHEL", "RecomputeBlocks",
-           "SeparableHamiltonian", "Streaming", "TimeChunks", "cast", "count_parameters", "hamiltonian_core", "init_optimizer",
-           "predict", "retrace_error", "train_step", "trainable", "value_and_grad", "__version__"]
+           "SeparableHamiltonian", "Streaming", "TimeChunks", "cast", "count_parameters", "hamiltonian_core",
+           "init_optimizer", "predict", "retrace_error", "train_step", "trainable", "value_and_grad", "__version__"]

@@ -43,7 +43,7 @@ from ..core.engine import relative_retrace_error, to_compute_dtype
 from ..core.gradients import RHEL, check_positive_int
 from .memory import AbstractMemory
 
-DEFAULT_CHUNK = 256
+DEFAULT_CHUNK = 512
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,10 @@ class Streaming(AbstractMemory):
     nothing of length L is kept but the input. RHEL only, ``HSSM(norm="layer")`` only; integrator
     ``Leapfrog`` (the default) or ``FixedPointLeapfrog``.
 
-    Chunks: the first ``L mod chunk`` steps form one shorter chunk (no padding), then ⌊L/chunk⌋ chunks of
-    ``chunk`` steps. Memory per chunk ~ chunk · batch · hidden numbers per block; the compute is that of
-    plain RHEL plus one more forward pass (the rebuild).
+    Chunks (``chunk_plan``): a divisor of L between chunk/2 and chunk steps where there is one; else the
+    first ``L mod chunk`` steps form one shorter chunk (no padding), then ⌊L/chunk⌋ chunks of ``chunk``
+    steps. Memory per chunk ~ chunk · batch · hidden numbers per block; the compute is that of plain
+    RHEL plus one more forward pass (the rebuild), on a working set that stays in cache.
     """
 
     whole_stack: ClassVar[bool] = True
@@ -75,8 +76,13 @@ class Streaming(AbstractMemory):
 
 
 def chunk_plan(length: int, chunk: int) -> tuple[int, int, int]:
-    """(n_full, size, rest): the first ``rest`` steps form one shorter chunk, then ``n_full`` chunks of ``size``."""
-    size = max(1, min(chunk, length))
+    """(n_full, size, rest): the first ``rest`` steps form one shorter chunk, then ``n_full`` chunks of ``size``.
+
+    ``size`` is a divisor of ``length`` between chunk/2 and chunk where there is one (rest 0: one chunk
+    function to compile instead of two), else ``chunk``.
+    """
+    chunk = max(1, min(chunk, length))
+    size = next((s for s in range(chunk, (chunk + 1) // 2 - 1, -1) if length % s == 0), chunk)
     n_full, rest = divmod(length, size)
     return n_full, size, rest
 
@@ -118,8 +124,8 @@ class _Stack:
         return block.after_hru(h, block.hru.readout(positions, block.norm(h, self.train)[0]), keep)
 
     def keep_masks(self, b, start, size):
-        return self.model.blocks[b].dropout_masks(self.block_keys[b], (size, self.batch, self.model.encoder.weight.shape[0]),
-                                                  start)
+        shape = (size, self.batch, self.model.encoder.weight.shape[0])
+        return self.model.blocks[b].dropout_masks(self.block_keys[b], shape, start)
 
     def initial_states(self):
         """The zero state of every core, in the dtype its integrator carries (float or int64)."""
@@ -239,8 +245,8 @@ class _Stack:
     def backward(self, final_states, head_acc, cotangent, x_needed: bool):
         """(gradient of the model's arrays, of x or None)."""
         model = self.model
-        zeros = lambda tree: jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, jnp.promote_types(a.dtype,
-                                                                                                     self.acc_dtype)), tree)
+        wide = lambda a: jnp.zeros(a.shape, jnp.promote_types(a.dtype, self.acc_dtype))
+        zeros = lambda tree: jax.tree_util.tree_map(wide, tree)
         if model.task == "classification":
             mean = (head_acc / self.length).astype(self.dtype)
             _, head_vjp = jax.vjp(lambda head, m: head(m), model.head, mean)
@@ -350,7 +356,12 @@ def stream_retrace_error(model, x, *, integrator=None, chunk: int = DEFAULT_CHUN
     """
     choices = Choices(gradient=RHEL(), integrator=integrator, memory=Streaming(chunk))
     check_compatible(choices.gradient, choices.integrator, choices.memory, norm=model.norm)
-    run = _Stack(model, x, choices, chunk, True, key)
+    return _retrace_errors(model, x, choices, key)
+
+
+@eqx.filter_jit
+def _retrace_errors(model, x, choices, key):
+    run = _Stack(model, x, choices, choices.memory.chunk, True, key)
     _, final_states, _ = run.forward()
     starts = run.retrace(final_states)
     errors = []
