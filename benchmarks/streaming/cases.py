@@ -24,10 +24,9 @@ STREAM_CHUNK = 512
 def choices(method: str, chunk: int = STREAM_CHUNK) -> dict:
     import hamecho as he
 
-    return {"rhel": dict(gradient=he.RHEL()), "bptt": dict(gradient=he.BPTT()),
-            "bptt_chunked": dict(gradient=he.BPTT(), memory=he.TimeChunks(TIME_CHUNK)),
-            "rhel_chunked": dict(gradient=he.RHEL(), memory=he.TimeChunks(TIME_CHUNK)),
-            "rhel_streaming": dict(gradient=he.RHEL(), memory=he.Streaming(chunk))}[method]
+    gradient = he.BPTT() if method.startswith("bptt") else he.RHEL()
+    memory = {"chunked": lambda: he.TimeChunks(TIME_CHUNK), "streaming": lambda: he.Streaming(chunk)}
+    return dict(gradient=gradient, memory=memory[method.partition("_")[2]]() if "_" in method else None)
 
 
 def input_bytes(length: int) -> int:

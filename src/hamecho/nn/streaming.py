@@ -117,11 +117,17 @@ class _Stack:
         """(size, N, in_dim), read from x (N, L, in_dim) in place."""
         return jnp.swapaxes(jax.lax.dynamic_slice_in_dim(self.x, start, size, axis=1), 0, 1)
 
-    def drives(self, block, h):
-        return block.hru.drives(block.norm(h, self.train)[0])
+    def normed(self, block, h):
+        return block.norm(h, self.train)[0]
 
-    def after_core(self, block, h, positions, keep):
-        return block.after_hru(h, block.hru.readout(positions, block.norm(h, self.train)[0]), keep)
+    @staticmethod
+    def drives(block, u):
+        return block.hru.drives(u)
+
+    @staticmethod
+    def after_core(block, h, u, positions, keep):
+        """Everything of a block after its core: readout C·φ + D⊙u, GELU, dropout, GLU, dropout, residual."""
+        return block.after_hru(h, block.hru.readout(positions, u), keep)
 
     def keep_masks(self, b, start, size):
         shape = (size, self.batch, self.model.encoder.weight.shape[0])
@@ -171,10 +177,11 @@ class _Stack:
         h = self.model.encoder(self.x_chunk(start, size))
         new_states = []
         for b, block in enumerate(self.model.blocks):
-            drives = self.drives(block, h)
+            u = self.normed(block, h)
+            drives = self.drives(block, u)
             positions, state = self.integrators[b].forward(block.hru.hamiltonian, self.thetas[b],
                                                            drives.astype(self.core_dtype), states[b])
-            h = self.after_core(block, h, positions.astype(drives.dtype), self.keep_masks(b, start, size))
+            h = self.after_core(block, h, u, positions.astype(drives.dtype), self.keep_masks(b, start, size))
             new_states.append(state)
         return new_states, self.accumulate_head(head_acc, h, start, size)
 
@@ -203,20 +210,22 @@ class _Stack:
         for b, block in enumerate(self.model.blocks):
             ham = block.hru.hamiltonian
             keep = self.keep_masks(b, start, size)
-            if with_vjps:
-                drives, drives_vjp = jax.vjp(self.drives, block, h)
+            after = lambda blk, hh, uu, pos, keep=keep: self.after_core(blk, hh, uu, pos, keep)
+            if with_vjps:  # each piece once, its VJP kept for the top-down pass
+                u, norm_vjp = jax.vjp(lambda hh, block=block: self.normed(block, hh), h)
+                drives, drives_vjp = jax.vjp(self.drives, block, u)
             else:
-                drives, drives_vjp = self.drives(block, h), None
+                u = self.normed(block, h)
+                drives, norm_vjp, drives_vjp = self.drives(block, u), None, None
             drives_c = drives.astype(self.core_dtype)
             positions, state = self.integrators[b].rebuild(ham, self.thetas[b], drives_c, free[b])
             positions = positions.astype(drives.dtype)
-            after = lambda blk, hh, pos, keep=keep: self.after_core(blk, hh, pos, keep)
             if with_vjps:
-                h, after_vjp = jax.vjp(after, block, h, positions)
+                h, after_vjp = jax.vjp(after, block, h, u, positions)
             else:
-                h, after_vjp = after(block, h, positions), None
+                h, after_vjp = after(block, h, u, positions), None
             start_states.append(state)
-            pieces.append((drives_vjp, after_vjp, drives_c, drives.dtype))
+            pieces.append((norm_vjp, drives_vjp, after_vjp, drives_c, drives.dtype))
         return start_states, pieces, h, encoder_vjp
 
     def backward_chunk(self, carry, start, size, top_cotangent):
@@ -226,12 +235,13 @@ class _Stack:
         block_grads, new_echoes, new_thetas = list(grads["blocks"]), list(echoes), list(thetas)
         for b in reversed(range(len(self.model.blocks))):
             block = self.model.blocks[b]
-            drives_vjp, after_vjp, drives_c, drives_dtype = pieces[b]
-            g_after, g, g_positions = after_vjp(g)
+            norm_vjp, drives_vjp, after_vjp, drives_c, drives_dtype = pieces[b]
+            g_after, g, g_u, g_positions = after_vjp(g)
             new_echoes[b], new_thetas[b], g_drives = self.integrators[b].echo_stretch(
                 block.hru.hamiltonian, self.rhel, self.rules[b], self.thetas[b], drives_c, echoes[b],
                 g_positions.astype(self.core_dtype), thetas[b])
-            g_drives_block, g_below = drives_vjp(g_drives.astype(drives_dtype))
+            g_drives_block, g_u_drives = drives_vjp(g_drives.astype(drives_dtype))
+            (g_below,) = norm_vjp(g_u + g_u_drives)
             block_grads[b] = _add(block_grads[b], g_after, g_drives_block)
             g = g + g_below
         g_encoder, g_x = encoder_vjp(g)
