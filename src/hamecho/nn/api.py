@@ -50,12 +50,17 @@ def _is_concrete(a) -> bool:
     return not isinstance(a, jax.core.Tracer)
 
 
+@jax.jit
+def _not_finite(a):
+    return jnp.sum(~jnp.isfinite(a))  # one fused reduction: no temporary of x's size (x may be most of memory)
+
+
 def _count_not_finite(a) -> int:
     """Number of NaN/Inf entries of a concrete array, computed eagerly even while a trace is open."""
     if isinstance(a, np.ndarray):
         return int(np.sum(~np.isfinite(a)))
     with jax.ensure_compile_time_eval():
-        return int(jnp.sum(~jnp.isfinite(a)))
+        return int(_not_finite(a))
 
 
 def _label_range(y) -> tuple[int, int]:
