@@ -13,8 +13,6 @@ comparison is of the memory strategy alone), dropout on (per-step masks), one ji
 """
 from __future__ import annotations
 
-import numpy as np
-
 SHAPE = {"blocks": 6, "hidden": 64, "state": 16, "in_dim": 6, "classes": 5, "batch": 4}
 METHODS = ("rhel", "bptt", "bptt_chunked", "rhel_chunked", "rhel_streaming")
 TIME_CHUNK = 1024
@@ -35,7 +33,8 @@ def input_bytes(length: int) -> int:
 
 
 def build(length: int, hru: str = "linear", norm: str = "layer", seed: int = 0):
-    """(model, x, y) with x written once in float32 (NumPy, then one copy to the device)."""
+    """(model, x, y); x (batch, L, in_dim) float32 standard normal, written on the device chunk by chunk into
+    its one buffer (``make_input``), so that creating it adds nothing but x itself to the process's memory."""
     import jax
     import jax.numpy as jnp
 
@@ -43,12 +42,35 @@ def build(length: int, hru: str = "linear", norm: str = "layer", seed: int = 0):
 
     model = he.HSSM(in_dim=SHAPE["in_dim"], out_dim=SHAPE["classes"], hidden=SHAPE["hidden"], state=SHAPE["state"],
                     blocks=SHAPE["blocks"], hru=hru, norm=norm, dtype=jnp.float32, key=jax.random.PRNGKey(seed))
-    rng = np.random.default_rng(seed)
-    x_host = rng.standard_normal((SHAPE["batch"], length, SHAPE["in_dim"]), dtype=np.float32)
-    x = jnp.asarray(x_host)
-    del x_host
-    y = jnp.asarray(rng.integers(0, SHAPE["classes"], SHAPE["batch"]))
+    x = make_input(jax.random.PRNGKey(seed + 1), length)
+    y = jax.random.randint(jax.random.PRNGKey(seed + 2), (SHAPE["batch"],), 0, SHAPE["classes"])
     return model, x, y
+
+
+def make_input(key, length: int, chunk: int = 10_000):
+    """x (batch, length, in_dim) float32 ~ N(0, 1), generated in place chunk by chunk (a NumPy array copied
+    to the device measured 1.8× x of resident memory on the way, and a one-shot ``jax.random.normal`` 2×)."""
+    from functools import partial
+
+    import jax
+    import jax.numpy as jnp
+
+    @partial(jax.jit, static_argnums=(1, 2))
+    def make(key, length, chunk):
+        shape = (SHAPE["batch"], length, SHAPE["in_dim"])
+        n_full, rest = divmod(length, chunk)
+
+        def body(i, x):
+            part = jax.random.normal(jax.random.fold_in(key, i), (shape[0], chunk, shape[2]), jnp.float32)
+            return jax.lax.dynamic_update_slice_in_dim(x, part, i * chunk, axis=1)
+
+        x = jax.lax.fori_loop(0, n_full, body, jnp.zeros(shape, jnp.float32))
+        if rest:
+            part = jax.random.normal(jax.random.fold_in(key, n_full), (shape[0], rest, shape[2]), jnp.float32)
+            x = jax.lax.dynamic_update_slice_in_dim(x, part, n_full * chunk, axis=1)
+        return x
+
+    return make(key, length, min(chunk, length))
 
 
 def training_step(method: str, chunk: int = STREAM_CHUNK):
