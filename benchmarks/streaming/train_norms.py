@@ -25,7 +25,7 @@ TASKS = {
     "jv": ("configs/linear/JapaneseVowels.toml", {}),
     # synthetic first-5 % at L = 10,000: the repository's config scaled to fit a shared 2-core machine
     "first5": ("configs/linear/synthetic-first5.toml",
-               {"data.length": 10_000, "data.num_samples": 512, "train.batch_size": 16, "train.steps": 400,
+               {"data.length": 10_000, "data.num_samples": 512, "train.batch_size": 8, "train.steps": 300,
                 "train.eval_every": 50, "train.early_stopping": False}),
 }
 
