@@ -6,7 +6,8 @@
     model, opt_state, loss = he.train_step(model, opt_state, x, y, optimizer, key=key)
 
 Choices are small objects (docs/api.md): gradient ``RHEL`` | ``BPTT``; integrator ``Leapfrog`` |
-``AffineLeapfrog`` | ``FixedPointLeapfrog``; memory ``None`` | ``RecomputeBlocks`` | ``TimeChunks``.
+``AffineLeapfrog`` | ``FixedPointLeapfrog``; memory ``None`` | ``RecomputeBlocks`` | ``TimeChunks`` |
+``Streaming`` (the whole stack with memory flat in the sequence length: RHEL, ``HSSM(norm="layer")``).
 The layout of the package is described in docs/design.md.
 """
 __version__ = "0.1.0"
@@ -22,8 +23,9 @@ from .nn.api import init_optimizer, predict, train_step, value_and_grad  # noqa:
 from .nn.hssm import HSSM, cast, count_parameters, trainable  # noqa: E402
 from .nn.layers import HRU, LinearHRU, NonlinearHRU, retrace_error  # noqa: E402
 from .nn.memory import AbstractMemory, RecomputeBlocks, TimeChunks  # noqa: E402
+from .nn.streaming import Streaming  # noqa: E402
 
 __all__ = ["AbstractGradient", "AbstractIntegrator", "AbstractMemory", "AffineLeapfrog", "BPTT", "CoreOptions",
            "FixedPointLeapfrog", "HRU", "HSSM", "Leapfrog", "LinearHRU", "NonlinearHRU", "RHEL", "RecomputeBlocks",
-           "SeparableHamiltonian", "TimeChunks", "cast", "count_parameters", "hamiltonian_core", "init_optimizer",
-           "predict", "retrace_error", "train_step", "trainable", "value_and_grad", "__version__"]
+           "SeparableHamiltonian", "Streaming", "TimeChunks", "cast", "count_parameters", "hamiltonian_core",
+           "init_optimizer", "predict", "retrace_error", "train_step", "trainable", "value_and_grad", "__version__"]

@@ -17,6 +17,7 @@ entry point goes through: it takes either strategy objects (``gradient=``, ``int
       fraction_bits
     recompute_blocks=True                memory=RecomputeBlocks()
     block_chunk=K                        memory=TimeChunks(K)
+    stream_chunk=K                       memory=Streaming(K)   (RHEL and HSSM(norm="layer") only)
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from .core.fixed_point import DEFAULT_FRACTION_BITS, FixedPointLeapfrog, check_f
 from .core.gradients import BPTT, RHEL, check_one_of, check_positive_int
 from .core.integrators import CORE_DTYPES, Leapfrog
 from .nn.memory import RecomputeBlocks, TimeChunks
+from .nn.streaming import Streaming
 
 # The allowed values of the string keywords (the TOML configuration uses these lists too).
 ALGOS = ("bptt", "rhel")
@@ -52,6 +54,7 @@ class CoreOptions:
     checkpoint_chunk: int | None = None
     recompute_blocks: bool = False
     block_chunk: int | None = None
+    stream_chunk: int | None = None
     integrator: str = "float"
     fraction_bits: int = DEFAULT_FRACTION_BITS
 
@@ -105,11 +108,14 @@ def _translate(o: CoreOptions) -> Choices:
     else:
         integrator = {"auto": None, "sequential": Leapfrog(dtype=o.core_dtype),
                       "parallel": AffineLeapfrog(dtype=o.core_dtype)}[o.scan]
-    if o.recompute_blocks and o.block_chunk is not None:
-        raise ValueError("recompute_blocks and block_chunk are two memory strategies (RecomputeBlocks, "
-                         "TimeChunks); choose one")
-    memory = TimeChunks(o.block_chunk) if o.block_chunk is not None else (
-        RecomputeBlocks() if o.recompute_blocks else None)
+    strategies = (("recompute_blocks", o.recompute_blocks), ("block_chunk", o.block_chunk is not None),
+                  ("stream_chunk", o.stream_chunk is not None))
+    chosen = [name for name, on in strategies if on]
+    if len(chosen) > 1:
+        raise ValueError(f"{' and '.join(chosen)} are memory strategies (recompute_blocks: RecomputeBlocks, "
+                         "block_chunk: TimeChunks, stream_chunk: Streaming); choose one")
+    memory = (TimeChunks(o.block_chunk) if o.block_chunk is not None else Streaming(o.stream_chunk)
+              if o.stream_chunk is not None else RecomputeBlocks() if o.recompute_blocks else None)
     return Choices(gradient=gradient, integrator=integrator, memory=memory, dtype=o.core_dtype)
 
 

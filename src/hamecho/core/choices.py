@@ -11,7 +11,7 @@ This module is the one place where
    - ``integrator=None`` → per Hamiltonian (:func:`default_integrator`): ``AffineLeapfrog`` (the
      parallel scan) when the Hamiltonian declares itself affine, JAX's default backend is an
      accelerator and nothing needs a sequential scan (checkpointed BPTT, a starting state, time
-     chunks); ``Leapfrog`` otherwise — on CPU the sequential scan is the faster one;
+     chunks, streaming); ``Leapfrog`` otherwise — on CPU the sequential scan is the faster one;
    - ``dtype="auto"`` → the core integrates in float64 when JAX's x64 mode is on (a float32 model keeps
      float32 parameters and activations; its cores run in float64), else in the input's dtype
      (:func:`compute_dtype`; why: a float32 oscillator drifts in phase, see docs/precision.md);
@@ -63,21 +63,43 @@ class Choices:
                 raise ValueError(f"{family} must be an instance of {base.__name__}, such as {examples}; got {value!r}")
         if self.memory is not None and not hasattr(self.memory, "run_block"):
             raise ValueError("memory must be None or a memory strategy such as hamecho.RecomputeBlocks(), "
-                             f"hamecho.TimeChunks(1024); got {self.memory!r}")
+                             f"hamecho.TimeChunks(1024), hamecho.Streaming(256); got {self.memory!r}")
         check_compatible(self.gradient, self.integrator, self.memory)
 
 
 def check_compatible(gradient: AbstractGradient, integrator: AbstractIntegrator | None, memory=None, *,
-                     hamiltonian: SeparableHamiltonian | None = None, initial_state: bool = False) -> None:
+                     hamiltonian: SeparableHamiltonian | None = None, initial_state: bool = False,
+                     norm: str | None = None) -> None:
     """Raise ``ValueError`` for an illegal combination; the message names both sides and the way out.
 
     integrator None (the default, chosen per Hamiltonian later) is checked once it is resolved.
     ``initial_state``: the core starts from a given state (time chunks do this for every block).
+    ``norm``: the model's norm ("batch" | "layer"), checked where the model is known (``HSSM.apply``).
+    The memory strategy declares what it needs: ``carries_state``, ``needs_rhel`` (it runs RHEL's echo
+    itself), ``whole_stack`` (it runs the whole stack, stretch by stretch: an integrator that ``streams``
+    and a norm local in time).
     """
     checkpointed = isinstance(gradient, BPTT) and gradient.checkpoint_every is not None
     carries_state = initial_state or bool(getattr(memory, "carries_state", False))
     what_carries = repr(memory) if getattr(memory, "carries_state", False) else "a core with an initial state"
+    whole_stack = bool(getattr(memory, "whole_stack", False))
+    if getattr(memory, "needs_rhel", False) and not isinstance(gradient, RHEL):
+        raise ValueError(
+            f"{memory!r} works with RHEL only: it keeps no activations and rebuilds every block's inputs by "
+            f"running the Hamiltonian cores backwards during RHEL's echo, while {gradient!r} differentiates "
+            "through activations it would have to store. Use gradient=hamecho.RHEL() (algo='rhel'), or for BPTT "
+            "memory=hamecho.TimeChunks(n) (block_chunk=n), which keeps each block's input")
+    if whole_stack and norm is not None and norm != "layer":
+        raise ValueError(
+            f"{memory!r} needs HSSM(norm='layer'); got norm={norm!r}. BatchNorm normalises over all (time, "
+            "batch), so every step's input gradient depends on the cotangents of every step (their mean over "
+            "time), which a single reverse pass over time chunks knows only at its end; norm='layer' "
+            "normalises each step over its features, so every block is local in time and can stream")
     if integrator is not None:
+        if whole_stack and not integrator.streams:
+            raise ValueError(f"{memory!r} rebuilds each chunk with a sequential scan run backwards from its final "
+                             f"state: use hamecho.Leapfrog() (scan='sequential') or hamecho.FixedPointLeapfrog(); "
+                             f"got {integrator.label()}")
         if isinstance(gradient, BPTT) and not integrator.differentiable:
             raise ValueError(
                 f"{integrator.label()} cannot be differentiated by BPTT ({integrator.not_differentiable_because}); "
@@ -107,6 +129,7 @@ def default_integrator(ham: SeparableHamiltonian, choices: Choices, *, initial_s
     """The integrator ``integrator=None`` stands for with this Hamiltonian (module docstring, rule 2)."""
     gradient, memory = choices.gradient, choices.memory
     needs_sequential = (initial_state or getattr(memory, "carries_state", False)
+                        or getattr(memory, "whole_stack", False)
                         or (isinstance(gradient, BPTT) and gradient.checkpoint_every is not None))
     if ham.is_affine and not needs_sequential and default_scan() == "parallel":
         return AffineLeapfrog(dtype=choices.dtype)

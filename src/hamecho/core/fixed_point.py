@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from .gradients import echo_energy_half_difference, estimator_scale, nudges_after_each_step
 from .hamiltonians import SeparableHamiltonian, batched_force, batched_velocity
-from .integrators import AbstractIntegrator, EchoResult, state_size
+from .integrators import AbstractIntegrator, EchoResult, rebuilt_positions, state_size
 
 DEFAULT_FRACTION_BITS = 32
 
@@ -103,10 +103,11 @@ def fixed_point_leapfrog_step(ham: SeparableHamiltonian, theta, position_int, mo
 
 
 def run_fixed_point_leapfrog(ham: SeparableHamiltonian, theta, drives, position_int, momentum_int,
-                             fraction_bits: int = DEFAULT_FRACTION_BITS):
+                             fraction_bits: int = DEFAULT_FRACTION_BITS, *, reverse: bool = False):
     """``run_leapfrog`` on the int64 grid: drives (L, N, U) float64, states (N, P) int64.
 
-    Returns (positions (L, N, P) as float64, (final position, final momentum) as int64).
+    Returns (positions (L, N, P) as float64, (final position, final momentum) as int64). ``reverse``:
+    take the drives from the last to the first (the free echo).
     """
     require_x64()
     check_fraction_bits(fraction_bits)
@@ -116,7 +117,7 @@ def run_fixed_point_leapfrog(ham: SeparableHamiltonian, theta, drives, position_
         return (new_position, new_momentum), from_fixed(new_position, fraction_bits)
 
     state = (jnp.asarray(position_int, jnp.int64), jnp.asarray(momentum_int, jnp.int64))
-    (position, momentum), positions = jax.lax.scan(body, state, drives)
+    (position, momentum), positions = jax.lax.scan(body, state, drives, reverse=reverse)
     return positions, (position, momentum)
 
 
@@ -127,10 +128,12 @@ class FixedPointLeapfrog(AbstractIntegrator):
     The forward pass and both RHEL echoes (+ε and −ε, or +ε and 0) run on the grid; the echoes are
     carried as separate integer states, nudged by ε·g rounded to the grid, so the free echo (ε = 0)
     returns to the zero state exactly, however chaotic the unit. Increments in float64 (x64 mode).
-    RHEL only; whole sequences from the zero state.
+    RHEL only; whole sequences from the zero state, or stretch by stretch from a given integer state for
+    ``hamecho.Streaming``, whose rebuild (the free echo) is then bit-exact however long the sequence.
     """
 
     differentiable: ClassVar[bool] = False
+    streams: ClassVar[bool] = True
     not_differentiable_because: ClassVar[str] = "its rounding, rint, has no derivative"
     dtype: ClassVar[str] = "float64"
     fraction_bits: int = DEFAULT_FRACTION_BITS
@@ -142,12 +145,24 @@ class FixedPointLeapfrog(AbstractIntegrator):
         return f"{self!r} (integrator='fixed_point')"
 
     def forward(self, ham, theta, drives, initial_state=None):
-        """Positions (L, N, P) float64 and the int64 final state, from zero (float64 inputs)."""
-        if initial_state is not None:
-            raise ValueError("FixedPointLeapfrog runs whole sequences from the zero state")
+        """Positions (L, N, P) float64 and the int64 final state, from zero or from an int64 state
+        (one this integrator returned: ``hamecho.Streaming`` runs a sequence stretch by stretch)."""
         require_x64("integrator='fixed_point'")
-        zeros = jnp.zeros((drives.shape[1], state_size(ham, theta, drives)), jnp.int64)
-        return run_fixed_point_leapfrog(ham, theta, drives, zeros, zeros, self.fraction_bits)
+        if initial_state is None:
+            zeros = jnp.zeros((drives.shape[1], state_size(ham, theta, drives)), jnp.int64)
+            initial_state = (zeros, zeros)
+        elif any(jnp.result_type(s) != jnp.int64 for s in initial_state):
+            raise ValueError("FixedPointLeapfrog starts from the zero state or from an int64 grid state it returned")
+        return run_fixed_point_leapfrog(ham, theta, drives, *initial_state, self.fraction_bits)
+
+    def rebuild(self, ham, theta, drives, final_state):
+        """The free echo on the grid: (positions (L, N, P) float64, the int64 state the stretch started
+        from), bit for bit the forward pass's."""
+        position, momentum = final_state
+        previous, (start_position, start_momentum) = run_fixed_point_leapfrog(
+            ham, theta, drives, position, -momentum, self.fraction_bits, reverse=True)
+        return rebuilt_positions(previous, from_fixed(position, self.fraction_bits)), (start_position,
+                                                                                      -start_momentum)
 
     def state_as_float(self, state):
         return tuple(from_fixed(x, self.fraction_bits) for x in state)
@@ -162,29 +177,61 @@ class FixedPointLeapfrog(AbstractIntegrator):
         eps = rhel.eps
         minus_sign = -1 if rhel.estimator == "two_sided" else 0
         position, momentum = final_state
-        as_float = lambda x: from_fixed(x, bits)
         nudge_int = round_to_grid(eps * cotangents, bits)  # (L, N, P); the −ε echo gets exactly its negation
         next_nudges = nudges_after_each_step(nudge_int)
-        minus_int = lambda n: minus_sign * n
         plus = (position, -momentum + nudge_int[-1])
-        minus = (position, -momentum + minus_int(nudge_int[-1]))
+        minus = (position, -momentum + minus_sign * nudge_int[-1])
         acc = jax.tree_util.tree_map(jnp.zeros_like, theta)
-
-        def body(carry, inputs):
-            plus, minus, acc = carry
-            drive, nudge = inputs
-            q_p, p_p, h_p = fixed_point_leapfrog_step(ham, theta, *plus, drive, bits)
-            q_m, p_m, h_m = fixed_point_leapfrog_step(ham, theta, *minus, drive, bits)
-            # the quadrature rule integrates around the exact integer half-difference
-            half = tuple(from_fixed(a - b, bits + 1) for a, b in ((h_p, h_m), (plus[1], minus[1]), (p_p, p_m)))
-            g_theta, g_drive = echo_energy_half_difference(
-                ham, theta, tuple(map(as_float, (h_p, plus[1], p_p))), tuple(map(as_float, (h_m, minus[1], p_m))),
-                drive, rule, half)
-            acc = jax.tree_util.tree_map(jnp.add, acc, g_theta)
-            return ((q_p, p_p + nudge), (q_m, p_m + minus_int(nudge)), acc), g_drive
-
-        (end_plus, _, acc), drive_half_diffs = jax.lax.scan(body, (plus, minus, acc), (drives, next_nudges),
-                                                            reverse=True)
+        end_plus, _, acc, drive_half_diffs = _fixed_point_echo_steps(ham, rhel, rule, bits, theta, drives, plus,
+                                                                     minus, acc, next_nudges)
         scale = estimator_scale(rhel)  # half-differences (Φ₊ − Φ₋)/2 → ∂L
         grad_theta = jax.tree_util.tree_map(lambda a: scale * a, acc)
         return EchoResult(grad_theta, scale * drive_half_diffs, self.state_as_float(end_plus), None)
+
+    # --- a stretch at a time (``hamecho.nn.streaming``) -----------------------------------------------
+    def echo_start(self, rhel, final_state):
+        """The two echoes' integer states at the end of the sequence, before any nudge."""
+        require_x64("integrator='fixed_point'")
+        position, momentum = final_state
+        return (position, -momentum), (position, -momentum)
+
+    def echo_stretch(self, ham, rhel, rule, theta, drives, carry, cotangents, acc):
+        """Resume both echoes over one stretch, the last stretch first (``Leapfrog.echo_stretch``): the
+        same integer arithmetic as :meth:`echo` over the whole sequence."""
+        bits = self.fraction_bits
+        minus_sign = -1 if rhel.estimator == "two_sided" else 0
+        (q_p, p_p), (q_m, p_m) = carry
+        nudge_int = round_to_grid(rhel.eps * cotangents, bits)
+        plus, minus = (q_p, p_p + nudge_int[-1]), (q_m, p_m + minus_sign * nudge_int[-1])
+        plus, minus, acc, drive_half_diffs = _fixed_point_echo_steps(ham, rhel, rule, bits, theta, drives, plus,
+                                                                     minus, acc, nudges_after_each_step(nudge_int))
+        return (plus, minus), acc, estimator_scale(rhel) * drive_half_diffs
+
+    def echo_gradient(self, rhel, acc):
+        scale = estimator_scale(rhel)
+        return jax.tree_util.tree_map(lambda a: scale * a, acc)
+
+
+def _fixed_point_echo_steps(ham, rhel, rule, bits, theta, drives, plus, minus, acc, nudges):
+    """Both echoes' integer steps over drives (L, N, U), last step first, each followed by its integer
+    nudge (``nudges``, already on the grid; the −ε echo gets its negation, the one-sided 0-echo none).
+    Returns (plus, minus, acc) at the start of the stretch and the unscaled drive half-differences."""
+    minus_sign = -1 if rhel.estimator == "two_sided" else 0
+    as_float = lambda x: from_fixed(x, bits)
+    minus_int = lambda n: minus_sign * n
+
+    def body(carry, inputs):
+        plus, minus, acc = carry
+        drive, nudge = inputs
+        q_p, p_p, h_p = fixed_point_leapfrog_step(ham, theta, *plus, drive, bits)
+        q_m, p_m, h_m = fixed_point_leapfrog_step(ham, theta, *minus, drive, bits)
+        # the quadrature rule integrates around the exact integer half-difference
+        half = tuple(from_fixed(a - b, bits + 1) for a, b in ((h_p, h_m), (plus[1], minus[1]), (p_p, p_m)))
+        g_theta, g_drive = echo_energy_half_difference(
+            ham, theta, tuple(map(as_float, (h_p, plus[1], p_p))), tuple(map(as_float, (h_m, minus[1], p_m))),
+            drive, rule, half)
+        acc = jax.tree_util.tree_map(jnp.add, acc, g_theta)
+        return ((q_p, p_p + nudge), (q_m, p_m + minus_int(nudge)), acc), g_drive
+
+    (plus, minus, acc), drive_half_diffs = jax.lax.scan(body, (plus, minus, acc), (drives, nudges), reverse=True)
+    return plus, minus, acc, drive_half_diffs

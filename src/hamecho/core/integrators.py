@@ -61,6 +61,7 @@ class AbstractIntegrator:
     differentiable: ClassVar[bool] = True
     not_differentiable_because: ClassVar[str] = ""
     starts_from_state: ClassVar[bool] = False
+    streams: ClassVar[bool] = False
     parallel: ClassVar[bool] = False
 
     def label(self) -> str:
@@ -107,18 +108,37 @@ def inverse_leapfrog_step(ham: SeparableHamiltonian, theta, position, momentum, 
     return previous_position, -flipped_momentum
 
 
-def run_leapfrog(ham: SeparableHamiltonian, theta, drives, position, momentum):
+def run_leapfrog(ham: SeparableHamiltonian, theta, drives, position, momentum, *, reverse: bool = False):
     """Sequential scan over time from (φ, π), each (N, P); drives (L, N, U).
 
-    Returns (positions (L, N, P), (final position, final momentum)).
+    Returns (positions (L, N, P), (final position, final momentum)). ``reverse``: take the drives from
+    the last to the first (the free echo, :func:`rebuild_leapfrog`); positions[k] is then the position
+    after the step with drives[k].
     """
 
     def body(state, drive):
         new_position, new_momentum, _ = leapfrog_step(ham, theta, *state, drive)
         return (new_position, new_momentum), new_position
 
-    (position, momentum), positions = jax.lax.scan(body, (position, momentum), drives)
+    (position, momentum), positions = jax.lax.scan(body, (position, momentum), drives, reverse=reverse)
     return positions, (position, momentum)
+
+
+def rebuilt_positions(previous, final_position):
+    """Positions φ_0..φ_{L−1} of a stretch from a free echo's φ_{−1}..φ_{L−2} and the final position."""
+    return jnp.concatenate([previous[1:], final_position[None]], axis=0)
+
+
+def rebuild_leapfrog(ham: SeparableHamiltonian, theta, drives, final_state):
+    """The free echo (ε = 0): the positions (L, N, P) of the forward pass that ended in ``final_state``
+    (φ, π) driven by ``drives`` (L, N, U), and the state it started from.
+
+    Flip the momentum, run the same leapfrog with the drives reversed, flip back: exact in exact
+    arithmetic (spec §2), rounding only in floating point.
+    """
+    position, momentum = final_state
+    previous, (start_position, start_momentum) = run_leapfrog(ham, theta, drives, position, -momentum, reverse=True)
+    return rebuilt_positions(previous, position), (start_position, -start_momentum)
 
 
 def run_leapfrog_checkpointed(ham: SeparableHamiltonian, theta, drives, position, momentum, chunk: int):
@@ -175,6 +195,7 @@ class Leapfrog(AbstractIntegrator):
     """
 
     starts_from_state: ClassVar[bool] = True
+    streams: ClassVar[bool] = True
     dtype: str = "auto"
 
     def __post_init__(self):
@@ -213,30 +234,83 @@ class Leapfrog(AbstractIntegrator):
         mean = (position + w_mean * eps * position_nudge, -momentum + w_mean * eps * last_nudge)
         half = (w_half * eps * position_nudge, w_half * eps * last_nudge)
         acc = jax.tree_util.tree_map(jnp.zeros_like, theta)
-        step = ham.step_size(theta)
-        velocity = lambda p: batched_velocity(ham, theta, p)
-
-        def body(carry, inputs):
-            (m_q, m_p), (h_q, h_p), acc = carry
-            drive, nudge = inputs
-            v_mean, v_half = mean_and_half_difference(velocity, m_p, h_p, rule)
-            half_q = (m_q + 0.5 * step * v_mean, h_q + 0.5 * step * v_half)
-            force = lambda q: batched_force(ham, theta, q, drive)
-            f_mean, f_half = mean_and_half_difference(force, *half_q, rule)
-            new_p = (m_p + step * f_mean, h_p + step * f_half)
-            energy_grads = lambda states: step_energy_gradients(ham, theta, states, drive)
-            g_theta, g_drive = half_difference(energy_grads, (half_q[0], m_p, new_p[0]),
-                                               (half_q[1], h_p, new_p[1]), rule)
-            acc = jax.tree_util.tree_map(jnp.add, acc, g_theta)
-            v_mean, v_half = mean_and_half_difference(velocity, *new_p, rule)
-            new_q = (half_q[0] + 0.5 * step * v_mean, half_q[1] + 0.5 * step * v_half)
-            new_mean = (new_q[0], new_p[0] + w_mean * eps * nudge)
-            new_half = (new_q[1], new_p[1] + w_half * eps * nudge)
-            return (new_mean, new_half, acc), g_drive
-
-        (end_mean, end_half, acc), drive_half_diffs = jax.lax.scan(body, (mean, half, acc),
-                                                                   (drives, next_nudges), reverse=True)
+        end_mean, end_half, acc, drive_half_diffs = echo_steps(ham, rhel, rule, theta, drives, mean, half, acc,
+                                                               next_nudges)
         scale = -1.0 / (w_half * eps)
         grad_theta = jax.tree_util.tree_map(lambda a: scale * a, acc)
         initial_cotangent = (end_half[1] / (w_half * eps), end_half[0] / (w_half * eps))
         return EchoResult(grad_theta, scale * drive_half_diffs, end_mean, initial_cotangent)
+
+    # --- a stretch at a time (``hamecho.nn.streaming``) -----------------------------------------------
+    def rebuild(self, ham, theta, drives, final_state):
+        """The free echo over a stretch: (positions (L, N, P), the state it started from); see
+        :func:`rebuild_leapfrog`."""
+        return rebuild_leapfrog(ham, theta, drives, final_state)
+
+    def echo_start(self, rhel, final_state):
+        """The echo's carry at the end of the sequence, before any nudge: (mean, half-difference)."""
+        position, momentum = final_state
+        zeros = jnp.zeros_like(position)
+        return (position, -momentum), (zeros, zeros)
+
+    def echo_stretch(self, ham, rhel, rule, theta, drives, carry, cotangents, acc):
+        """Resume the ±ε echo over one stretch of drives (L, N, U), the last stretch first.
+
+        ``carry``: (mean, half-difference) where the echo of the later stretch ended (``echo_start`` for
+        the last one); ``cotangents`` (L, N, P): the positions' cotangents over this stretch (the echo
+        first adds ε·g_{L−1}, the nudge the later stretch left for it); ``acc``: the running sum of the
+        parameter half-differences. Returns (carry, acc, ∂L/∂drives (L, N, U)). Over consecutive
+        stretches this is :meth:`echo` step for step, with the same arithmetic; :meth:`echo_gradient`
+        turns the final ``acc`` into ∂L/∂θ.
+        """
+        w_mean, w_half = rhel.nudge_weights()
+        eps = rhel.eps
+        (m_q, m_p), (h_q, h_p) = carry
+        last = cotangents[-1]
+        mean, half = (m_q, m_p + w_mean * eps * last), (h_q, h_p + w_half * eps * last)
+        end_mean, end_half, acc, drive_half_diffs = echo_steps(ham, rhel, rule, theta, drives, mean, half, acc,
+                                                               nudges_after_each_step(cotangents))
+        return (end_mean, end_half), acc, (-1.0 / (w_half * eps)) * drive_half_diffs
+
+    def echo_gradient(self, rhel, acc):
+        """∂L/∂θ from the parameter sum ``echo_stretch`` carried."""
+        scale = -1.0 / (rhel.nudge_weights()[1] * rhel.eps)
+        return jax.tree_util.tree_map(lambda a: scale * a, acc)
+
+
+def echo_steps(ham: SeparableHamiltonian, rhel: RHEL, rule: str, theta, drives, mean, half, acc, nudges):
+    """The ±ε echo's steps over drives (L, N, U), last step first, carried as mean and half-difference.
+
+    mean, half: (φ, π) of (Φ₊ + Φ₋)/2 and (Φ₊ − Φ₋)/2 before the echo step that undoes drives[L−1],
+    already nudged; nudges[k]: what is added (weighted, times ε) to the momentum after the step undoing
+    drives[k] (``nudges_after_each_step``); acc: the running sum of the parameter half-differences.
+    Returns (mean, half, acc) after the step undoing drives[0] and the per-step drive half-differences
+    (L, N, U), unscaled. Shared by :meth:`Leapfrog.echo` (a whole sequence) and
+    :meth:`Leapfrog.echo_stretch` (one stretch at a time).
+    """
+    w_mean, w_half = rhel.nudge_weights()
+    eps = rhel.eps
+    step = ham.step_size(theta)
+    velocity = lambda p: batched_velocity(ham, theta, p)
+
+    def body(carry, inputs):
+        (m_q, m_p), (h_q, h_p), acc = carry
+        drive, nudge = inputs
+        v_mean, v_half = mean_and_half_difference(velocity, m_p, h_p, rule)
+        half_q = (m_q + 0.5 * step * v_mean, h_q + 0.5 * step * v_half)
+        force = lambda q: batched_force(ham, theta, q, drive)
+        f_mean, f_half = mean_and_half_difference(force, *half_q, rule)
+        new_p = (m_p + step * f_mean, h_p + step * f_half)
+        energy_grads = lambda states: step_energy_gradients(ham, theta, states, drive)
+        g_theta, g_drive = half_difference(energy_grads, (half_q[0], m_p, new_p[0]),
+                                           (half_q[1], h_p, new_p[1]), rule)
+        acc = jax.tree_util.tree_map(jnp.add, acc, g_theta)
+        v_mean, v_half = mean_and_half_difference(velocity, *new_p, rule)
+        new_q = (half_q[0] + 0.5 * step * v_mean, half_q[1] + 0.5 * step * v_half)
+        new_mean = (new_q[0], new_p[0] + w_mean * eps * nudge)
+        new_half = (new_q[1], new_p[1] + w_half * eps * nudge)
+        return (new_mean, new_half, acc), g_drive
+
+    (end_mean, end_half, acc), drive_half_diffs = jax.lax.scan(body, (mean, half, acc), (drives, nudges),
+                                                               reverse=True)
+    return end_mean, end_half, acc, drive_half_diffs

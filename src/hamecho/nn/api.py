@@ -23,7 +23,7 @@ import numpy as np
 from ..core.choices import Choices
 from ..core.gradients import RHEL
 from ..keywords import choices_from
-from .hssm import HSSM, norm_statistics_untouched, trainable
+from .hssm import HSSM, has_running_statistics, norm_statistics_untouched, trainable
 
 # --- losses ---------------------------------------------------------------------------------------
 
@@ -50,12 +50,17 @@ def _is_concrete(a) -> bool:
     return not isinstance(a, jax.core.Tracer)
 
 
+@jax.jit
+def _not_finite(a):
+    return jnp.sum(~jnp.isfinite(a))  # one fused reduction: no temporary of x's size (x may be most of memory)
+
+
 def _count_not_finite(a) -> int:
     """Number of NaN/Inf entries of a concrete array, computed eagerly even while a trace is open."""
     if isinstance(a, np.ndarray):
         return int(np.sum(~np.isfinite(a)))
     with jax.ensure_compile_time_eval():
-        return int(jnp.sum(~jnp.isfinite(a)))
+        return int(_not_finite(a))
 
 
 def _label_range(y) -> tuple[int, int]:
@@ -121,7 +126,8 @@ def value_and_grad(model: HSSM, x, y, options=None, *, gradient=None, integrator
 
     gradient: ``RHEL(...)`` (default ``RHEL(eps=0.1)``) or ``BPTT(...)``; integrator: ``Leapfrog``,
     ``AffineLeapfrog``, ``FixedPointLeapfrog`` or None (the default per Hamiltonian); memory: None,
-    ``RecomputeBlocks()``, ``TimeChunks(n)``. ``key``: enables dropout (deterministic without).
+    ``RecomputeBlocks()``, ``TimeChunks(n)``, ``Streaming(chunk)`` (RHEL and ``HSSM(norm="layer")`` only:
+    memory flat in the sequence length). ``key``: enables dropout (deterministic without).
     ``return_stats``: also return the norm statistics the training step updated, as
     ``((loss, stats), grads)``; keep them with ``model.with_norm_stats(stats)`` (``train_step`` does),
     or ``predict`` normalises with the initial statistics. The old keywords (``algo=``, ``eps=``, …)
@@ -173,10 +179,12 @@ def predict(model: HSSM, x, *, integrator=None):
     """Inference-mode outputs: logits (batch, out_dim) or predictions (batch, L // k, out_dim).
 
     Normalises with the running statistics; warns when they were never updated (a training loop that
-    dropped the statistics ``value_and_grad(..., return_stats=True)`` returns).
+    dropped the statistics ``value_and_grad(..., return_stats=True)`` returns). A norm "layer" model
+    keeps none, so it never warns.
     """
     check_inputs(model, x)
-    if _is_concrete(model.blocks[0].norm.running_mean) and norm_statistics_untouched(model):
+    if has_running_statistics(model) and _is_concrete(model.blocks[0].norm.running_mean) \
+            and norm_statistics_untouched(model):
         warnings.warn("predict: the model's norm running statistics were never updated (mean 0, variance 1), "
                       "so inputs are normalised as if they were standard; train with hamecho.train_step, or "
                       "keep the statistics value_and_grad(..., return_stats=True) returns "

@@ -2,7 +2,9 @@
 
     x (N, L, in_dim) ─ encoder Dense(in→H) ─ blocks × n ─ head
 
-    block:  skip = x → BatchNorm → HRU layer → GELU → dropout → GLU → dropout → x = skip + x
+    block:  skip = x → norm → HRU layer → GELU → dropout → GLU → dropout → x = skip + x
+            norm: "batch" (BatchNorm over (time, batch), the paper's) or "layer" (each step over its
+            features: every block local in time, so the stack can stream, ``hamecho.Streaming``)
     head:   classification: mean over time → Dense(H→classes)            → logits (N, classes)
             regression:     every output_step-th step → Dense(H→out) → tanh → (N, L // k, out)
 
@@ -22,7 +24,19 @@ import numpy as np
 
 from ..core.choices import Choices
 from ..keywords import choices_from
-from .layers import GLU, HRU, HRU_KINDS, BatchNorm, Dense, apply_dropout, dropout_keep_mask, time_major
+from .layers import (
+    GLU,
+    HRU,
+    HRU_KINDS,
+    NORMS,
+    BatchNorm,
+    Dense,
+    LayerNorm,
+    apply_dropout,
+    dropout_keep_mask,
+    step_keep_masks,
+    time_major,
+)
 
 TASKS = ("classification", "regression")
 DROPOUT_RATE = 0.05
@@ -34,15 +48,20 @@ def default_dtype():
 
 
 class Block(eqx.Module):
-    """Norm → HRU → GELU → dropout → GLU → dropout → residual, on (L, N, H)."""
+    """Norm → HRU → GELU → dropout → GLU → dropout → residual, on (L, N, H).
 
-    norm: BatchNorm
+    norm: "batch" (``BatchNorm``) or "layer" (``LayerNorm``, per step). With "layer" the block is local in
+    time (``time_local``) and its dropout masks are drawn per step from ``fold_in(key, step)``, so any
+    run over time chunks draws what the whole sequence draws.
+    """
+
+    norm: BatchNorm | LayerNorm
     hru: HRU
     glu: GLU
 
-    def __init__(self, hidden: int, state: int, hru: str, *, key, dtype, hru_kwargs=None):
+    def __init__(self, hidden: int, state: int, hru: str, *, key, dtype, hru_kwargs=None, norm: str = "batch"):
         hru_key, glu_key = jax.random.split(key)
-        self.norm = BatchNorm(hidden, dtype=dtype)
+        self.norm = NORMS[norm](hidden, dtype=dtype)
         self.hru = HRU_KINDS[hru](hidden, state, key=hru_key, dtype=dtype, **(hru_kwargs or {}))
         self.glu = GLU(hidden, key=glu_key, dtype=dtype)
 
@@ -70,9 +89,21 @@ class Block(eqx.Module):
         normed, stats = self.norm(x, train)
         return self.after_hru(x, self.hru.apply(normed, choices), self.dropout_masks(key, x.shape)), stats
 
-    def dropout_masks(self, key, shape):
-        """The block's two dropout keep-masks for an input of ``shape`` (None, None without ``key``)."""
+    @property
+    def time_local(self) -> bool:
+        """True when every step's output depends on earlier steps only through the HRU state (norm "layer")."""
+        return isinstance(self.norm, LayerNorm)
+
+    def dropout_masks(self, key, shape, start=0):
+        """The block's two dropout keep-masks for an input of ``shape`` (L, ...) (None, None without ``key``).
+
+        Time-local blocks draw each step's mask from ``fold_in(key, step)``, steps ``start`` … ``start + L − 1``
+        (``start`` may be traced); otherwise one draw for the whole ``shape``.
+        """
         keys = (None, None) if key is None else jax.random.split(key)
+        if self.time_local:
+            steps = start + jnp.arange(shape[0])
+            return tuple(step_keep_masks(k, DROPOUT_RATE, steps, shape[1:]) for k in keys)
         return tuple(dropout_keep_mask(k, DROPOUT_RATE, shape) for k in keys)
 
     def after_hru(self, x, hru_output, keep_masks):
@@ -88,7 +119,8 @@ class HSSM(eqx.Module):
     state P (oscillators per HRU; the linear HRU uses 2P real channels), blocks, hru ("linear" |
     "nonlinear"), task ("classification" | "regression"), output_step k (regression reads every k-th
     step, so targets have L // k steps), step (nonlinear HRU's initial δ), dtype (default: float64 under
-    x64, else float32), key.
+    x64, else float32), norm ("batch", the paper's BatchNorm, or "layer": each step over its features,
+    needed by ``hamecho.Streaming``), key.
     """
 
     encoder: Dense
@@ -99,12 +131,15 @@ class HSSM(eqx.Module):
     in_dim: int = eqx.field(static=True)
     out_dim: int = eqx.field(static=True)
     hru_kind: str = eqx.field(static=True)
+    norm: str = eqx.field(static=True)
 
     def __init__(self, *, in_dim: int, out_dim: int, hidden: int = 64, state: int = 16, blocks: int = 6,
                  hru: str = "linear", task: str = "classification", output_step: int = 1, step: float = 1e-4,
-                 dtype=None, key):
+                 dtype=None, norm: str = "batch", key):
         if hru not in HRU_KINDS:
             raise ValueError(f"hru must be one of {', '.join(map(repr, HRU_KINDS))}; got {hru!r}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(map(repr, NORMS))}; got {norm!r}")
         if task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(map(repr, TASKS))}; got {task!r}")
         for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden", hidden), ("state", state),
@@ -117,11 +152,11 @@ class HSSM(eqx.Module):
         encoder_key, head_key, *block_keys = jax.random.split(key, blocks + 2)
         hru_kwargs = {"step": step} if hru == "nonlinear" else {}
         self.encoder = Dense(in_dim, hidden, key=encoder_key, dtype=dtype)
-        self.blocks = tuple(Block(hidden, state, hru, key=k, dtype=dtype, hru_kwargs=hru_kwargs)
+        self.blocks = tuple(Block(hidden, state, hru, key=k, dtype=dtype, hru_kwargs=hru_kwargs, norm=norm)
                             for k in block_keys)
         self.head = Dense(hidden, out_dim, key=head_key, dtype=dtype)
         self.task, self.output_step = task, int(output_step)
-        self.in_dim, self.out_dim, self.hru_kind = int(in_dim), int(out_dim), hru
+        self.in_dim, self.out_dim, self.hru_kind, self.norm = int(in_dim), int(out_dim), hru, norm
 
     # --- forward ------------------------------------------------------------------------------
     def encode(self, x):
@@ -147,7 +182,9 @@ class HSSM(eqx.Module):
         return self.apply(x, choices, train=train, key=key)
 
     def apply(self, x, choices: Choices, *, train: bool = False, key=None):
-        """``__call__`` with checked choices."""
+        """``__call__`` with checked choices. A whole-stack memory strategy (``Streaming``) runs the stack."""
+        if getattr(choices.memory, "whole_stack", False):
+            return choices.memory.run_stack(self, x, choices, train=train, key=key)
         block_keys = [None] * len(self.blocks) if key is None else jax.random.split(key, len(self.blocks))
         h = self.encode(x)
         stats = []
@@ -167,17 +204,30 @@ class HSSM(eqx.Module):
         return inputs
 
     def with_norm_stats(self, stats):
-        """A copy with every block's running statistics replaced by ``stats`` (from ``__call__``)."""
+        """A copy with every block's running statistics replaced by ``stats`` (from ``__call__``); the
+        model itself with norm "layer", which keeps none (its ``stats`` are empty)."""
+        if not has_running_statistics(self):
+            return self
         return eqx.tree_at(_norm_statistics, self, [s for pair in stats for s in pair])
 
 
+def has_running_statistics(model: HSSM) -> bool:
+    """True when the blocks' norms keep running statistics (BatchNorm); False for norm "layer"."""
+    return any(isinstance(b.norm, BatchNorm) for b in model.blocks)
+
+
 def _norm_statistics(model: HSSM) -> list:
-    """The running-statistics arrays of every block (never trained, updated from the batch statistics)."""
-    return [leaf for b in model.blocks for leaf in (b.norm.running_mean, b.norm.running_var)]
+    """The running-statistics arrays of every block (never trained, updated from the batch statistics);
+    empty for norm "layer"."""
+    return [leaf for b in model.blocks if isinstance(b.norm, BatchNorm)
+            for leaf in (b.norm.running_mean, b.norm.running_var)]
 
 
 def norm_statistics_untouched(model: HSSM) -> bool:
-    """True when every block's running statistics still hold their initial values (mean 0, variance 1)."""
+    """True when every block's running statistics still hold their initial values (mean 0, variance 1);
+    False when there are none (norm "layer": nothing to update)."""
+    if not has_running_statistics(model):
+        return False
     return all(bool(np.all(np.asarray(b.norm.running_mean) == 0)) and bool(np.all(np.asarray(b.norm.running_var) == 1))
                for b in model.blocks)
 
@@ -186,7 +236,7 @@ def trainable(model) -> object:
     """The one selection of trainable arrays: a bool pytree, True for the floating-point arrays an
     optimiser updates; the norm running statistics are False."""
     spec = jax.tree_util.tree_map(eqx.is_inexact_array, model)
-    if isinstance(model, HSSM):
+    if isinstance(model, HSSM) and has_running_statistics(model):
         spec = eqx.tree_at(_norm_statistics, spec, replace=[False] * (2 * len(model.blocks)))
     return spec
 

@@ -1,4 +1,4 @@
-"""Layers: Hamiltonian recurrent units (generic, linear, nonlinear), a dense layer, GLU, BatchNorm.
+"""Layers: Hamiltonian recurrent units (generic, linear, nonlinear), a dense layer, GLU, BatchNorm, LayerNorm.
 
 Inside the HSSM every layer works on time-major activations ``(L, N, H)`` (time, batch, features): the
 HRU core scans over the leading axis, and one layout through the whole stack avoids transposes. Called
@@ -143,11 +143,75 @@ class BatchNorm(eqx.Module):
         return (x - mean) / jnp.sqrt(var + self.eps)
 
 
+class LayerNorm(eqx.Module):
+    """Per-step normalisation over the features, no affine part: (x − mean) / √(var + eps) of each step
+    and sample over its H features alone. Local in time, so a block with it can stream (``Streaming``).
+
+    The same interface as :class:`BatchNorm` with nothing to keep: no running statistics (``()``), and
+    training and inference mode normalise alike.
+    """
+
+    eps: float = eqx.field(static=True, default=1e-5)
+
+    def __init__(self, features: int | None = None, *, dtype=None, eps: float = 1e-5):
+        del features, dtype  # nothing to store
+        self.eps = eps
+
+    def __call__(self, x, train: bool):
+        """x (..., H) → (normalised x, ()): no statistics to keep."""
+        return self.normalise(x), ()
+
+    def statistics(self, x, train: bool):
+        """No statistics across steps: (None, None, ())."""
+        return None, None, ()
+
+    def normalise(self, x, mean=None, var=None):
+        """Each step over its features; ``mean``/``var`` (from ``statistics``) are None and ignored."""
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+        return (x - mean) / jnp.sqrt(var + self.eps)
+
+
+NORMS = {"batch": BatchNorm, "layer": LayerNorm}
+
+
 def dropout_keep_mask(key, rate: float, shape):
     """The boolean keep-mask ``dropout`` draws for ``key`` (True: kept), or None without dropout."""
     if key is None or rate == 0.0:
         return None
     return jax.random.bernoulli(key, 1.0 - rate, shape)
+
+
+def _mix32(h):
+    """MurmurHash3's 32-bit finaliser: a bijection of uint32 that spreads every input bit over the output."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def step_keep_masks(key, rate: float, steps, shape):
+    """Keep-masks drawn per time step: (S, *shape) booleans for the absolute step indices ``steps`` (S,),
+    or None without ``key``.
+
+    Step k's mask depends on ``fold_in(key, k)`` and k alone, so any stretch of steps draws exactly what
+    the whole sequence draws there: a chunked run redraws its masks in the backward pass instead of
+    storing them. Within a step, element i is kept when a counter hash of (i, the step key's two words)
+    is below (1 − rate)·2³²: one cheap integer hash per element (JAX's bernoulli spends a whole
+    threefry block per element, which made drawing the masks twice, as streaming does, cost a third
+    of a training step).
+    """
+    if key is None or rate == 0.0:
+        return None
+    threshold = jnp.uint32(min(round((1.0 - rate) * 2.0**32), 2**32 - 1))
+    counters = jnp.arange(math.prod(shape), dtype=jnp.uint32).reshape(shape)
+
+    def one_step(step):
+        words = jax.random.key_data(jax.random.fold_in(key, step)).astype(jnp.uint32).reshape(-1)
+        return _mix32(_mix32(counters ^ words[0]) + words[-1]) < threshold
+
+    return jax.vmap(one_step)(steps)
 
 
 def apply_dropout(x, keep, rate: float):

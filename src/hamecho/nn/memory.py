@@ -5,6 +5,8 @@
                               recomputed when its cotangent arrives: one more forward pass per block
     memory=TimeChunks(1024)   a block runs as a scan over time chunks, each recomputed in the backward
                               pass; it keeps its input and each chunk's starting HRU state
+    memory=Streaming(256)     the whole stack runs over time chunks, forward and backward; nothing of
+                              length L is kept but the input (RHEL, norm="layer"; ``hamecho.nn.streaming``)
 
 Each strategy is a small hashable value under :class:`AbstractMemory` with one method,
 ``run_block(block, x, choices, train=..., key=...)``, that returns what ``Block.forward`` returns.
@@ -31,10 +33,14 @@ class AbstractMemory:
     """Base class of the memory strategies (hashable values, static under ``jax.jit``).
 
     ``carries_state``: the strategy runs each HRU core from a given starting state (needs an integrator
-    that can, ``Leapfrog``).
+    that can, ``Leapfrog``). ``whole_stack``: the strategy runs the whole HSSM stack (``run_stack``,
+    called by ``HSSM.apply``) rather than one block at a time. ``needs_rhel``: it works with RHEL only.
+    ``hamecho.core.choices.check_compatible`` reads all three.
     """
 
     carries_state: ClassVar[bool] = False
+    whole_stack: ClassVar[bool] = False
+    needs_rhel: ClassVar[bool] = False
 
     def run_block(self, block, x, choices, *, train: bool, key=None):
         """x (L, N, H) → (block output (L, N, H), norm statistics), as ``block.forward``."""
@@ -125,7 +131,10 @@ def forward_in_chunks(block, x, choices, chunk: int, *, train: bool, key=None):
         x_chunk = chunks[index]  # read from the whole input (a scan input would be stored again)
         normed = block.norm.normalise(x_chunk, mean, var)
         positions, state = run_core(hru.hamiltonian, choices, theta, hru.drives(normed), state)
-        keep = block.dropout_masks(None if key is None else jax.random.fold_in(key, index), x_chunk.shape)
+        if block.time_local:  # per-step masks at the chunk's own steps: the whole sequence's draws
+            keep = block.dropout_masks(key, x_chunk.shape, start=index * size)
+        else:
+            keep = block.dropout_masks(None if key is None else jax.random.fold_in(key, index), x_chunk.shape)
         return state, block.after_hru(x_chunk, hru.readout(positions, normed), keep)
 
     _, out = jax.lax.scan(run_chunk, (zeros, zeros), jnp.arange(n_chunks))
