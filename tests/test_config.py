@@ -261,3 +261,88 @@ def test_run_fingerprints_are_those_recorded_before_the_redesign():
         path, *overrides = entry.split(" ")
         config = load_config(ROOT / path, dict(parse_override(text) for text in overrides))
         assert config.run_fingerprint() == fingerprint, entry
+
+
+# --- model.norm and train.memory = "streaming" (issue #14) ----------------------------------------------
+
+STREAMING = {"data": {"name": "synthetic/first5"}, "model": {"hru": "linear", "norm": "layer"},
+             "train": {"lr": 1e-3, "algos": ["rhel"], "memory": "streaming", "stream_chunk": 64}}
+
+
+def test_norm_and_streaming_reach_the_model_and_the_core_options():
+    from hamecho import Streaming
+    from hamecho.training import options_for
+
+    config = config_from_dict(STREAMING)
+    assert (config.model.norm, config.train.memory, config.train.stream_chunk) == ("layer", "streaming", 64)
+    assert options_for(config, "rhel").choices.memory == Streaming(64)
+    plain = config_from_dict({**STREAMING, "model": {"hru": "linear"}, "train": {"lr": 1e-3}})
+    assert (plain.model.norm, plain.train.memory, plain.train.stream_chunk) == ("batch", "none", 512)
+    assert options_for(plain, "rhel").choices.memory is None and options_for(plain, "rhel").stream_chunk is None
+
+
+def test_norm_and_streaming_change_the_fingerprint_only_when_not_at_their_defaults():
+    base = {"data": {"name": "synthetic/first5"}, "model": {"hru": "linear"}, "train": {"lr": 1e-3}}
+    plain = config_from_dict(base).run_fingerprint()
+    same = [config_from_dict({**base, "model": {"hru": "linear", "norm": "batch"}}),
+            config_from_dict({**base, "train": {"lr": 1e-3, "memory": "none", "stream_chunk": 64}})]
+    assert all(c.run_fingerprint() == plain for c in same)   # the golden fingerprints: the keys absent
+    layer = config_from_dict({**base, "model": {"hru": "linear", "norm": "layer"}})
+    streamed = config_from_dict(STREAMING)
+    other_chunk = config_from_dict({**STREAMING, "train": {**STREAMING["train"], "stream_chunk": 128}})
+    assert len({plain, layer.run_fingerprint(), streamed.run_fingerprint(), other_chunk.run_fingerprint()}) == 4
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"train": {"algos": ["bptt", "rhel"]}}, r"\[train\] and model.norm with train.algos containing 'bptt': "
+                                             r"Streaming\(chunk=64\) works with RHEL only"),
+    ({"model": {"norm": "batch"}}, r"\[train\] and model.norm with train.algos containing 'rhel': Streaming"
+                                   r"\(chunk=64\) needs HSSM\(norm='layer'\); got norm='batch'"),
+    ({"model": {}}, r"needs HSSM\(norm='layer'\); got norm='batch'"),            # batch is the default
+    ({"train": {"block_chunk": 256}}, "block_chunk and stream_chunk are memory strategies"),
+    ({"train": {"recompute_blocks": True}}, "recompute_blocks and stream_chunk are memory strategies"),
+    ({"train": {"integrator": "fixed_point", "memory": "none"}, "model": {"norm": "batch"}}, None),
+    ({"train": {"stream_chunk": 0}}, "train.stream_chunk must be > 0; got 0"),
+    ({"train": {"memory": "chunks"}}, "train.memory must be one of 'none', 'streaming'; got 'chunks'"),
+    ({"model": {"norm": "group"}}, "model.norm must be one of 'batch', 'layer'; got 'group'"),
+])
+def test_illegal_streaming_combinations_are_refused_on_load(tmp_path, change, fragment):
+    raw = {section: {**table, **change.get(section, {})} for section, table in STREAMING.items()}
+    if change.get("model") == {}:
+        raw["model"].pop("norm")
+    if fragment is None:
+        config_from_dict(raw)   # fixed point RHEL without streaming, norm batch: legal
+        return
+    with pytest.raises(ConfigError, match=fragment):
+        config_from_dict(raw, source="cfg.toml")
+    path = write(tmp_path, "\n".join(f"[{s}]\n" + "\n".join(f"{k} = {_toml(v)}" for k, v in t.items())
+                                     for s, t in raw.items()))
+    with pytest.raises(ConfigError, match=f"^{path}: "):   # the file named, as for every other error
+        load_config(path)
+
+
+def _toml(value):
+    return json.dumps(value).lower() if isinstance(value, bool) else json.dumps(value)
+
+
+@pytest.mark.usefixtures("isolated")
+def test_hamecho_train_with_streaming_end_to_end(tmp_path, capsys):
+    """`hamecho train` with model.norm = "layer", train.memory = "streaming": it trains, records the keys, and
+    its losses are those of the same run without streaming (RHEL's gradients either way, up to rounding)."""
+    from hamecho.training import read_result
+
+    text = ('[data]\nname = "synthetic/first5"\nlength = 40\nnum_samples = 32\n'
+            '[model]\nhru = "linear"\nhidden = 8\nstate = 4\nblocks = 2\nnorm = "layer"\n'
+            '[train]\nlr = 1e-2\nbatch_size = 8\nsteps = 4\neval_every = 2\nearly_stopping = false\n'
+            'dtype = "float64"\nalgos = ["rhel"]\nseeds = [3]\nmemory = "streaming"\nstream_chunk = 16\n')
+    streamed, plain = write(tmp_path, text, "streamed.toml"), write(tmp_path, text.replace(
+        'memory = "streaming"', 'memory = "none"'), "plain.toml")
+    results = {}
+    for path in (streamed, plain):
+        assert run_cli(["train", str(path), "--out", str(tmp_path / "runs"), "--quiet"]) == 0
+        results[path.stem] = read_result(tmp_path / "runs" / path.stem / "rhel" / "seed3.json")
+    s, p = results["streamed"], results["plain"]
+    assert s["steps"] == 4 and s["config"]["train"]["memory"] == "streaming" and s["config"]["model"]["norm"] == "layer"
+    assert s["fingerprint"] != p["fingerprint"]
+    assert [h["train_loss"] for h in s["history"]] == pytest.approx([h["train_loss"] for h in p["history"]], rel=1e-9)
+    assert s["history"][0]["train_loss"] != s["history"][-1]["train_loss"]   # it trained

@@ -45,15 +45,20 @@ __all__ = [
     "parse_override", "PAPER_SEEDS", "ALGOS", "DTYPES",
 ]
 
+from ..core.choices import check_compatible
 from ..core.gradients import DIFFERENCES, ESTIMATORS
 from ..core.integrators import CORE_DTYPES
 from ..data.files import FILE_SUFFIXES
 from ..data.registry import check_dataset_name
 from ..keywords import ALGOS, INTEGRATORS, CoreOptions
-from ..nn.layers import HRU_KINDS
+from ..nn.layers import HRU_KINDS, NORMS
+from ..nn.streaming import DEFAULT_CHUNK
 
 DTYPES = ("float32", "float64")
 HRUS = tuple(HRU_KINDS)
+# train.memory: "none" (the memory strategies of the boolean/integer keys recompute_blocks, block_chunk, or
+# every activation kept) or "streaming" (hamecho.Streaming(train.stream_chunk): RHEL and model.norm "layer" only).
+MEMORIES = ("none", "streaming")
 PAPER_SEEDS = (2345, 3456, 4567, 5678, 6789)
 
 
@@ -163,6 +168,9 @@ class ModelConfig:
     state: int = key(16, _positive)
     blocks: int = key(6, _positive)
     step: float = key(1e-4, _positive_finite)
+    # "batch": BatchNorm over (time, batch), the paper's; "layer": each step over its features (local in time:
+    # what train.memory = "streaming" needs).
+    norm: str = key("batch", _one_of(tuple(NORMS)))
 
 
 @dataclass(frozen=True)
@@ -190,6 +198,11 @@ class TrainConfig:
     # Memory for long sequences: run every block over time chunks of this many steps, each recomputed in the
     # backward pass, so a block keeps only its input (0: off; README "Speed and memory").
     block_chunk: int = key(0, _non_negative)
+    # Memory flat in the sequence length: "streaming" runs the whole stack over time chunks of stream_chunk
+    # steps, forward and backward, keeping nothing of length L but the input (hamecho.Streaming; RHEL only,
+    # model.norm = "layer" only; docs/memory.md).
+    memory: str = key("none", _one_of(MEMORIES))
+    stream_chunk: int = key(DEFAULT_CHUNK, _positive)
     # "fixed_point": exactly reversible cores on an int64 grid of 2**-fraction_bits (RHEL only; README).
     integrator: str = key("float", _one_of(INTEGRATORS))
     fraction_bits: int = key(32, lambda v: None if 1 <= v <= 62 else "must be between 1 and 62")
@@ -243,6 +256,13 @@ class Config:
             d["train"].pop(name, None)
         if not d["train"].get("block_chunk"):
             d["train"].pop("block_chunk", None)  # off: fingerprints of runs made before the option stay valid
+        # likewise at their defaults: the norm "batch" (the only one before the key) and no streaming; the
+        # chunk counts only when streaming
+        if d["model"].get("norm") == "batch":
+            d["model"].pop("norm")
+        if d["train"].get("memory") == "none":
+            d["train"].pop("memory")
+            d["train"].pop("stream_chunk", None)
         text = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -349,16 +369,26 @@ def _check_data_source(data: dict, source: str) -> None:
                           f"own), not both; got name {data['name']!r} and path {data['path']!r}")
 
 
-def _check_train_choices(train: dict, source: str) -> None:
-    """The [train] keys are the old keywords: one translation, one set of checks (``hamecho.keywords``)."""
+def core_options(train, algo: str) -> CoreOptions:
+    """The ``CoreOptions`` the [train] keys (a ``TrainConfig`` or its dict) stand for with ``algo``."""
+    t = train if isinstance(train, dict) else dataclasses.asdict(train)
+    return CoreOptions(algo=algo, eps=t["eps"], estimator=t["estimator"], difference=t["difference"],
+                       core_dtype=t["core_dtype"], recompute_blocks=t["recompute_blocks"],
+                       block_chunk=t["block_chunk"] or None, integrator=t["integrator"],
+                       fraction_bits=t["fraction_bits"],
+                       stream_chunk=t["stream_chunk"] if t["memory"] == "streaming" else None)
+
+
+def _check_train_choices(train: dict, model: dict, source: str) -> None:
+    """The [train] keys are the old keywords: one translation, one set of checks (``hamecho.keywords``); the
+    model's norm is checked against the memory strategy there too (``hamecho.core.choices.check_compatible``)."""
     for algo in train["algos"]:
         try:
-            CoreOptions(algo=algo, eps=train["eps"], estimator=train["estimator"], difference=train["difference"],
-                        core_dtype=train["core_dtype"], recompute_blocks=train["recompute_blocks"],
-                        block_chunk=train["block_chunk"] or None, integrator=train["integrator"],
-                        fraction_bits=train["fraction_bits"])
+            choices = core_options(train, algo).choices
+            check_compatible(choices.gradient, choices.integrator, choices.memory, norm=model["norm"])
         except ValueError as error:
-            raise ConfigError(f"{source}: [train] with train.algos containing {algo!r}: {error}") from None
+            keys = "[train] and model.norm" if train["memory"] == "streaming" else "[train]"
+            raise ConfigError(f"{source}: {keys} with train.algos containing {algo!r}: {error}") from None
     if train["eval_every"] > train["steps"]:
         raise ConfigError(f"{source}: train.eval_every must be <= train.steps ({train['steps']}); "
                           f"got {train['eval_every']}")
@@ -387,7 +417,7 @@ def config_from_dict(raw: dict, *, source: str = "<dict>", default_name: str | N
         sections[section] = _validate_table(table, _keys(cls), section, source)
     data, train = sections["data"], sections["train"]
     _check_data_source(data, source)
-    _check_train_choices(train, source)
+    _check_train_choices(train, sections["model"], source)
     name = (top_values["name"] or default_name
             or (data["name"].replace("/", "-") if data["name"] is not None else Path(data["path"]).stem))
     return Config(name=name.strip(), data=DataConfig(**data), model=ModelConfig(**sections["model"]),

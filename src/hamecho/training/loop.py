@@ -36,7 +36,7 @@ from ..keywords import ALGOS, CoreOptions
 from ..nn.api import init_optimizer, train_step
 from ..nn.hssm import HSSM, count_parameters
 from .checkpoints import atomic_write_json, resume_checkpoint, save_checkpoint
-from .config import Config
+from .config import Config, core_options
 from .evaluation import EarlyStopping, Evaluator
 from .results import build_result, read_result, run_paths
 from .state import LoopState
@@ -84,7 +84,7 @@ def build_model(config: Config, data, seed: int) -> HSSM:
     m = config.model
     return HSSM(in_dim=data.channels, out_dim=data.out_dim, hidden=m.hidden, state=m.state, blocks=m.blocks,
                 hru=m.hru, task=data.task, output_step=data.output_step, step=m.step,
-                dtype=config.train.dtype, key=jax.random.PRNGKey(seed))
+                dtype=config.train.dtype, norm=m.norm, key=jax.random.PRNGKey(seed))
 
 
 _OPTIMIZERS: dict = {}
@@ -102,10 +102,7 @@ def optimizer_for(lr: float):
 def options_for(config: Config, algo: str) -> CoreOptions:
     """The ``CoreOptions`` (the [train] keys, translated in ``hamecho.keywords``) a run of ``config`` with
     ``algo`` trains with; ``.choices`` are the strategy objects."""
-    t = config.train
-    return CoreOptions(algo=algo, eps=t.eps, estimator=t.estimator, difference=t.difference,
-                       core_dtype=t.core_dtype, recompute_blocks=t.recompute_blocks,
-                       block_chunk=t.block_chunk or None, integrator=t.integrator, fraction_bits=t.fraction_bits)
+    return core_options(config.train, algo)
 
 
 def batch_indices(seed: int, step: int, n: int, batch: int) -> np.ndarray:
