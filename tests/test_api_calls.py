@@ -116,3 +116,17 @@ def test_own_equinox_model_example_from_the_docs_runs():
     assert leaves and all(float(jnp.max(jnp.abs(leaf))) > 0 for leaf in leaves)
     for row in compare_gradients(rhel, bptt):
         assert row["rel_err"] < 1e-8, row
+
+
+def test_the_nan_count_is_exact_across_its_slices():
+    """check_inputs counts NaN/Inf slice by slice (no temporary of x's size): every one is counted, at slice
+    boundaries and in the last, shorter slice too."""
+    from hamecho.nn.api import _FINITE_CHUNK, _count_not_finite
+
+    n = 2 * _FINITE_CHUNK + 5
+    flat = np.zeros(n, np.float32)
+    where = [0, _FINITE_CHUNK - 1, _FINITE_CHUNK, 2 * _FINITE_CHUNK, n - 1]
+    flat[where] = [np.nan, np.inf, -np.inf, np.nan, np.nan]
+    x = jnp.asarray(flat.reshape(1, n, 1))
+    assert _count_not_finite(x) == len(where) == _count_not_finite(np.asarray(x))
+    assert _count_not_finite(jnp.ones((2, 3, 4))) == 0

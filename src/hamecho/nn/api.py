@@ -50,9 +50,23 @@ def _is_concrete(a) -> bool:
     return not isinstance(a, jax.core.Tracer)
 
 
+_FINITE_CHUNK = 1 << 16  # elements per slice of the NaN/Inf count
+
+
 @jax.jit
 def _not_finite(a):
-    return jnp.sum(~jnp.isfinite(a))  # one fused reduction: no temporary of x's size (x may be most of memory)
+    """Number of NaN/Inf entries, counted slice by slice: no temporary of x's size (x may be most of memory;
+    a whole-array ``sum(~isfinite(a))`` materialised its int64 mask, 2× a float32 x, in the peak)."""
+    flat = a.reshape(-1)
+    full = flat.shape[0] // _FINITE_CHUNK
+    count = lambda part: jnp.sum(~jnp.isfinite(part), dtype=jnp.int32).astype(total_dtype)
+    total_dtype = jax.dtypes.canonicalize_dtype(jnp.int64)
+
+    def body(i, total):
+        return total + count(jax.lax.dynamic_slice_in_dim(flat, i * _FINITE_CHUNK, _FINITE_CHUNK))
+
+    total = jax.lax.fori_loop(0, full, body, jnp.zeros((), total_dtype)) if full else jnp.zeros((), total_dtype)
+    return total + count(flat[full * _FINITE_CHUNK:])
 
 
 def _count_not_finite(a) -> int:
