@@ -37,7 +37,7 @@ def _row(algo, model="linear", batch=4, length=17984, time_s=1.0, mem=2**30):
 def test_resume_reuses_measured_rows_and_remeasures_skipped_ones(monkeypatch):
     measured = []
 
-    def fake_subprocess(algo, model, batch, length, reps, core_dtype, timeout, block_chunk):
+    def fake_subprocess(algo, model, batch, length, reps, core_dtype, timeout, *chunk_and_norm):
         measured.append((algo, model))
         return _row(algo, model, batch, length)
 
@@ -52,7 +52,7 @@ def test_rounds_measure_every_case_round_after_round_and_report_the_median_time(
     measured, written = [], []
     times = iter([3.0, 1.0, 9.0, 5.0, 2.0, 4.0])  # rhel, bptt, rhel, bptt, rhel, bptt
 
-    def fake_subprocess(algo, model, batch, length, reps, core_dtype, timeout, block_chunk):
+    def fake_subprocess(algo, model, batch, length, reps, core_dtype, timeout, *chunk_and_norm):
         measured.append(algo)
         return _row(algo, model, batch, length, time_s=next(times), mem=len(measured) * 2**20)
 
@@ -85,3 +85,54 @@ def test_outputs_cover_every_algorithm(tmp_path):
     table = (tmp_path / "bench.md").read_text()
     for algo in bench.ALGOS:
         assert f"| {algo} |" in table
+
+
+# --- rhel_streaming (issue #14) -------------------------------------------------------------------------
+
+def test_streaming_runs_with_norm_layer_and_the_cases_beside_it_too():
+    assert bench.norm_for(("rhel", "bptt")) == "batch"                     # as before the option
+    assert bench.norm_for(("rhel_streaming", "bptt_chunked")) == "layer"   # every case: the same model
+    assert bench.norm_for(("rhel", "bptt"), "layer") == "layer"
+    with pytest.raises(ValueError, match="rhel_streaming .* needs HSSM\\(norm='layer'\\); got --norm batch"):
+        bench.norm_for(("rhel_streaming", "bptt"), "batch")
+
+
+def test_grid_hands_the_norm_and_the_stream_chunk_to_every_case(monkeypatch):
+    seen = []
+
+    def fake_subprocess(algo, model, batch, length, reps, core_dtype, timeout, block_chunk, norm, stream_chunk):
+        seen.append((algo, norm, block_chunk, stream_chunk))
+        return {**_row(algo, model, batch, length), "norm": norm}
+
+    monkeypatch.setattr(bench, "run_case_subprocess", fake_subprocess)
+    bench.run_grid(("rhel_streaming", "bptt_chunked"), ("linear",), (17984,), (4,), stream_chunk=256)
+    assert seen == [("rhel_streaming", "layer", 1024, 256), ("bptt_chunked", "layer", 1024, 256)]
+    # a norm "batch" row of the same case is not reused for a norm "layer" run, and the other way round
+    seen.clear()
+    previous = [_row("rhel"), {**_row("bptt"), "norm": "layer"}]
+    rows = bench.run_grid(("rhel", "bptt"), ("linear",), (17984,), (4,), previous=previous)
+    assert rows[0] == previous[0] and [s[0] for s in seen] == ["bptt"]
+
+
+@pytest.mark.parametrize("streaming_time, expect", [(0.7, ["0.70× rhel met", "0.35× bptt met"]),
+                                                    (1.5, ["1.50× rhel MISSED", "0.75× bptt met"])])
+def test_markdown_marks_the_streaming_speed_target(streaming_time, expect):
+    rows = [{**_row(a, time_s=t), "norm": "layer"} for a, t in (("rhel", 1.0), ("bptt", 2.0),
+                                                                 ("rhel_streaming", streaming_time))]
+    line = next(line for line in bench.format_markdown(rows).splitlines() if "| rhel_streaming |" in line)
+    assert "time ≤ 1.0× rhel and bptt: " + ", ".join(expect) in line
+
+
+def test_streaming_case_runs(tmp_path):
+    """One real rhel_streaming case, tiny: its row says norm "layer" and the chunk; --norm batch is refused."""
+    command = [sys.executable, "-m", "hamecho.cli", "bench", "--algos", "rhel_streaming", "--models", "linear",
+               "--lengths", "40", "--batch", "2", "--reps", "1", "--stream-chunk", "16", "--json",
+               "--out", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [row] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "skipped" not in row, row
+    assert (row["algo"], row["norm"], row["stream_chunk"], row["length"]) == ("rhel_streaming", "layer", 16, 40)
+    assert row["step_time_s"] > 0 and row["peak_mem_bytes"] > 0
+    refused = subprocess.run(command + ["--norm", "batch"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "needs HSSM(norm='layer')" in refused.stderr

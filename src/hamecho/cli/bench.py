@@ -26,6 +26,11 @@ def add_command(subparsers) -> None:
                              "median step time over rounds (robust to slow periods of a shared machine)")
     parser.add_argument("--block-chunk", type=positive_int, default=bench.BLOCK_CHUNK,
                         help=f"time steps per chunk of the *_chunked cases (default {bench.BLOCK_CHUNK})")
+    parser.add_argument("--stream-chunk", type=positive_int, default=bench.STREAM_CHUNK,
+                        help=f"time steps per chunk of rhel_streaming (default {bench.STREAM_CHUNK})")
+    parser.add_argument("--norm", choices=bench.NORMS,
+                        help="the model's norm in every case (default: layer when rhel_streaming is in the run, "
+                             "which needs it, else batch)")
     parser.add_argument("--core-dtype", choices=bench.CORE_DTYPES, default="auto",
                         help="auto: float64 cores with a float32 model (the default everywhere); input: all float32")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per case before it is skipped")
@@ -40,7 +45,7 @@ def add_command(subparsers) -> None:
 def _print_row(row: dict) -> None:
     measured = (f"skipped: {row['skipped']}" if "skipped" in row else
                 f"{row['step_time_s']:.3f} s/step, peak {row['peak_mem_bytes'] / 2**30:.2f} GiB")
-    print(f"  {row['model']:>9} b{row['batch']:<3} L={row['length']:<6} {row['algo']:<9} " + measured, flush=True)
+    print(f"  {row['model']:>9} b{row['batch']:<3} L={row['length']:<6} {row['algo']:<14} " + measured, flush=True)
 
 
 def main(args) -> int:
@@ -50,6 +55,11 @@ def main(args) -> int:
     lengths = args.lengths or quick.get("lengths", bench.LENGTHS)
     batches = args.batch or quick.get("batches", bench.BATCHES)
     reps = args.reps or 5
+    try:
+        bench.norm_for(algos, args.norm)
+    except ValueError as error:
+        print(f"hamecho bench: error: {error}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     previous = []
     if args.resume and (out / "bench.json").exists():
@@ -57,7 +67,7 @@ def main(args) -> int:
     rows = bench.run_grid(algos, models, lengths, batches, reps=reps, core_dtype=args.core_dtype, timeout=args.timeout,
                           progress=None if args.json else _print_row, previous=previous,
                           on_row=lambda rows: bench.write_outputs(rows, out), rounds=args.rounds,
-                          block_chunk=args.block_chunk)
+                          block_chunk=args.block_chunk, norm=args.norm, stream_chunk=args.stream_chunk)
     written = bench.write_outputs(rows, out)
     if args.json:
         json.dump(rows, sys.stdout)

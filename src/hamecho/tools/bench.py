@@ -19,8 +19,15 @@ Algorithms: ``rhel``; ``bptt`` (autodiff through the scan); ``bptt_ckpt`` (autod
 ``rhel_chunked`` and ``bptt_chunked`` (the same with ``block_chunk``: every block runs over time
 chunks of ``--block-chunk`` steps, recomputed in the backward pass, so a block keeps only its input);
 ``rhel_recompute`` and ``bptt_recompute`` (``recompute_blocks``: whole blocks recomputed; not in the
-default grid). ``--quick`` runs the first three; ``--rounds R`` measures the grid R times round after
-round and reports each case's median.
+default grid); ``rhel_streaming`` (``memory=hamecho.Streaming(--stream-chunk)``: the whole stack over
+time chunks forward and backward, nothing of length L kept but the input; RHEL only, and it needs
+``HSSM(norm="layer")``). ``--quick`` runs the first three; ``--rounds R`` measures the grid R times
+round after round and reports each case's median.
+
+Norm: ``--norm layer`` or ``batch`` for every case; by default ``layer`` when ``rhel_streaming`` is in
+the run (it cannot stream with BatchNorm, and the other cases then train the same model, so the
+comparison is of the memory strategy alone), else ``batch`` (the paper's model, as in the results
+recorded before the option). Each row records its ``norm``.
 """
 from __future__ import annotations
 
@@ -36,7 +43,8 @@ from pathlib import Path
 
 from ..training.checkpoints import atomic_write_bytes
 
-ALGOS = ("rhel", "bptt", "bptt_ckpt", "rhel_chunked", "bptt_chunked", "rhel_recompute", "bptt_recompute")
+ALGOS = ("rhel", "bptt", "bptt_ckpt", "rhel_chunked", "bptt_chunked", "rhel_recompute", "bptt_recompute",
+         "rhel_streaming")
 DEFAULT_ALGOS = ALGOS[:5]
 QUICK_ALGOS = ("rhel", "bptt", "bptt_ckpt")
 MODELS = ("linear", "nonlinear")
@@ -44,6 +52,8 @@ LENGTHS = (1000, 4000, 17984, 49920)
 BATCHES = (4, 32)
 QUICK = {"algos": QUICK_ALGOS, "models": MODELS, "lengths": (1000,), "batches": (4,), "reps": 5}
 BLOCK_CHUNK = 1024  # time steps per chunk for the *_chunked cases (CoreOptions.block_chunk)
+STREAM_CHUNK = 512  # time steps per chunk for rhel_streaming (hamecho.Streaming's default)
+NORMS = ("batch", "layer")
 SHAPE = {"blocks": 6, "hidden": 64, "state": 16, "in_dim": 6, "classes": 5}
 CORE_DTYPES = ("auto", "input")  # auto: float64 cores with a float32 model (the default everywhere); input: all float32
 # Cases skipped up front: the BPTT trajectory of the biggest cases does not fit in the memory of the machine the
@@ -53,8 +63,21 @@ DEFAULT_MEMORY_LIMIT_GIB = 20.0
 
 # --- one case, in a child process --------------------------------------------------------------------
 
+def norm_for(algos, norm: str | None = None) -> str:
+    """The norm every case of a run uses: ``norm`` if given, else "layer" when rhel_streaming is among
+    ``algos`` (module docstring), else "batch"; a streaming case with norm "batch" is refused here."""
+    if norm is None:
+        return "layer" if "rhel_streaming" in algos else "batch"
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(map(repr, NORMS))}; got {norm!r}")
+    if norm != "layer" and "rhel_streaming" in algos:
+        raise ValueError("rhel_streaming (hamecho.Streaming) needs HSSM(norm='layer'); got --norm batch: "
+                         "leave --norm out, or give --norm layer")
+    return norm
+
+
 def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dtype: str,
-             block_chunk: int = BLOCK_CHUNK) -> dict:
+             block_chunk: int = BLOCK_CHUNK, norm: str = "batch", stream_chunk: int = STREAM_CHUNK) -> dict:
     """Build, compile, warm up and time one case in this process; return its row."""
     import resource
 
@@ -71,7 +94,7 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
 
     key_model, key_x, key_y = jax.random.split(jax.random.PRNGKey(0), 3)
     hssm = HSSM(in_dim=SHAPE["in_dim"], out_dim=SHAPE["classes"], hidden=SHAPE["hidden"], state=SHAPE["state"],
-                 blocks=SHAPE["blocks"], hru=model, dtype=jnp.float32, key=key_model)
+                 blocks=SHAPE["blocks"], hru=model, dtype=jnp.float32, norm=norm, key=key_model)
     x = jax.random.normal(key_x, (batch, length, SHAPE["in_dim"]), jnp.float32)
     y = jax.random.randint(key_y, (batch,), 0, SHAPE["classes"])
     if algo == "bptt_ckpt":
@@ -80,7 +103,8 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
     else:
         core_algo, _, memory = algo.partition("_")
         options = CoreOptions(core_algo, core_dtype=core_dtype, recompute_blocks=memory == "recompute",
-                              block_chunk=block_chunk if memory == "chunked" else None)
+                              block_chunk=block_chunk if memory == "chunked" else None,
+                              stream_chunk=stream_chunk if memory == "streaming" else None)
     optimizer = optimizer_for(1e-3)
     opt_state = init_optimizer(optimizer, hssm)
     step = lambda model, opt_state, x, y, key: train_step(model, opt_state, x, y, optimizer, options, key=key)
@@ -102,8 +126,15 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
     return {"algo": algo, "model": model, "batch": batch, "length": length,
             "step_time_s": statistics.median(times), "peak_mem_bytes": int(step_peak),
             "process_peak_bytes": int(process_peak), "baseline_bytes": int(baseline), "reps": reps,
-            "loss": float(loss), "core_dtype": core_dtype, "backend": jax.default_backend(),
-            **({"block_chunk": block_chunk} if algo.endswith("_chunked") else {})}
+            "loss": float(loss), "core_dtype": core_dtype, "backend": jax.default_backend(), "norm": norm,
+            **_chunk_keys(algo, block_chunk, stream_chunk)}
+
+
+def _chunk_keys(algo: str, block_chunk: int, stream_chunk: int) -> dict:
+    """The chunk a case's row records (and resuming matches on): none for the cases without one."""
+    if algo.endswith("_chunked"):
+        return {"block_chunk": block_chunk}
+    return {"stream_chunk": stream_chunk} if algo.endswith("_streaming") else {}
 
 
 def release_freed_memory() -> bool:
@@ -152,10 +183,12 @@ def _child_env() -> dict:
     return env
 
 
-def run_case_subprocess(algo, model, batch, length, reps, core_dtype, timeout, block_chunk=BLOCK_CHUNK) -> dict:
+def run_case_subprocess(algo, model, batch, length, reps, core_dtype, timeout, block_chunk=BLOCK_CHUNK,
+                        norm="batch", stream_chunk=STREAM_CHUNK) -> dict:
     """Run one case in a fresh interpreter; a failure or timeout becomes a row with ``skipped``."""
     case = json.dumps({"algo": algo, "model": model, "batch": batch, "length": length, "reps": reps,
-                       "core_dtype": core_dtype, "block_chunk": block_chunk})
+                       "core_dtype": core_dtype, "block_chunk": block_chunk, "norm": norm,
+                       "stream_chunk": stream_chunk})
     row = {"algo": algo, "model": model, "batch": batch, "length": length}
     try:
         done = subprocess.run([sys.executable, "-m", "hamecho.tools.bench", "--run-case", case], capture_output=True,
@@ -178,12 +211,13 @@ def estimated_bptt_bytes(model: str, batch: int, length: int) -> float:
 
 
 def _same_case(row: dict, case: dict) -> bool:
-    return all(row.get(k) == v for k, v in case.items())
+    """``row`` measured ``case``; a row without a norm (recorded before the option) had norm "batch"."""
+    return all(row.get(k) == v for k, v in case.items()) and row.get("norm", "batch") == case.get("norm", "batch")
 
 
 def run_grid(algos, models, lengths, batches, reps=5, core_dtype="auto", timeout=1800.0,
              memory_limit_gib=DEFAULT_MEMORY_LIMIT_GIB, progress=None, previous=(), on_row=None,
-             rounds=1, block_chunk=BLOCK_CHUNK) -> list[dict]:
+             rounds=1, block_chunk=BLOCK_CHUNK, norm=None, stream_chunk=STREAM_CHUNK) -> list[dict]:
     """Every case of the grid, one subprocess each, the whole grid ``rounds`` times round after round.
 
     With several rounds a case's row reports the median of its per-round step times (each a median of
@@ -191,9 +225,12 @@ def run_grid(algos, models, lengths, batches, reps=5, core_dtype="auto", timeout
     of a shared machine then hit every algorithm alike instead of one case. ``previous``: rows of an
     earlier run; a measured row of the same case (same reps, rounds and core precision) is reused.
     ``on_row(rows)`` is called after each measurement with the rows so far (to write partial outputs).
+    ``norm``: None chooses by :func:`norm_for`.
     """
+    norm = norm_for(algos, norm)
+    # norm "batch" is left out of a case's keys: rows recorded before the norm option match it
     cases = [{"algo": algo, "model": model, "batch": batch, "length": length, "reps": reps, "core_dtype": core_dtype,
-              **({"block_chunk": block_chunk} if algo.endswith("_chunked") else {})}
+              **_chunk_keys(algo, block_chunk, stream_chunk), **({"norm": norm} if norm != "batch" else {})}
              for batch in batches for length in lengths for model in models for algo in algos]
     measured: dict[int, list[dict]] = {}
     rows: dict[int, dict] = {}
@@ -211,7 +248,8 @@ def run_grid(algos, models, lengths, batches, reps=5, core_dtype="auto", timeout
                 row = {"algo": algo, "model": model, "batch": batch, "length": length,
                        "skipped": f"BPTT needs ~{estimate / 2**30:.0f} GiB (limit {memory_limit_gib:g})"}
             else:
-                row = run_case_subprocess(algo, model, batch, length, reps, core_dtype, timeout, block_chunk)
+                row = run_case_subprocess(algo, model, batch, length, reps, core_dtype, timeout, block_chunk, norm,
+                                          stream_chunk)
             if "skipped" in row or row.get("reused"):
                 rows[i] = row
             else:
@@ -267,10 +305,24 @@ def format_markdown(rows: list[dict]) -> str:
             target = f"time ≤ 1.0×: {'met' if t_ratio <= 1.0 else 'MISSED'}"
         if r["algo"].startswith("rhel") and r["batch"] == 4 and r["length"] == 49920 and m_ratio is not None:
             target = f"memory ≤ 0.25×: {'met' if m_ratio <= 0.25 else 'MISSED'}"
+        if r["algo"] == "rhel_streaming" and r["batch"] == 4 and r["length"] == 17984:
+            target = streaming_time_target(rows, r)
         fmt = lambda v: "" if v is None else f"{v:.2f}"
         lines.append(f"| {r['model']} | {r['batch']} | {r['length']} | {r['algo']} | {r['step_time_s']:.3f} | "
                      f"{fmt(t_ratio)} | {r['peak_mem_bytes'] / 2**30:.2f} | {fmt(m_ratio)} | {target} |")
     return "\n".join(lines)
+
+
+def streaming_time_target(rows: list[dict], row: dict) -> str:
+    """Issue #14's speed target for a rhel_streaming row: ≤ 1.0× the plain RHEL step and ≤ 1.0× BPTT's."""
+    parts = []
+    for base_algo in ("rhel", "bptt"):
+        base = next((r for r in rows if r["algo"] == base_algo and "skipped" not in r
+                     and all(r.get(k) == row.get(k) for k in ("model", "batch", "length", "norm"))), None)
+        if base is not None:
+            ratio = row["step_time_s"] / base["step_time_s"]
+            parts.append(f"{ratio:.2f}× {base_algo} {'met' if ratio <= 1.0 else 'MISSED'}")
+    return "time ≤ 1.0× rhel and bptt: " + ", ".join(parts) if parts else ""
 
 
 def format_side_by_side(rows: list[dict]) -> str:
@@ -323,7 +375,7 @@ def write_outputs(rows: list[dict], out: Path) -> list[Path]:
 
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         styles = {"rhel": "o-", "bptt": "s--", "bptt_ckpt": "^:", "rhel_chunked": "P-", "bptt_chunked": "X--",
-                  "rhel_recompute": "D-", "bptt_recompute": "v--"}
+                  "rhel_recompute": "D-", "bptt_recompute": "v--", "rhel_streaming": "*-"}
         for ax, key, label, scale in ((axes[0], "step_time_s", "step time (s)", 1.0),
                                       (axes[1], "peak_mem_bytes", "peak memory (GiB)", 2.0**-30)):
             for (algo, model, batch) in sorted({(r["algo"], r["model"], r["batch"]) for r in measured}):
