@@ -101,3 +101,36 @@ def test_nonlinear_core_share_at_initial_step(step, low, high):
 
     share = float(share_of_core(hru, u))
     assert low < share < high
+
+
+def test_memory_part_prints_the_three_methods_side_by_side(tmp_path):
+    """make run's memory part, tiny (L = 48, one small block): one row per method, each measured in its own
+    process (its own peak), the table printed and memory.json written."""
+    import json
+
+    from hamecho.tools.mainjob import memory_part
+
+    lines = []
+    shape = {"blocks": 1, "hidden": 8, "state": 4}
+    rows = memory_part(48, tmp_path, lines.append, shape=shape)
+    text = "\n".join(lines)
+    assert [r["method"] for r in rows] == ["bptt", "bptt_chunked", "rhel_streaming"]
+    for row in rows:
+        assert "skipped" not in row, row
+        assert row["length"] == 48 and row["shape"] == shape and row["process_peak_bytes"] > 2**20
+    assert "== Memory: one training step at L = 48 (1 blocks, hidden 8, state 4, batch 4" in text
+    assert "| BPTT (all activations) | " in text and "| BPTT, TimeChunks(1024) | " in text
+    assert "| RHEL, Streaming(512) | " in text and "| method | peak RSS of the process (GiB) | × BPTT" in text
+    assert json.loads((tmp_path / "memory.json").read_text()) == rows
+    # three processes: the peaks differ (a shared process would report one running maximum, ever growing)
+    assert len({r["process_peak_bytes"] for r in rows}) == 3
+
+
+def test_run_command_has_the_memory_part_on_by_default():
+    from hamecho.cli import build_parser
+    from hamecho.tools.mainjob import MEMORY_LENGTH
+
+    assert build_parser().parse_args(["run"]).memory_length == MEMORY_LENGTH == 30_000
+    assert build_parser().parse_args(["run", "--memory-length", "0"]).memory_length == 0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--memory-length", "-1"])

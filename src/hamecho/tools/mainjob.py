@@ -3,7 +3,11 @@
 Trains the linear and the nonlinear HSSM of ``configs/{linear,nonlinear}/JapaneseVowels.toml`` with
 BPTT and with RHEL (same seeds, hence the same splits and initial models; same steps; same model),
 then prints the comparison table and the RHEL-vs-BPTT gradient-alignment table at the trained model
-size (``hamecho.tools.gradcheck``), and writes the report and plots to the output folder.
+size (``hamecho.tools.gradcheck``), and writes the report and plots to the output folder. With
+``memory_length`` (``hamecho run``'s default: MEMORY_LENGTH) it ends with the memory part: one
+measured training step per memory strategy — BPTT, BPTT with time chunks, RHEL streaming — at that
+length, each in its own process, their peak memory side by side (``hamecho.tools.stepmemory``;
+written to memory.json).
 
 Finished runs are reused (``hamecho.training.run_one`` is idempotent) and interrupted ones resume from their
 checkpoints, so running it again after Ctrl-C continues where it stopped.
@@ -16,10 +20,14 @@ from pathlib import Path
 
 from ..training import format_metric, load_config, load_data, read_result, run_one
 from . import gradcheck as gc
+from . import stepmemory
 from .report import paired_differences, table_paired, table_paper_layout, table_runs, write_report
 
 DEFAULT_CONFIGS = ("configs/linear/JapaneseVowels.toml", "configs/nonlinear/JapaneseVowels.toml")
 DEFAULT_OUT = "runs/main"
+# The memory part's sequence length: long enough that BPTT's stored trajectory dominates its peak (3.2 GiB,
+# against 0.44 GiB streaming), short enough that the three steps take about two minutes on two CPU cores.
+MEMORY_LENGTH = 30_000
 
 
 def resolve_config_path(path: str) -> Path:
@@ -47,10 +55,13 @@ def check_fair(configs) -> None:
 
 
 def run_main(config_paths=DEFAULT_CONFIGS, *, out: str = DEFAULT_OUT, seeds=None, steps=None, gradcheck: bool = True,
-             progress: bool | None = None, echo=None) -> dict:
+             progress: bool | None = None, echo=None, memory_length: int | None = None,
+             memory_shape: dict | None = None) -> dict:
     """Train every (model, algorithm, seed) of ``config_paths`` into ``out`` (``seeds``/``steps`` override the
-    configs'), write the report, check the gradients at the trained size (``gradcheck``), and print it all
-    through ``echo`` (default: print). Returns {"report": ..., "gradcheck": {hru: report}, "elapsed_s": ...}."""
+    configs'), write the report, check the gradients at the trained size (``gradcheck``), measure the memory
+    part at ``memory_length`` (None: not; ``memory_shape`` overrides the model's shape, for tests) and print
+    it all through ``echo`` (default: print). Returns {"report": ..., "gradcheck": {hru: report}, "memory":
+    rows or None, "elapsed_s": ...}."""
     if echo is None:
         echo = lambda line: print(line, flush=True)
     start = time.perf_counter()
@@ -122,9 +133,32 @@ def run_main(config_paths=DEFAULT_CONFIGS, *, out: str = DEFAULT_OUT, seeds=None
             echo(f"(HRU and encoder arrays shown; all {len(report_gc['params'])} arrays in gradcheck_{m.hru}.json: "
                  f"worst cosine {worst['cosine']:.9f}, max rel err "
                  f"{max(row['rel_err'] for row in report_gc['params']):.2e})")
+    memory = None
+    if memory_length:
+        memory = memory_part(memory_length, out, echo, shape=memory_shape)
     elapsed = time.perf_counter() - start
     echo("")
     echo("written: " + ", ".join(str(p) for p in report["files"].values())
-         + (", " + ", ".join(str(Path(out) / f"gradcheck_{h}.json") for h in checks) if checks else ""))
+         + (", " + ", ".join(str(Path(out) / f"gradcheck_{h}.json") for h in checks) if checks else "")
+         + (f", {Path(out) / 'memory.json'}" if memory is not None else ""))
     echo(f"main job done in {elapsed:.0f} s (runs already in {out}/ are reused; delete it to retrain)")
-    return {"report": report, "gradcheck": checks, "elapsed_s": elapsed}
+    return {"report": report, "gradcheck": checks, "memory": memory, "elapsed_s": elapsed}
+
+
+def memory_part(length: int, out, echo, shape: dict | None = None) -> list[dict]:
+    """One measured training step per method of ``stepmemory.METHODS`` at ``length``, each in its own
+    process; prints the table and writes ``out``/memory.json. Returns the rows."""
+    s = {**stepmemory.SHAPE, **(shape or {})}
+    echo("")
+    echo(f"== Memory: one training step at L = {length:,} ({s['blocks']} blocks, hidden {s['hidden']}, state "
+         f"{s['state']}, batch {s['batch']}, norm \"layer\", float32 model, float64 cores), each method in its own "
+         "process ==")
+    rows = []
+    for method in stepmemory.METHODS:
+        rows.append(stepmemory.measure(method, length, shape=shape))
+    echo(stepmemory.format_table(rows))
+    echo(f"(whole-process peak resident memory: Python, JAX, compilation, the data and the step; the raw input "
+         f"x is {stepmemory.input_bytes(length, shape) / 2**20:.1f} MiB. Against L, 10^3 to 10^7: docs/memory.md)")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "memory.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return rows
