@@ -4,10 +4,10 @@
     python benchmarks/streaming/train_norms.py --task first5  --out runs/norms     # synthetic first-5 %, L = 10,000
 
 Runs ``hamecho.training.loop.run_one`` (the training loop of ``hamecho train``: its splits, evaluation,
-test-at-best-validation and result files) for every (norm, algo, seed); the only change is the model's
-norm, patched into ``build_model`` here because the TOML has no key for it yet (Phase 2). With
-``--streaming`` the norm "layer" RHEL runs are repeated with ``memory=Streaming`` as a third variant
-(same gradients up to rounding, so the same training up to rounding). Writes norms-<task>.json and
+test-at-best-validation and result files) for every (norm, algo, seed); the only change is the TOML key
+``model.norm`` (the same initial arrays: LayerNorm has none). With ``--streaming CHUNK`` the norm "layer"
+RHEL runs are repeated with ``train.memory = "streaming"`` as a third variant (same gradients up to
+rounding, so the same training up to rounding). Writes norms-<task>.json and
 prints a table: test accuracy mean ± std over the seeds per (algo, norm), and whether the two norms
 agree within max(2 points, 1 std).
 """
@@ -46,46 +46,15 @@ def main(argv=None) -> int:
 
     path, overrides = TASKS[args.task]
     overrides = {**overrides, **dict(parse_override(s) for s in args.set)}
-    config = load_config(path, overrides)
-    seeds = args.seeds or list(config.train.seeds)
-    original_build, original_options = loop.build_model, loop.options_for
+    seeds = args.seeds or list(load_config(path, overrides).train.seeds)
     variants = [(norm, algo, None) for norm in args.norms for algo in args.algos]
     if args.streaming:
         variants.append(("layer", "rhel", args.streaming))
     results = []
     for norm, algo, chunk in variants:
-        def build_model(config, data, seed, norm=norm):
-            import equinox as eqx
-            import jax
-            import numpy as np
-
-            from hamecho.nn.hssm import HSSM, trainable
-
-            model = original_build(config, data, seed)
-            if norm == "batch":
-                return model
-            m = config.model
-            fresh = HSSM(in_dim=data.channels, out_dim=data.out_dim, hidden=m.hidden, state=m.state, blocks=m.blocks,
-                         hru=m.hru, task=data.task, output_step=data.output_step, step=m.step,
-                         dtype=config.train.dtype, norm=norm, key=jax.random.PRNGKey(seed))
-            # the same initial arrays as the norm "batch" model (LayerNorm has none): only the norm differs
-            arrays = lambda model: jax.tree_util.tree_leaves(eqx.filter(model, trainable(model)))
-            assert all(np.array_equal(a, b) for a, b in zip(arrays(fresh), arrays(model), strict=True))
-            return fresh
-
-        def options_for(config, algo, chunk=chunk):
-            options = original_options(config, algo)
-            if chunk is None:
-                return options
-            import hamecho as he
-            from hamecho.core.choices import Choices
-
-            class Streamed:  # what run_one reads: .choices
-                choices = Choices(gradient=options.choices.gradient, integrator=options.choices.integrator,
-                                  memory=he.Streaming(chunk), dtype=options.choices.dtype)
-            return Streamed
-
-        loop.build_model, loop.options_for = build_model, options_for
+        # the TOML keys model.norm and train.memory (the same model and arrays at the start: LayerNorm has none)
+        config = load_config(path, {**overrides, "model.norm": norm, "train.algos": [algo],
+                                    **({"train.memory": "streaming", "train.stream_chunk": chunk} if chunk else {})})
         label = f"{algo}" + (f"+streaming{chunk}" if chunk else "")
         out = args.out / args.task / (f"norm-{norm}" + (f"-streaming{chunk}" if chunk else ""))
         for seed in seeds:
@@ -96,7 +65,6 @@ def main(argv=None) -> int:
                             "steps": result.get("steps"), "wall_s": time.perf_counter() - start})
             print(f"{args.task} norm={norm} {label} seed {seed}: test {result['test_metric']:.4f} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
-    loop.build_model, loop.options_for = original_build, original_options
     summary = summarise(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"norms-{args.task}.json").write_text(json.dumps({"config": path, "overrides": overrides,
