@@ -130,3 +130,13 @@ def test_the_nan_count_is_exact_across_its_slices():
     x = jnp.asarray(flat.reshape(1, n, 1))
     assert _count_not_finite(x) == len(where) == _count_not_finite(np.asarray(x))
     assert _count_not_finite(jnp.ones((2, 3, 4))) == 0
+
+
+def test_the_nan_count_needs_no_temporary_of_the_inputs_size():
+    """XLA's buffer analysis of the count: a whole-array ``sum(~isfinite(x))`` needed 2x a float32 x (its int64
+    mask under x64), which was most of Streaming's peak growth from L = 1e5 to 1e6; slice by slice it is small."""
+    from hamecho.nn.api import _FINITE_CHUNK, _not_finite
+
+    x = jnp.zeros((4, 250_000, 6), jnp.float32)
+    temp = _not_finite.lower(x).compile().memory_analysis().temp_size_in_bytes
+    assert temp < 20 * _FINITE_CHUNK < x.nbytes / 15
