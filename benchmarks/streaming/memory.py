@@ -8,8 +8,10 @@ Each (method, L) runs in a fresh interpreter (``cases.py``: 6 blocks, hidden 64,
 float32 model, float64 cores, norm "layer", dropout on) so that its peak resident set size is its own.
 Recorded per case:
 
-- ``process_peak_bytes``: the whole process's peak RSS (``ru_maxrss``): Python, JAX, compilation, the
-  data and the steps — what the issue's target is stated in;
+- ``process_peak_bytes``: the whole process's peak RSS (``ru_maxrss``, read after the first step): Python,
+  JAX, compilation, the data and the first step — what the issue's target is stated in (rows written
+  before 2 December 2026, 11:45 UTC, read it after the peak mark was reset for the timed steps, so
+  theirs equals ``step_peak_bytes``: compilation excluded);
 - ``step_peak_bytes``: the peak RSS during the timed step(s) only (after the warm-up the compiler's freed
   heap is returned to the OS and the kernel's mark is reset, as ``hamecho bench`` does);
 - ``input_bytes``: the raw input x (batch · L · 6 float32), ``step_time_s`` and ``first_step_s``
@@ -57,6 +59,8 @@ def run_child(case: dict) -> dict:
     model, opt_state, loss = step(model, opt_state, x, y, key)
     jax.block_until_ready(loss)
     first = time.perf_counter() - start
+    # read before the mark is reset below: resetting VmHWM resets ru_maxrss too (Linux reads the same mark)
+    process_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     times, steady = [], False
     if case["steps"] > 1:
         release_freed_memory()
@@ -66,12 +70,13 @@ def run_child(case: dict) -> dict:
             model, opt_state, loss = step(model, opt_state, x, y, key)
             jax.block_until_ready(loss)
             times.append(time.perf_counter() - start)
-    process_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        process_peak = max(process_peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     row = {**case, "input_bytes": cases.input_bytes(case["length"]), "process_peak_bytes": int(process_peak),
            "data_rss_bytes": data_rss, "first_step_s": first, "loss": float(loss)}
     if times:
         row["step_time_s"] = sorted(times)[len(times) // 2]
-        row["step_peak_bytes"] = int(read_peak_rss() if steady else process_peak)
+        row["step_peak_bytes"] = int(read_peak_rss() if steady else
+                                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return row
 
 
