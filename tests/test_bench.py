@@ -136,3 +136,17 @@ def test_streaming_case_runs(tmp_path):
     assert row["step_time_s"] > 0 and row["peak_mem_bytes"] > 0
     refused = subprocess.run(command + ["--norm", "batch"], capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2 and "needs HSSM(norm='layer')" in refused.stderr
+
+
+def test_a_childs_peak_is_its_own_not_its_parents():
+    """ru_maxrss carries a parent's peak over into a child started by fork + exec (the main job's memory part
+    runs its cases from a process that has trained models); process_peak_rss reads the child's own."""
+    import numpy as np
+
+    ballast = np.ones(96 * 2**20)   # float64: 768 MiB resident in this process
+    code = ("import resource; from hamecho.tools.bench import process_peak_rss; "
+            "print(process_peak_rss(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    own, inherited = map(int, done.stdout.split())
+    assert inherited > ballast.nbytes > own + 2**28   # the child itself (Python + JAX) stays well below

@@ -8,7 +8,7 @@ Each (method, L) runs in a fresh interpreter (``cases.py``: 6 blocks, hidden 64,
 float32 model, float64 cores, norm "layer", dropout on) so that its peak resident set size is its own.
 Recorded per case:
 
-- ``process_peak_bytes``: the whole process's peak RSS (``ru_maxrss``, read after the first step): Python,
+- ``process_peak_bytes``: the whole process's peak RSS (VmHWM, read after the first step): Python,
   JAX, compilation, the data and the first step — what the issue's target is stated in (rows written
   before 2 December 2026, 11:45 UTC, read it after the peak mark was reset for the timed steps, so
   theirs equals ``step_peak_bytes``: compilation excluded);
@@ -42,11 +42,9 @@ DEFAULT_METHODS = ("rhel_streaming", "bptt_chunked", "rhel", "bptt")
 
 
 def run_child(case: dict) -> dict:
-    import resource
-
     import jax
 
-    from hamecho.tools.bench import read_peak_rss, release_freed_memory, reset_peak_rss
+    from hamecho.tools.bench import process_peak_rss, release_freed_memory, reset_peak_rss
 
     jax.config.update("jax_enable_x64", True)
     model, x, y = cases.build(case["length"], hru=case["hru"])
@@ -59,24 +57,24 @@ def run_child(case: dict) -> dict:
     model, opt_state, loss = step(model, opt_state, x, y, key)
     jax.block_until_ready(loss)
     first = time.perf_counter() - start
-    # read before the mark is reset below: resetting VmHWM resets ru_maxrss too (Linux reads the same mark)
-    process_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    times, steady = [], False
+    # read before the mark is reset below (VmHWM; ru_maxrss reads the same mark, and a child's also carries
+    # its parent's peak over)
+    process_peak = process_peak_rss()
+    times = []
     if case["steps"] > 1:
         release_freed_memory()
-        steady = reset_peak_rss()
+        reset_peak_rss()
         for _ in range(case["steps"] - 1):
             start = time.perf_counter()
             model, opt_state, loss = step(model, opt_state, x, y, key)
             jax.block_until_ready(loss)
             times.append(time.perf_counter() - start)
-        process_peak = max(process_peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        process_peak = max(process_peak, process_peak_rss())
     row = {**case, "input_bytes": cases.input_bytes(case["length"]), "process_peak_bytes": int(process_peak),
            "data_rss_bytes": data_rss, "first_step_s": first, "loss": float(loss)}
     if times:
         row["step_time_s"] = sorted(times)[len(times) // 2]
-        row["step_peak_bytes"] = int(read_peak_rss() if steady else
-                                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        row["step_peak_bytes"] = int(process_peak_rss())
     return row
 
 

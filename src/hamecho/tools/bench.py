@@ -11,8 +11,8 @@ steps, then times ``--reps`` steps (median). Peak memory (``peak_mem_bytes``) is
 resident set size during the timed steps: after the warm-up the compiler's freed heap is returned to
 the OS (``malloc_trim``) and the kernel's mark (VmHWM) is reset, so compilation's own peak is
 excluded, while the JAX runtime, the compiled code, the model, the data and everything the step
-allocates are included. Also recorded: ``process_peak_bytes`` (``ru_maxrss``, compilation
-included) and ``baseline_bytes`` (before the first step).
+allocates are included. Also recorded: ``process_peak_bytes`` (the whole process's peak, VmHWM read
+before the reset: compilation included) and ``baseline_bytes`` (before the first step).
 
 Algorithms: ``rhel``; ``bptt`` (autodiff through the scan); ``bptt_ckpt`` (autodiff with
 ``jax.checkpoint`` over chunks of ⌈√L⌉ steps: stores chunk-boundary states, recomputes the rest);
@@ -79,8 +79,6 @@ def norm_for(algos, norm: str | None = None) -> str:
 def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dtype: str,
              block_chunk: int = BLOCK_CHUNK, norm: str = "batch", stream_chunk: int = STREAM_CHUNK) -> dict:
     """Build, compile, warm up and time one case in this process; return its row."""
-    import resource
-
     import jax
 
     if core_dtype == "auto":
@@ -109,21 +107,21 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
     opt_state = init_optimizer(optimizer, hssm)
     step = lambda model, opt_state, x, y, key: train_step(model, opt_state, x, y, optimizer, options, key=key)
     dropout_key = jax.random.PRNGKey(1)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    baseline = process_peak_rss()
     for _ in range(2):  # compile, then one warm step
         hssm, opt_state, loss = step(hssm, opt_state, x, y, dropout_key)
         jax.block_until_ready(loss)
-    # whole process so far, compilation included: read before the mark is reset (ru_maxrss reads that mark)
-    process_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # whole process so far, compilation included: read before the mark is reset
+    process_peak = process_peak_rss()
     release_freed_memory()  # the compiler's freed heap back to the OS, for every case alike
-    steady = reset_peak_rss()  # from here on the peak covers the timed steps only, not compilation
+    reset_peak_rss()  # from here on the peak covers the timed steps only, not compilation
     times = []
     for _ in range(reps):
         start = time.perf_counter()
         hssm, opt_state, loss = step(hssm, opt_state, x, y, dropout_key)
         jax.block_until_ready(loss)
         times.append(time.perf_counter() - start)
-    step_peak = read_peak_rss() if steady else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    step_peak = process_peak_rss()
     process_peak = max(process_peak, step_peak)
     return {"algo": algo, "model": model, "batch": batch, "length": length,
             "step_time_s": statistics.median(times), "peak_mem_bytes": int(step_peak),
@@ -163,6 +161,19 @@ def reset_peak_rss() -> bool:
         return read_peak_rss() is not None
     except OSError:
         return False
+
+
+def process_peak_rss() -> int:
+    """This process's peak resident set since it started (exec), in bytes: VmHWM where /proc has it.
+
+    Not ``ru_maxrss``: Linux carries the parent's peak over into a child's ``ru_maxrss`` across
+    fork + exec, so a child started by a big process (the main job after training) would report at least
+    that process's size.
+    """
+    import resource
+
+    peak = read_peak_rss()
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def read_peak_rss() -> int | None:

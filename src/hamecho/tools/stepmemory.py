@@ -11,13 +11,13 @@ activations, float64 cores, dropout on) with ``norm="layer"`` for every method (
 others get it so that the comparison is of the memory strategy alone), a random batch of 4 sequences
 of 6 channels (written on the device chunk by chunk into its one buffer, :func:`make_input`), and runs
 ``steps`` Adam training steps (``hamecho.train_step``). Recorded: the whole process's peak resident set
-size (``ru_maxrss``: Python, JAX, compilation, the data and the steps), the first step's time
+size (VmHWM: Python, JAX, compilation, the data and the steps; not ``ru_maxrss``, which a child
+inherits from a big parent), the first step's time
 (compilation included) and, with more than one step, the median time of the others.
 """
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -98,6 +98,8 @@ def run_here(method: str, length: int, *, steps: int = 1, chunk: int = STREAM_CH
 
     import hamecho as he
 
+    from .bench import process_peak_rss
+
     jax.config.update("jax_enable_x64", True)   # float64 cores, float32 model: the CLI default
     model, x, y = build(length, hru=hru, shape=shape)
     jax.block_until_ready(x)
@@ -113,7 +115,7 @@ def run_here(method: str, length: int, *, steps: int = 1, chunk: int = STREAM_CH
         times.append(time.perf_counter() - start)
     row = {"method": method, "length": length, "steps": steps, "hru": hru,
            "chunk": chunk if method == "rhel_streaming" else None, "input_bytes": input_bytes(length, shape),
-           "process_peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+           "process_peak_bytes": process_peak_rss(),
            "first_step_s": times[0], "loss": float(loss)}
     if shape:
         row["shape"] = dict(shape)
