@@ -22,6 +22,10 @@ A configuration is a TOML file with three tables and two optional top-level keys
     steps = 2000
     ...
 
+    [device]                          # optional: every HRU core runs on a physical device (RHEL only)
+    kind = "simulated"                # hamecho.physical.device_from_table reads and checks this table
+    noise = 1e-3
+
 Every key is declared once, as a field of the dataclasses below: its type (the annotation), its
 default (none: the key must be given) and, where it matters, a range or a set of allowed values (the
 ``check`` of :func:`key`); ``docs/training.md`` describes them. Loading fails with
@@ -42,7 +46,7 @@ from typing import Any
 
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "Config", "load_config", "config_from_dict",
-    "parse_override", "PAPER_SEEDS", "ALGOS", "DTYPES",
+    "parse_override", "PAPER_SEEDS", "ALGOS", "DTYPES", "with_device",
 ]
 
 from ..core.gradients import DIFFERENCES, ESTIMATORS
@@ -216,6 +220,8 @@ class Config:
     model: ModelConfig
     train: TrainConfig
     out: str = key("runs", _non_empty_path)
+    # the optional [device] table as given (checked by hamecho.physical.device_from_table); None: no device
+    device: dict | None = field(default=None, hash=False)
     source: str = field(default="<dict>", compare=False)
     base_dir: str | None = field(default=None, compare=False)
 
@@ -224,15 +230,27 @@ class Config:
         def clean(obj):
             return {k: (list(v) if isinstance(v, tuple) else v)
                     for k, v in dataclasses.asdict(obj).items() if v is not None}
-        return {"name": self.name, "out": self.out, "data": clean(self.data), "model": clean(self.model),
-                "train": clean(self.train)}
+        d = {"name": self.name, "out": self.out, "data": clean(self.data), "model": clean(self.model),
+             "train": clean(self.train)}
+        if self.device is not None:
+            d["device"] = dict(self.device)
+        return d
+
+    def physical_device(self):
+        """The ``hamecho.physical`` device the [device] table describes, or None."""
+        if self.device is None:
+            return None
+        from ..physical import device_from_table
+
+        return device_from_table(dict(self.device))
 
     def run_fingerprint(self) -> str:
         """Hash of everything that changes the outcome of one (algo, seed) run.
 
         Excludes the seed and algorithm lists (a run is one of each), where results go, where the data
         lives, and the time limit; a checkpoint or result is reused only when this hash matches. A data
-        file of your own counts by its ``data.path`` as written (not its content).
+        file of your own counts by its ``data.path`` as written (not its content); a [device] table counts
+        when present (so configurations without one keep their fingerprints).
         """
         d = self.to_dict()
         for name in ("name", "out"):
@@ -259,6 +277,7 @@ class Config:
 
 
 TOP_KEYS = tuple(f.name for f in dataclasses.fields(Config) if "check" in f.metadata)   # name, out
+OPTIONAL_TABLES = ("device",)
 
 
 # --- validation -------------------------------------------------------------------------------------
@@ -349,19 +368,45 @@ def _check_data_source(data: dict, source: str) -> None:
                           f"own), not both; got name {data['name']!r} and path {data['path']!r}")
 
 
-def _check_train_choices(train: dict, source: str) -> None:
-    """The [train] keys are the old keywords: one translation, one set of checks (``hamecho.keywords``)."""
+def _device_from(table, source: str):
+    """The device of an optional [device] table (None without one); ``ConfigError`` naming the key."""
+    if table is None:
+        return None
+    from ..physical import device_from_table
+
+    try:
+        return device_from_table(table, where="device")
+    except ValueError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def _check_train_choices(train: dict, source: str, device=None) -> None:
+    """The [train] keys are the old keywords: one translation, one set of checks (``hamecho.keywords``);
+    a [device] takes the integrator's place, checked by the same central rule (``Choices``)."""
+    if device is not None and train["integrator"] != "float":
+        raise ConfigError(f"{source}: a [device] table takes the integrator's place: leave train.integrator at "
+                          f"'float'; got {train['integrator']!r}")
     for algo in train["algos"]:
         try:
-            CoreOptions(algo=algo, eps=train["eps"], estimator=train["estimator"], difference=train["difference"],
-                        core_dtype=train["core_dtype"], recompute_blocks=train["recompute_blocks"],
-                        block_chunk=train["block_chunk"] or None, integrator=train["integrator"],
-                        fraction_bits=train["fraction_bits"])
+            options = CoreOptions(
+                algo=algo, eps=train["eps"], estimator=train["estimator"], difference=train["difference"],
+                core_dtype=train["core_dtype"], recompute_blocks=train["recompute_blocks"],
+                block_chunk=train["block_chunk"] or None, integrator=train["integrator"],
+                fraction_bits=train["fraction_bits"])
+            if device is not None:
+                with_device(options.choices, device)
         except ValueError as error:
             raise ConfigError(f"{source}: [train] with train.algos containing {algo!r}: {error}") from None
     if train["eval_every"] > train["steps"]:
         raise ConfigError(f"{source}: train.eval_every must be <= train.steps ({train['steps']}); "
                           f"got {train['eval_every']}")
+
+
+def with_device(choices, device):
+    """``choices`` with ``device`` in the integrator's place (``Choices`` checks the combination)."""
+    from ..core.choices import Choices
+
+    return Choices(gradient=choices.gradient, integrator=device, memory=choices.memory)
 
 
 def config_from_dict(raw: dict, *, source: str = "<dict>", default_name: str | None = None,
@@ -371,11 +416,11 @@ def config_from_dict(raw: dict, *, source: str = "<dict>", default_name: str | N
     ``base_dir``: the folder a relative ``data.path`` is read from (None: the working directory)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a configuration must be a table; got {_type_name(raw)}")
-    top = {k: v for k, v in raw.items() if k not in SECTIONS}
+    top = {k: v for k, v in raw.items() if k not in SECTIONS and k not in OPTIONAL_TABLES}
     for name in top:
         if name not in TOP_KEYS:
             raise ConfigError(f"{source}: unknown key or table {name!r}; allowed: "
-                              f"{', '.join(TOP_KEYS)} and tables [{'], ['.join(SECTIONS)}]")
+                              f"{', '.join(TOP_KEYS)} and tables [{'], ['.join((*SECTIONS, *OPTIONAL_TABLES))}]")
     top_values = _validate_table(top, _keys(Config), "the top level", source)
     sections = {}
     for section, cls in SECTIONS.items():
@@ -387,11 +432,13 @@ def config_from_dict(raw: dict, *, source: str = "<dict>", default_name: str | N
         sections[section] = _validate_table(table, _keys(cls), section, source)
     data, train = sections["data"], sections["train"]
     _check_data_source(data, source)
-    _check_train_choices(train, source)
+    device = raw.get("device")
+    _check_train_choices(train, source, _device_from(device, source))
     name = (top_values["name"] or default_name
             or (data["name"].replace("/", "-") if data["name"] is not None else Path(data["path"]).stem))
     return Config(name=name.strip(), data=DataConfig(**data), model=ModelConfig(**sections["model"]),
-                  train=TrainConfig(**train), out=top_values["out"], source=source,
+                  train=TrainConfig(**train), out=top_values["out"], device=None if device is None else dict(device),
+                  source=source,
                   base_dir=None if base_dir is None else str(base_dir))
 
 
@@ -433,9 +480,14 @@ def apply_overrides(raw: dict, overrides: dict[str, Any], source: str) -> dict:
             if not isinstance(merged[section], dict):
                 raise ConfigError(f"{source}: {section} must be a table")
             merged[section][name] = value
+        elif len(parts) == 2 and parts[0] in OPTIONAL_TABLES:  # checked with the table (device_from_table)
+            merged.setdefault(parts[0], {})
+            if not isinstance(merged[parts[0]], dict):
+                raise ConfigError(f"{source}: {parts[0]} must be a table")
+            merged[parts[0]][parts[1]] = value
         else:
             raise ConfigError(f"override {dotted}: expected key or section.key with section one of "
-                              f"{', '.join(SECTIONS)}")
+                              f"{', '.join((*SECTIONS, *OPTIONAL_TABLES))}")
     return merged
 
 
