@@ -271,3 +271,50 @@ def test_a_data_file_of_your_own_trains_end_to_end(tmp_path, monkeypatch):
     result = read_result(run_one(config, "rhel", 3, tmp_path / "runs", progress=False))
     assert result["steps"] == 4 and result["dataset"] == "own.npz" and result["data"]["cases"]["train"] == 28
     assert result["config"]["data"]["path"] == "own.npz" and "name" not in result["config"]["data"]
+
+
+# --- a [device] table: every HRU core runs on a physical device -----------------------------------------
+
+def test_training_on_a_device_from_the_device_table(tmp_path):
+    """[device] kind = "ideal" trains exactly as the engine (the device's measured states are the leapfrog's);
+    kind = "simulated" with every knob off too, through a NumPy callback; both are in the fingerprint."""
+    base = tiny(name="dev", hru="linear", steps=4, eval_every=2, batch_size=4, algos=["rhel"])
+    plain = read_result(run_one(base, "rhel", 3, tmp_path / "plain", progress=False))
+    for kind in ("ideal", "simulated"):
+        config = base.replace(device={"kind": kind})
+        assert config.to_dict()["device"] == {"kind": kind}
+        assert config.run_fingerprint() != base.run_fingerprint()
+        result = read_result(run_one(config, "rhel", 3, tmp_path / kind, progress=False))
+        assert result["config"]["device"] == {"kind": kind}
+        for ours, theirs in zip(result["history"], plain["history"]):
+            assert ours["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-9), kind
+            assert ours["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-9), kind
+    noisy = read_result(run_one(base.replace(device={"kind": "simulated", "noise": 0.05, "seed": 1}), "rhel", 3,
+                                tmp_path / "noisy", progress=False))
+    assert np.isfinite(noisy["history"][-1]["train_loss"])
+    assert noisy["history"][-1]["train_loss"] != pytest.approx(plain["history"][-1]["train_loss"], rel=1e-9)
+
+
+@pytest.mark.parametrize("table,train,match", [
+    ({"kind": "simulated"}, {"algos": ["bptt", "rhel"]},
+     r"train.algos containing 'bptt'.*cannot be differentiated by BPTT \(a physical device is measured"),
+    ({"kind": "ideal"}, {"algos": ["rhel"], "integrator": "fixed_point"},
+     "a \\[device\\] table takes the integrator's place: leave train.integrator at 'float'"),
+    ({"kind": "simulated", "noise": -1}, {"algos": ["rhel"]}, "<dict>: device.noise must be a finite number ≥ 0"),
+    ({"kind": "analog"}, {"algos": ["rhel"]}, "device.kind must be one of 'ideal', 'simulated'"),
+])
+def test_device_table_errors_in_a_config(table, train, match):
+    raw = tiny().to_dict() | {"device": table}
+    raw["train"] |= train
+    with pytest.raises(ValueError, match=match):
+        config_from_dict(raw)
+
+
+def test_device_table_from_a_toml_file_and_an_override(tmp_path):
+    path = tmp_path / "dev.toml"
+    path.write_text('[data]\nname = "synthetic/first5"\nlength = 24\nnum_samples = 64\n[model]\nhru = "linear"\n'
+                    '[train]\nlr = 1e-2\nalgos = ["rhel"]\n[device]\nkind = "simulated"\nnoise = 1e-3\nrepeats = 2\n')
+    config = load_config(path)
+    assert config.physical_device().repeats == 2 and config.physical_device().noise == 1e-3
+    config = load_config(path, overrides={"device.bits": 16})
+    assert config.physical_device().bits == 16

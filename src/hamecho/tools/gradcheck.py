@@ -83,13 +83,13 @@ def compare_gradients(grads, reference) -> list[dict]:
 # --- the check --------------------------------------------------------------------------------------
 
 def random_problem(*, hru: str, blocks: int, hidden: int, state: int, length: int, batch: int, in_dim: int,
-                   classes: int, task: str, output_step: int, step: float, seed: int, dtype):
-    """A random HSSM and a random batch (x, y) of the given shapes, in ``dtype``."""
+                   classes: int, task: str, output_step: int, step: float, seed: int, dtype, norm: str = "batch"):
+    """A random HSSM (with ``norm``) and a random batch (x, y) of the given shapes, in ``dtype``."""
     from ..nn.hssm import HSSM
 
     model_key, x_key, y_key = jax.random.split(jax.random.PRNGKey(seed), 3)
     model = HSSM(in_dim=in_dim, out_dim=classes, hidden=hidden, state=state, blocks=blocks, hru=hru,
-                 task=task, output_step=output_step, step=step, dtype=dtype, key=model_key)
+                 task=task, output_step=output_step, step=step, dtype=dtype, norm=norm, key=model_key)
     x = jax.random.normal(x_key, (batch, length, in_dim), dtype)
     if task == "classification":
         y = jax.random.randint(y_key, (batch,), 0, classes)

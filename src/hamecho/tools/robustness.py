@@ -22,7 +22,6 @@ Two measurements, each one knob of ``hamecho.physical.SimulatedDevice`` at a tim
 """
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
@@ -33,6 +32,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ..training.checkpoints import atomic_write_bytes, atomic_write_json
 
 # --- what is swept --------------------------------------------------------------------------------
 
@@ -464,18 +465,10 @@ def write_outputs(result: RobustnessResult, out_dir, img_dir=None) -> list[Path]
     out_dir.mkdir(parents=True, exist_ok=True)
     img_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "robustness.json", out_dir / "robustness.md"]
-    written[0].write_text(json.dumps(asdict(result), indent=1, default=_json_default) + "\n")
-    written[1].write_text(markdown_report(result))
+    atomic_write_json(written[0], asdict(result))
+    atomic_write_bytes(written[1], markdown_report(result).encode())
     written += plot_all(result, img_dir)
     return written
-
-
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 # --- Markdown ---------------------------------------------------------------------------------------

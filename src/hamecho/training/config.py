@@ -22,6 +22,10 @@ A configuration is a TOML file with three tables and two optional top-level keys
     steps = 2000
     ...
 
+    [device]                          # optional: every HRU core runs on a physical device (RHEL only)
+    kind = "simulated"                # hamecho.physical.device_from_table reads and checks this table
+    noise = 1e-3
+
 Every key is declared once, as a field of the dataclasses below: its type (the annotation), its
 default (none: the key must be given) and, where it matters, a range or a set of allowed values (the
 ``check`` of :func:`key`); ``docs/training.md`` describes them. Loading fails with
@@ -42,7 +46,7 @@ from typing import Any
 
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "Config", "load_config", "config_from_dict",
-    "parse_override", "PAPER_SEEDS", "ALGOS", "DTYPES",
+    "parse_override", "PAPER_SEEDS", "ALGOS", "DTYPES", "with_device",
 ]
 
 from ..core.choices import check_compatible
@@ -229,6 +233,8 @@ class Config:
     model: ModelConfig
     train: TrainConfig
     out: str = key("runs", _non_empty_path)
+    # the optional [device] table as given (checked by hamecho.physical.device_from_table); None: no device
+    device: dict | None = field(default=None, hash=False)
     source: str = field(default="<dict>", compare=False)
     base_dir: str | None = field(default=None, compare=False)
 
@@ -237,15 +243,27 @@ class Config:
         def clean(obj):
             return {k: (list(v) if isinstance(v, tuple) else v)
                     for k, v in dataclasses.asdict(obj).items() if v is not None}
-        return {"name": self.name, "out": self.out, "data": clean(self.data), "model": clean(self.model),
-                "train": clean(self.train)}
+        d = {"name": self.name, "out": self.out, "data": clean(self.data), "model": clean(self.model),
+             "train": clean(self.train)}
+        if self.device is not None:
+            d["device"] = dict(self.device)
+        return d
+
+    def physical_device(self):
+        """The ``hamecho.physical`` device the [device] table describes, or None."""
+        if self.device is None:
+            return None
+        from ..physical import device_from_table
+
+        return device_from_table(dict(self.device))
 
     def run_fingerprint(self) -> str:
         """Hash of everything that changes the outcome of one (algo, seed) run.
 
         Excludes the seed and algorithm lists (a run is one of each), where results go, where the data
         lives, and the time limit; a checkpoint or result is reused only when this hash matches. A data
-        file of your own counts by its ``data.path`` as written (not its content).
+        file of your own counts by its ``data.path`` as written (not its content); a [device] table counts
+        when present (so configurations without one keep their fingerprints).
         """
         d = self.to_dict()
         for name in ("name", "out"):
@@ -279,6 +297,7 @@ class Config:
 
 
 TOP_KEYS = tuple(f.name for f in dataclasses.fields(Config) if "check" in f.metadata)   # name, out
+OPTIONAL_TABLES = ("device",)
 
 
 # --- validation -------------------------------------------------------------------------------------
@@ -379,12 +398,30 @@ def core_options(train, algo: str) -> CoreOptions:
                        stream_chunk=t["stream_chunk"] if t["memory"] == "streaming" else None)
 
 
-def _check_train_choices(train: dict, model: dict, source: str) -> None:
-    """The [train] keys are the old keywords: one translation, one set of checks (``hamecho.keywords``); the
-    model's norm is checked against the memory strategy there too (``hamecho.core.choices.check_compatible``)."""
+def _device_from(table, source: str):
+    """The device of an optional [device] table (None without one); ``ConfigError`` naming the key."""
+    if table is None:
+        return None
+    from ..physical import device_from_table
+
+    try:
+        return device_from_table(table, where="device")
+    except ValueError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def _check_train_choices(train: dict, model: dict, source: str, device=None) -> None:
+    """The [train] keys are the old keywords: one translation, one set of checks (``hamecho.keywords``);
+    a [device] takes the integrator's place, and the model's norm is checked against the memory strategy,
+    by the same central rule (``hamecho.core.choices.check_compatible``)."""
+    if device is not None and train["integrator"] != "float":
+        raise ConfigError(f"{source}: a [device] table takes the integrator's place: leave train.integrator at "
+                          f"'float'; got {train['integrator']!r}")
     for algo in train["algos"]:
         try:
             choices = core_options(train, algo).choices
+            if device is not None:
+                choices = with_device(choices, device)
             check_compatible(choices.gradient, choices.integrator, choices.memory, norm=model["norm"])
         except ValueError as error:
             keys = "[train] and model.norm" if train["memory"] == "streaming" else "[train]"
@@ -394,6 +431,13 @@ def _check_train_choices(train: dict, model: dict, source: str) -> None:
                           f"got {train['eval_every']}")
 
 
+def with_device(choices, device):
+    """``choices`` with ``device`` in the integrator's place (``Choices`` checks the combination)."""
+    from ..core.choices import Choices
+
+    return Choices(gradient=choices.gradient, integrator=device, memory=choices.memory)
+
+
 def config_from_dict(raw: dict, *, source: str = "<dict>", default_name: str | None = None,
                      base_dir: str | Path | None = None) -> Config:
     """Validate a plain dict (the parsed TOML, overrides already merged) into a :class:`Config`.
@@ -401,11 +445,11 @@ def config_from_dict(raw: dict, *, source: str = "<dict>", default_name: str | N
     ``base_dir``: the folder a relative ``data.path`` is read from (None: the working directory)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a configuration must be a table; got {_type_name(raw)}")
-    top = {k: v for k, v in raw.items() if k not in SECTIONS}
+    top = {k: v for k, v in raw.items() if k not in SECTIONS and k not in OPTIONAL_TABLES}
     for name in top:
         if name not in TOP_KEYS:
             raise ConfigError(f"{source}: unknown key or table {name!r}; allowed: "
-                              f"{', '.join(TOP_KEYS)} and tables [{'], ['.join(SECTIONS)}]")
+                              f"{', '.join(TOP_KEYS)} and tables [{'], ['.join((*SECTIONS, *OPTIONAL_TABLES))}]")
     top_values = _validate_table(top, _keys(Config), "the top level", source)
     sections = {}
     for section, cls in SECTIONS.items():
@@ -417,11 +461,13 @@ def config_from_dict(raw: dict, *, source: str = "<dict>", default_name: str | N
         sections[section] = _validate_table(table, _keys(cls), section, source)
     data, train = sections["data"], sections["train"]
     _check_data_source(data, source)
-    _check_train_choices(train, sections["model"], source)
+    device = raw.get("device")
+    _check_train_choices(train, sections["model"], source, _device_from(device, source))
     name = (top_values["name"] or default_name
             or (data["name"].replace("/", "-") if data["name"] is not None else Path(data["path"]).stem))
     return Config(name=name.strip(), data=DataConfig(**data), model=ModelConfig(**sections["model"]),
-                  train=TrainConfig(**train), out=top_values["out"], source=source,
+                  train=TrainConfig(**train), out=top_values["out"], device=None if device is None else dict(device),
+                  source=source,
                   base_dir=None if base_dir is None else str(base_dir))
 
 
@@ -463,9 +509,14 @@ def apply_overrides(raw: dict, overrides: dict[str, Any], source: str) -> dict:
             if not isinstance(merged[section], dict):
                 raise ConfigError(f"{source}: {section} must be a table")
             merged[section][name] = value
+        elif len(parts) == 2 and parts[0] in OPTIONAL_TABLES:  # checked with the table (device_from_table)
+            merged.setdefault(parts[0], {})
+            if not isinstance(merged[parts[0]], dict):
+                raise ConfigError(f"{source}: {parts[0]} must be a table")
+            merged[parts[0]][parts[1]] = value
         else:
             raise ConfigError(f"override {dotted}: expected key or section.key with section one of "
-                              f"{', '.join(SECTIONS)}")
+                              f"{', '.join((*SECTIONS, *OPTIONAL_TABLES))}")
     return merged
 
 

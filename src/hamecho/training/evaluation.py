@@ -80,9 +80,9 @@ class EvalSplit:
 
 
 @eqx.filter_jit
-def _batch_sums(model, x, y, mask):
+def _batch_sums(model, x, y, mask, choices: Choices):
     """(sum of the metric, sum of the loss) over the unmasked samples of one batch, in inference mode."""
-    outputs, _ = model.apply(x, Choices(gradient=BPTT()), train=False)
+    outputs, _ = model.apply(x, choices, train=False)
     if model.task == "classification":
         log_probs = jax.nn.log_softmax(outputs, axis=-1)
         nll = -jnp.take_along_axis(log_probs, y[:, None], axis=-1)[:, 0]
@@ -92,14 +92,20 @@ def _batch_sums(model, x, y, mask):
     return jnp.sum(squared * mask), jnp.sum(squared * mask)
 
 
-def evaluate_split(model, split: EvalSplit, task: str) -> tuple[float, float]:
-    """(metric, mean loss) of ``model`` in inference mode on one split; NaN for an empty split."""
+INFERENCE = Choices(gradient=BPTT())
+
+
+def evaluate_split(model, split: EvalSplit, task: str, choices: Choices = INFERENCE) -> tuple[float, float]:
+    """(metric, mean loss) of ``model`` in inference mode on one split; NaN for an empty split.
+
+    ``choices``: how the cores run (default: the model's own integrator; a run on a physical device
+    evaluates on that device, ``Choices(gradient=RHEL(), integrator=device)``)."""
     if split.count == 0:
         return float("nan"), float("nan")
     metric_sum = loss_sum = 0.0
     for start in range(0, len(split.x), split.batch):
         batch = slice(start, start + split.batch)
-        metric, loss = _batch_sums(model, split.x[batch], split.y[batch], split.mask[batch])
+        metric, loss = _batch_sums(model, split.x[batch], split.y[batch], split.mask[batch], choices)
         metric_sum += float(metric)
         loss_sum += float(loss)
     denominator = split.count * split.per_sample
@@ -114,14 +120,16 @@ class Evaluator:
     val: EvalSplit
     test: EvalSplit
     train: EvalSplit | None = None
+    choices: Choices = INFERENCE
 
     @classmethod
-    def for_data(cls, data, dtype, eval_batch: int, eval_train: bool) -> Evaluator:
-        """The splits of a ``hamecho.data.DatasetSplits`` in ``dtype``, ``eval_batch`` samples per call."""
+    def for_data(cls, data, dtype, eval_batch: int, eval_train: bool, choices: Choices = INFERENCE) -> Evaluator:
+        """The splits of a ``hamecho.data.DatasetSplits`` in ``dtype``, ``eval_batch`` samples per call;
+        ``choices``: how the cores run (:func:`evaluate_split`)."""
         def split(x, y):
             return EvalSplit.from_arrays(x, y, data.task, dtype, eval_batch)
         return cls(data.task, split(data.x_val, data.y_val), split(data.x_test, data.y_test),
-                   split(data.x_train, data.y_train) if eval_train else None)
+                   split(data.x_train, data.y_train) if eval_train else None, choices)
 
     @property
     def metric(self) -> str:
@@ -135,15 +143,15 @@ class Evaluator:
         that is not finite sets ``state.stopped = "diverged"``.
         """
         m = self.metric
-        val_metric, val_loss = evaluate_split(model, self.val, self.task)
+        val_metric, val_loss = evaluate_split(model, self.val, self.task, self.choices)
         entry = {"step": state.step, "train_loss": state.interval_mean_loss(), f"val_{m}": val_metric,
                  "val_loss": val_loss, "elapsed_s": elapsed(), "step_ms": step_ms}
         if self.train is not None:
-            entry[f"train_{m}"], entry["train_eval_loss"] = evaluate_split(model, self.train, self.task)
+            entry[f"train_{m}"], entry["train_eval_loss"] = evaluate_split(model, self.train, self.task, self.choices)
         if not math.isfinite(val_metric):
             state.stopped = "diverged"
         elif is_better(self.task, val_metric, state.best_val, strict=False):
-            test_metric, test_loss = evaluate_split(model, self.test, self.task)
+            test_metric, test_loss = evaluate_split(model, self.test, self.task, self.choices)
             entry[f"test_{m}"], entry["test_loss"] = test_metric, test_loss
             state.record_at_least_best(val_metric, test_metric, test_loss,
                                        strict=is_better(self.task, val_metric, state.best_val, strict=True))

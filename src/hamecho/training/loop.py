@@ -32,17 +32,19 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..core.choices import Choices
+from ..core.gradients import RHEL
 from ..keywords import ALGOS, CoreOptions
 from ..nn.api import init_optimizer, train_step
 from ..nn.hssm import HSSM, count_parameters
 from .checkpoints import atomic_write_json, resume_checkpoint, save_checkpoint
-from .config import Config, core_options
-from .evaluation import EarlyStopping, Evaluator
+from .config import Config, core_options, with_device
+from .evaluation import INFERENCE, EarlyStopping, Evaluator
 from .results import build_result, read_result, run_paths
 from .state import LoopState
 
-__all__ = ["Interrupted", "Run", "TrainingBatches", "batch_indices", "build_model", "load_data", "optimizer_for",
-           "options_for", "run_one", "set_precision", "train_config"]
+__all__ = ["Interrupted", "Run", "TrainingBatches", "batch_indices", "build_model", "choices_for", "load_data",
+           "optimizer_for", "options_for", "run_one", "set_precision", "train_config"]
 
 
 class Interrupted(Exception):
@@ -103,6 +105,14 @@ def options_for(config: Config, algo: str) -> CoreOptions:
     """The ``CoreOptions`` (the [train] keys, translated in ``hamecho.keywords``) a run of ``config`` with
     ``algo`` trains with; ``.choices`` are the strategy objects."""
     return core_options(config.train, algo)
+
+
+def choices_for(config: Config, algo: str) -> Choices:
+    """The strategy objects a run of ``config`` with ``algo`` trains with: ``options_for(...).choices``,
+    with the [device] table's device in the integrator's place when there is one."""
+    choices = options_for(config, algo).choices
+    device = config.physical_device()
+    return choices if device is None else with_device(choices, device)
 
 
 def batch_indices(seed: int, step: int, n: int, batch: int) -> np.ndarray:
@@ -183,6 +193,10 @@ class Run:
         optimizer = optimizer_for(t.lr)
         opt_state = init_optimizer(optimizer, model)
         dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+        choices = choices_for(config, algo)
+        # a run on a physical device is evaluated on it, too (inference is a forward pass: RHEL's choice)
+        eval_choices = (Choices(gradient=RHEL(), integrator=choices.integrator) if config.device is not None
+                        else INFERENCE)
         state = LoopState(seed=seed)
         if checkpoint_path.exists():
             if not resume:
@@ -193,9 +207,9 @@ class Run:
         state.sessions += 1
         return cls(config=config, algo=algo, seed=seed, fingerprint=fingerprint, checkpoint_path=checkpoint_path,
                    data=data, batches=TrainingBatches.from_data(data, dtype, t.batch_size, seed),
-                   evaluator=Evaluator.for_data(data, dtype, t.eval_batch_size, t.eval_train),
+                   evaluator=Evaluator.for_data(data, dtype, t.eval_batch_size, t.eval_train, eval_choices),
                    stopping=EarlyStopping(t.early_stopping, t.patience), optimizer=optimizer,
-                   choices=options_for(config, algo).choices, dropout_key=dropout_key, model=model,
+                   choices=choices, dropout_key=dropout_key, model=model,
                    opt_state=opt_state, state=state, session_start=session_start, wall_before=state.wall_s)
 
     def elapsed(self) -> float:
