@@ -27,10 +27,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/hamecho run --out runs/main
 
-# ruff first (configured in pyproject.toml), then the suite on two worker processes (pytest-xdist).
+# ruff first (configured in pyproject.toml), then the suite on two worker processes (pytest-xdist); the 15
+# slowest tests are listed at the end (where to look when the suite nears its 15-minute budget).
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --durations=15
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

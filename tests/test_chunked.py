@@ -103,7 +103,9 @@ def test_chunked_blocks_give_the_same_loss_stats_and_gradients(hru, step, eps, t
         assert max(r["rel_err"] for r in rows) < tol, rows
 
 
-@pytest.mark.parametrize("hru,step,eps,tol", [("linear", 1e-4, 0.1, 1e-12), ("nonlinear", 0.05, 1e-4, 1e-9)])
+# the nonlinear case with -m slow (CI time; the dropout bookkeeping is the same for both HRUs)
+@pytest.mark.parametrize("hru,step,eps,tol", [("linear", 1e-4, 0.1, 1e-12),
+                                              pytest.param("nonlinear", 0.05, 1e-4, 1e-9, marks=pytest.mark.slow)])
 def test_chunked_blocks_with_dropout_rhel_equals_autodiff_of_the_same_draws(hru, step, eps, tol):
     """Chunked dropout draws per chunk (fold_in): recomputed identically in the backward pass, so RHEL
     through the chunked model matches autodiff through the same chunked model; and they are real draws."""

@@ -180,7 +180,7 @@ def _temp_bytes(model, x, y, memory) -> int:
     return fn.lower(model, x, y).compile().compiled.memory_analysis().temp_size_in_bytes
 
 
-@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("task", ["classification", pytest.param("regression", marks=pytest.mark.slow)])
 def test_streaming_temporaries_do_not_grow_with_length(task):
     """XLA's count of one value-and-grad's temporary buffers (x and y are arguments, not temporaries)."""
     sizes = {}

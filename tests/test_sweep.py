@@ -130,6 +130,7 @@ def test_ray_runs_a_2x2_sweep_on_a_local_two_cpu_instance(tiny_config, tmp_path)
 
 
 @needs_ray
+@pytest.mark.slow  # ~1 min of CI: Ray's own retry path; the local pool's retry test and the Ray 2x2 sweep stay in CI
 def test_ray_retries_a_killed_worker_and_gets_the_same_result(tiny_config, tmp_path):
     out = tmp_path / "ray"
     done = hamecho_cli("sweep", "--config", str(tiny_config), "--algos", "rhel", "--seeds", "1", "--out", str(out),
