@@ -44,12 +44,12 @@ DEFAULT_METHODS = ("rhel_streaming", "bptt_chunked", "rhel", "bptt")
 def run_child(case: dict) -> dict:
     import jax
 
-    from hamecho.tools.bench import process_peak_rss, release_freed_memory, reset_peak_rss
+    from hamecho.tools.bench import process_peak_rss, read_status_bytes, release_freed_memory, reset_peak_rss
 
     jax.config.update("jax_enable_x64", True)
     model, x, y = cases.build(case["length"], hru=case["hru"])
     jax.block_until_ready(x)
-    data_rss = _current_rss()
+    data_rss = read_status_bytes("VmRSS")
     step, init = cases.training_step(case["method"], case["chunk"])
     opt_state = init(model)
     key = jax.random.PRNGKey(1)
@@ -76,17 +76,6 @@ def run_child(case: dict) -> dict:
         row["step_time_s"] = sorted(times)[len(times) // 2]
         row["step_peak_bytes"] = int(process_peak_rss())
     return row
-
-
-def _current_rss() -> int | None:
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def run_case(case: dict, timeout: float) -> dict:

@@ -178,10 +178,15 @@ def process_peak_rss() -> int:
 
 def read_peak_rss() -> int | None:
     """VmHWM of this process in bytes (None where /proc is unavailable)."""
+    return read_status_bytes("VmHWM")
+
+
+def read_status_bytes(field: str) -> int | None:
+    """A memory field of /proc/self/status (``"VmHWM"``, ``"VmRSS"``, …) in bytes; None where unavailable."""
     try:
         with open("/proc/self/status") as handle:
             for line in handle:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
