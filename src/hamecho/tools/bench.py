@@ -41,6 +41,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..nn.layers import NORMS as NORM_CLASSES
+from ..nn.streaming import DEFAULT_CHUNK
 from ..training.checkpoints import atomic_write_bytes
 
 ALGOS = ("rhel", "bptt", "bptt_ckpt", "rhel_chunked", "bptt_chunked", "rhel_recompute", "bptt_recompute",
@@ -52,8 +54,8 @@ LENGTHS = (1000, 4000, 17984, 49920)
 BATCHES = (4, 32)
 QUICK = {"algos": QUICK_ALGOS, "models": MODELS, "lengths": (1000,), "batches": (4,), "reps": 5}
 BLOCK_CHUNK = 1024  # time steps per chunk for the *_chunked cases (CoreOptions.block_chunk)
-STREAM_CHUNK = 512  # time steps per chunk for rhel_streaming (hamecho.Streaming's default)
-NORMS = ("batch", "layer")
+STREAM_CHUNK = DEFAULT_CHUNK  # time steps per chunk for rhel_streaming (hamecho.Streaming's default)
+NORMS = tuple(NORM_CLASSES)  # the HSSM's norms, "batch" and "layer"
 SHAPE = {"blocks": 6, "hidden": 64, "state": 16, "in_dim": 6, "classes": 5}
 CORE_DTYPES = ("auto", "input")  # auto: float64 cores with a float32 model (the default everywhere); input: all float32
 # Cases skipped up front: the BPTT trajectory of the biggest cases does not fit in the memory of the machine the
