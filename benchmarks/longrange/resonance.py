@@ -8,7 +8,8 @@ detuned by Δ from the class-1 frequency (period 12 steps), the AUC of "class 1 
 features, at several L. If the useful band shrinks as 1/prefix, a random initial frequency sees almost nothing at
 large L, and a gradient on θ from outside the band has nothing to follow.
 
-    python benchmarks/longrange/resonance.py --lengths 1000 10000 100000 1000000 --samples 60 --out runs/longrange/resonance.json
+    python benchmarks/longrange/resonance.py --lengths 1000 10000 100000 1000000 --samples 60 \
+        --out runs/longrange/resonance.json
 """
 from __future__ import annotations
 

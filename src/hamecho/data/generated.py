@@ -29,9 +29,10 @@ from typing import ClassVar
 import numpy as np
 
 from .processing import DatasetSplits
+from .registry import load
 
-__all__ = ["GENERATED_TASKS", "SPLITS", "Adding", "First5", "GeneratedSplits", "GeneratedTask", "NoisePadded", "PPGLike",
-           "generated"]
+__all__ = ["GENERATED_TASKS", "SPLITS", "Adding", "First5", "GeneratedSplits", "GeneratedTask", "NoisePadded",
+           "PPGLike", "generated"]
 
 SPLITS = ("train", "val", "test")
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
@@ -65,7 +66,8 @@ class GeneratedTask(ABC):
 
     def check_length(self, length: int) -> None:
         if not isinstance(length, (int, np.integer)) or isinstance(length, bool) or length < self.min_length:
-            raise ValueError(f"length must be an integer ≥ {self.min_length} for the {self.name!r} task; got {length!r}")
+            raise ValueError(f"length must be an integer ≥ {self.min_length} for the {self.name!r} task; "
+                             f"got {length!r}")
 
     @abstractmethod
     def sample(self, rng: np.random.Generator, length: int, split: str, index: int
@@ -232,7 +234,6 @@ class NoisePadded(GeneratedTask):
 
     @cached_property
     def data(self) -> DatasetSplits:
-        from .registry import load   # the registry imports this module
         data = load(self.dataset, seed=self.dataset_seed)
         if data.task != "classification":
             raise ValueError(f"{self.dataset} is a {data.task} dataset; the noise-padded task needs class labels")
@@ -341,7 +342,8 @@ class GeneratedSplits:
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         n = self.size(split)
         if indices.size and (indices.min() < 0 or indices.max() >= n):
-            raise ValueError(f"indices must lie in [0, {n}) for split {split!r}; got [{indices.min()}, {indices.max()}]")
+            raise ValueError(f"indices must lie in [0, {n}) for split {split!r}; "
+                             f"got [{indices.min()}, {indices.max()}]")
         x = np.empty((indices.size, self.length, self.channels), dtype=np.float32)
         ys = []
         for row, index in enumerate(indices):
