@@ -87,3 +87,24 @@ def test_rhel_equals_bptt_with_slow_oscillators():
     assert float(jnp.max(jnp.abs(g_bptt.blocks[0].hru.theta["a"]))) > 0
     for a, b in zip(jax.tree_util.tree_leaves(g_rhel), jax.tree_util.tree_leaves(g_bptt)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-7, atol=1e-10 * float(jnp.max(jnp.abs(b))))
+
+
+def test_parameter_groups_give_the_cores_their_own_learning_rate():
+    import equinox as eqx
+    import optax
+
+    from hamecho.nn.hssm import parameter_groups
+
+    model = tiny()
+    labels = parameter_groups(model)
+    leaves = jax.tree_util.tree_leaves(labels)
+    core_leaves = [leaf for b in labels.blocks for leaf in jax.tree_util.tree_leaves(b.hru.theta)]
+    assert core_leaves == ["core"] * 4 and leaves.count("core") == 4 and leaves.count("rest") == len(leaves) - 4
+    optimizer = optax.multi_transform({"core": optax.sgd(0.0), "rest": optax.adam(1e-2)}, lambda params: labels)
+    x, y = map(jnp.asarray, generated("first5", length=60, sizes=(3, 0, 0), classes=3).batch("train", [0, 1, 2]))
+    new, _, _ = he.train_step(model, he.init_optimizer(optimizer, model), x, y, optimizer)
+    for old_block, new_block in zip(model.blocks, new.blocks):
+        for a, b in zip(jax.tree_util.tree_leaves(old_block.hru.theta), jax.tree_util.tree_leaves(new_block.hru.theta)):
+            np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(old_block.hru.B, new_block.hru.B)
+    assert jax.tree_util.tree_structure(labels) == jax.tree_util.tree_structure(eqx.filter(model, he.trainable(model)))

@@ -25,6 +25,7 @@ import optax
 
 import hamecho as he
 from hamecho.data.generated import GENERATED_TASKS, GeneratedSplits
+from hamecho.nn.hssm import parameter_groups
 
 METHODS = {
     "streaming": lambda chunk: {"gradient": he.RHEL(), "memory": he.Streaming(chunk)},
@@ -52,22 +53,15 @@ def build_model(args, source, key):
                    dtype=jnp.float32, key=key, **kwargs)
 
 
-def theta_labels(model):
-    """'theta' for every HRU core parameter, 'rest' elsewhere (for a separate learning rate)."""
-    labels = jax.tree_util.tree_map(lambda _: "rest", eqx.filter(model, he.trainable(model)))
-    return eqx.tree_at(lambda m: [b.hru.theta for b in m.blocks], labels,
-                       [jax.tree_util.tree_map(lambda _: "theta", b.hru.theta) for b in model.blocks])
-
-
 def build_optimizer(args, model):
     def adam(lr):
         chain = [optax.clip_by_global_norm(args.clip)] if args.clip else []
         return optax.chain(*chain, optax.adam(lr))
     if args.theta_lr is None and args.head_lr is None:
         return adam(args.lr)
-    labels = theta_labels(model)
+    labels = parameter_groups(model)                       # "core" (the HRUs' θ) and "rest"
     labels = eqx.tree_at(lambda m: m.head, labels, jax.tree_util.tree_map(lambda _: "head", labels.head))
-    rates = {"rest": args.lr, "theta": args.lr if args.theta_lr is None else args.theta_lr,
+    rates = {"rest": args.lr, "core": args.lr if args.theta_lr is None else args.theta_lr,
              "head": args.lr if args.head_lr is None else args.head_lr}
     # labels as a function: optax would call a callable label tree (an eqx.Module is callable)
     return optax.multi_transform({name: adam(lr) for name, lr in rates.items()}, lambda params: labels)

@@ -16,9 +16,9 @@ import jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
-from explore import theta_labels  # noqa: E402  (this folder)
 
 import hamecho as he  # noqa: E402
+from hamecho.nn.hssm import parameter_groups  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -34,8 +34,8 @@ def main(argv=None) -> int:
         model = he.HSSM(in_dim=6, out_dim=5, hidden=64, state=16, blocks=6, norm="layer", dtype=jnp.float32,
                         zero_head=variant.startswith("zero_head"), key=jax.random.PRNGKey(0))
         if variant.endswith("theta_lr"):
-            rates = {"rest": optax.adam(1e-3), "theta": optax.adam(1e-3 * 1000 / args.length)}
-            labels = theta_labels(model)
+            rates = {"rest": optax.adam(1e-3), "core": optax.adam(1e-3 * 1000 / args.length)}
+            labels = parameter_groups(model)
             optimizer = optax.multi_transform(rates, lambda params: labels)  # noqa: B023  (used at once)
         else:
             optimizer = optax.adam(1e-3)

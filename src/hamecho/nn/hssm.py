@@ -258,6 +258,24 @@ def trainable(model) -> object:
     return spec
 
 
+def parameter_groups(model) -> object:
+    """Labels for an optimiser with one learning rate for the cores and one for the rest: "core" for every
+    HRU's Hamiltonian parameters θ (the linear HRU's a and steps; the nonlinear's w, b, alpha, log_step),
+    "rest" for every other trainable array; the pytree of ``eqx.filter(model, trainable(model))``.
+
+        labels = parameter_groups(model)
+        optimizer = optax.multi_transform({"core": optax.adam(6.0 / L), "rest": optax.adam(1e-3)},
+                                          lambda params: labels)   # a function: optax calls a callable label tree
+
+    Why (docs/longrange.md): Adam moves every parameter by about its learning rate per step, and a change Δθ of
+    an oscillator's angle per step turns the phase of everything it integrated by up to Δθ·L; with one learning
+    rate for all, long sequences scramble what the oscillators hold.
+    """
+    labels = jax.tree_util.tree_map(lambda _: "rest", eqx.filter(model, trainable(model)))
+    cores = lambda m: [block.hru.theta for block in m.blocks]   # noqa: E731
+    return eqx.tree_at(cores, labels, [jax.tree_util.tree_map(lambda _: "core", theta) for theta in cores(model)])
+
+
 def count_parameters(model) -> int:
     """Number of trainable numbers (norm running statistics excluded)."""
     leaves = jax.tree_util.tree_leaves(eqx.filter(model, trainable(model)))
