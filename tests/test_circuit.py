@@ -132,7 +132,8 @@ def test_bad_settings_are_refused(keywords, match):
 
 def test_missing_ngspice_says_how_to_install_it(core):
     theta, drives = core
-    with pytest.raises(RuntimeError, match="'no-such-ngspice' was not found: install it with `apt-get install ngspice`"):
+    match = "'no-such-ngspice' was not found: install it with `apt-get install ngspice`"
+    with pytest.raises(RuntimeError, match=match):
         forward(CircuitDevice(ngspice="no-such-ngspice"), theta, drives)
 
 

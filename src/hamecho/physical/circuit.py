@@ -263,7 +263,7 @@ class CircuitDevice(HostDevice):
             for j, weight in enumerate(weights):
                 states = [(phi[e, j], pi[e, j], pi[e, j]) for e in (0, 1)]   # δ·H at one instant
                 g_theta, g_u = echo_energy_half_difference(ham, theta, *states, drive, rule)
-                acc = jax.tree_util.tree_map(lambda a, g: a + weight * g, acc, g_theta)
+                acc = jax.tree_util.tree_map(lambda a, g, w=weight: a + w * g, acc, g_theta)
                 g_drive = g_drive + weight * g_u
             return acc, g_drive
 
@@ -489,12 +489,12 @@ class Trajectory:
             position, momentum = (np.asarray(s, np.float64) for s in start)
             time = np.concatenate([[0.0], time])
             voltage = np.concatenate([(momentum / tanks.capacitance)[None], voltage])
-            current = np.concatenate([np.where(tanks.has_inductor, position / np.where(tanks.has_inductor,
-                                                                                         tanks.inductance, 1.0), 0.0)[None],
-                                      current])
+            inductance = np.where(tanks.has_inductor, tanks.inductance, 1.0)
+            current = np.concatenate([np.where(tanks.has_inductor, position / inductance, 0.0)[None], current])
             flux = np.concatenate([position[None], flux])
+        coupling = source.coupling_rate(0.5 * (time[1:] + time[:-1])) * tanks.coupling_capacitance
         return cls(time, flux, voltage * tanks.capacitance, voltage - tanks.series_resistance * current,
-                   source.at(time) - current, source.coupling_rate(0.5 * (time[1:] + time[:-1])) * tanks.coupling_capacitance)
+                   source.at(time) - current, coupling)
 
     def sample(self, times):
         """(φ, π) at the given instants, each (len(times), M): cubic Hermite between ngspice's points."""
