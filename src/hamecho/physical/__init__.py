@@ -15,8 +15,8 @@ with knobs noise, readout_noise, mismatch (+ drift), bits (+ full_scale), dampin
 ``HostDevice``: the base to subclass for another simulator or an instrument (docs/physical.md).
 ``DampedLeapfrog``: the damped model in JAX, for the BPTT gradient a perfect learner of a lossy device
 would follow. ``CircuitDevice``: the linear HRU as LC tanks simulated by ngspice (issue #26),
-and ``ExactFlow``, its continuous-time model in JAX (the BPTT reference). ``device_from_table``: a device from a ``[device]``
-configuration table.
+and ``ExactFlow``, its continuous-time model in JAX (the BPTT reference).
+``device_from_table``: a device from a ``[device]`` configuration table.
 """
 from .circuit import CircuitDevice
 from .damped import DampedLeapfrog, damped_leapfrog_step
