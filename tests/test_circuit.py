@@ -144,7 +144,8 @@ def test_only_the_linear_hru_and_only_rhel_whole_sequences(hssm):
         theta = {"w": jnp.ones(2), "b": jnp.zeros(2), "alpha": jnp.asarray(0.5), "log_step": jnp.asarray(-2.0)}
         device.forward(NONLINEAR_HAMILTONIAN, theta, jnp.zeros((3, 1, 2)))
     refused = [dict(gradient=he.BPTT()), dict(gradient=he.BPTT(checkpoint_every=4)),
-               dict(gradient=he.RHEL(), memory=he.TimeChunks(4)), dict(gradient=he.RHEL(), memory=he.Streaming(4))]
+               dict(gradient=he.RHEL(), memory=he.TimeChunks(4)), dict(gradient=he.RHEL(), memory=he.Streaming(4)),
+               dict(scan="parallel")]  # the device is the integrator: no parallel scan beside it
     for choices in refused:
         with pytest.raises(ValueError):
             he.value_and_grad(model, x, y, integrator=device, **choices)
