@@ -25,8 +25,8 @@ backwards with the same sign.
 
 How ngspice is run. Batch mode (``ngspice -b -r out.raw``, binary raw file), one process per pass with
 every sample and channel in one netlist, and the two echoes of a pair in the *same* netlist. Batch mode
-needs nothing but the Debian package; a run costs ~0.05 s of process start against 0.1–10 s of
-simulation for the netlists a training step writes, so the shared library would save little. The two
+needs nothing but the Debian package, and the process start is small against the simulation of the
+netlists a training step writes, so the shared library would save little (docs/physical.md). The two
 echoes share one netlist for a reason beyond speed: ngspice then integrates both on the same time
 points, so for this linear circuit the difference of the two echoes — RHEL's signal, ε·g small
 against the states — is the simulator's linear response to the nudges, free of the noise two separate
@@ -37,7 +37,7 @@ restarts the integration, and takes steps of at most ``timestep`` between them).
 instants are interpolated with cubic Hermite polynomials whose slopes are the circuit's own equations
 (dφ/dτ = v − R·i_L, dπ/dτ = I(τ) − i_L, from the saved v, i_L and the known source): fourth order in the
 step, below the integrator's own second-order error. ``.options interp`` is not used: it interpolates
-linearly (second order), and with a binary raw file ngspice 39 writes a corrupt file (measured).
+linearly (second order), and with a binary raw file ngspice 39 writes a corrupt file.
 
 The learning rule. The circuit solves the continuous dynamics, so RHEL's estimate is the continuous one:
 ∂L/∂θ = −(1/2ε)·Σ_k ∫_step [∂θH̃(x₊) − ∂θH̃(x₋)] dτ with H̃ = δ·H, the integral over each step by
@@ -181,8 +181,7 @@ class CircuitDevice(HostDevice):
         momentum after each step (the last one to the final state); times (K,) in drive steps, in [0, L].
         Returns (φ, π) each (K, M) and the final state (φ, π) each (M,). A long pass runs as several
         analyses, each from the last one's final state: ngspice looks a piecewise-linear source's value up
-        from its first point, so one analysis over L steps costs O(L²) (measured: 0.8 s for 100 steps,
-        37 s for 1,000).
+        from its first point, so one analysis over L steps costs O(L²) (docs/physical.md).
         """
         length = drives.shape[0]
         times = np.asarray(times, np.float64)
@@ -254,8 +253,7 @@ class CircuitDevice(HostDevice):
         position, momentum = final_state
         starts = (jnp.stack([position, position]), -momentum[None] + signs[:, None, None] * nudges[-1][None])
         samples, finals = self.echo_pair(theta, echo_drives, starts, echo_nudges)
-        instants, weights = quadrature(self.nodes)
-        del instants
+        _, weights = quadrature(self.nodes)
 
         def body(acc, inputs):
             drive, phi, pi = inputs                                        # phi, pi: (2, J, N, P)
