@@ -126,12 +126,12 @@ def gradient_markdown(rows) -> str:
     return "\n".join(lines) + "\n"
 
 
-def training_rows(setup: TrainingSetup, log=print, on_row=None) -> list[dict]:
+def training_rows(setup: TrainingSetup, log=print, on_row=None, devices=None) -> list[dict]:
     data = load_training_data(setup)
     rows = []
-    runs = (("ideal", IdealDevice(), False), ("ideal, no echo gradients", IdealDevice(), True),
-            ("circuit", CircuitDevice(**TRAINING_DEVICE), False))
-    for device_name, device, frozen in runs:
+    runs = {"ideal": ("ideal", IdealDevice(), False), "frozen": ("ideal, no echo gradients", IdealDevice(), True),
+            "circuit": ("circuit", CircuitDevice(**TRAINING_DEVICE), False)}
+    for device_name, device, frozen in (runs[name] for name in devices or runs):
         for seed in setup.seeds:
             result = train_on_device(data, setup, device, seed, frozen=frozen)
             rows.append({"device": device_name, "seed": seed, **result})
@@ -160,6 +160,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the JSON and markdown results")
     parser.add_argument("--quick", action="store_true", help="toy sizes: the whole pipeline in seconds")
     parser.add_argument("--train", action="store_true", help="the training runs instead of the gradient table")
+    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: 0 1 2)")
+    parser.add_argument("--devices", nargs="+", choices=("ideal", "frozen", "circuit"),
+                        help="training runs to do (default: all three)")
     parser.add_argument("--convergence", action="store_true",
                         help="the error against the time step (trapezoidal) instead of the gradient table")
     args = parser.parse_args(argv)
@@ -171,13 +174,15 @@ def main(argv=None) -> int:
         return 0
     if args.train:
         setup = replace(TRAINING, steps=2, seeds=(0,)) if args.quick else TRAINING
+        if args.seeds:
+            setup = replace(setup, seeds=tuple(args.seeds))
 
         def save_training(rows):
             (args.out / "training.json").write_text(json.dumps({"setup": asdict(setup), "device": TRAINING_DEVICE,
                                                                 "command": " ".join(sys.argv), "rows": rows}, indent=1))
             (args.out / "training.md").write_text(training_markdown(rows))
 
-        training_rows(setup, log, save_training)
+        training_rows(setup, log, save_training, devices=args.devices)
         return 0
     cases = {(20, 1): ("trap h=0.1", "trap h=0.02 R=1e-2")} if args.quick else CASES
 
