@@ -37,11 +37,12 @@ ngspice:
 run: $(STAMP)
 	$(VENV)/bin/hamecho run --out runs/main
 
-# ruff first (configured in pyproject.toml), then the suite on two worker processes (pytest-xdist; worksteal:
+# ruff first (configured in pyproject.toml), then import-linter (the layers contracts in pyproject.toml), then the suite on two worker processes (pytest-xdist; worksteal:
 # an idle worker takes queued tests from the busy one, so a few long tests at the end do not leave a core idle); the 15
 # slowest tests are listed at the end (where to look when the suite nears its 15-minute budget).
 test: $(STAMP) ngspice
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -n 2 --dist worksteal --durations=15
 
 clean:
