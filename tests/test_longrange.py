@@ -1,4 +1,7 @@
-"""The HSSM's options for long sequences (docs/longrange.md): a zero head, oscillator periods spread over a range."""
+"""hamecho longrange (hamecho.tools.longrange): the θ learning rate, the memory estimate, resuming a run bit for
+bit, and a tiny grid end to end through the CLI (one process per run, a rerun skipping finished runs, a run that
+does not fit reported and not started). The generators themselves: tests/test_generated.py."""
+import json
 import math
 
 import jax
@@ -6,105 +9,118 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import hamecho as he
-from hamecho.data.generated import generated
-from hamecho.nn.layers import LinearHRU, stiffness_for_periods
+from hamecho.cli import main as cli_main
+from hamecho.tools import longrange as lr
+
+pytestmark = pytest.mark.usefixtures("isolated")    # run_cell switches x64 on; restored afterwards
+
+TINY = lr.RunSettings(steps=2, batch=2, hidden=4, state=4, blocks=1, chunk=16, test_size=4)
 
 
-def tiny(**options):
-    return he.HSSM(in_dim=2, out_dim=3, hidden=8, state=4, blocks=2, norm="layer", key=jax.random.PRNGKey(0),
-                   **options)
+def test_theta_learning_rate_falls_as_one_over_length_below_the_base_rate():
+    assert lr.theta_learning_rate(20_000, 3e-3) == pytest.approx(3e-4)
+    assert lr.theta_learning_rate(2_000, 3e-3) == pytest.approx(3e-3)
+    assert lr.theta_learning_rate(100, 3e-3) == 3e-3          # capped at the base rate
+    assert lr.theta_learning_rate(10**6, 1e-3, scale=None) == 1e-3
 
 
-def angles(hru) -> np.ndarray:
-    """Each oscillator's turn per step θ, from cos θ = 1 − δ²A/2 (A far from its stability clip here)."""
-    theta = hru.theta
-    step = np.asarray(jax.nn.sigmoid(theta["steps"]), np.float64)
-    stiffness = np.asarray(theta["a"], np.float64)
-    return 2 * np.arcsin(step * np.sqrt(stiffness) / 2)
-
-
-def cross_entropy(logits, y):
-    return float(-jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(len(y)), y]))
-
-
-def test_zero_head_starts_at_log_classes_at_a_hundred_thousand_steps():
-    source = generated("first5", length=100_000, sizes=(2, 0, 0), classes=3)
-    x, y = map(jnp.asarray, source.batch("train", [0, 1]))
-    assert cross_entropy(he.predict(tiny(zero_head=True), x), y) == pytest.approx(math.log(3), rel=1e-6)
-    assert cross_entropy(he.predict(tiny(), x), y) > 1.5 * math.log(3)   # why: the paper's head starts far off
-
-
-def test_zero_head_changes_nothing_else_and_regression_starts_at_the_targets_mean_square():
-    plain, zero = tiny(), tiny(zero_head=True)
-    leaves = lambda m: jax.tree_util.tree_leaves((m.encoder, m.blocks))   # noqa: E731
-    for a, b in zip(leaves(plain), leaves(zero)):
-        np.testing.assert_array_equal(a, b)
-    assert not np.any(np.asarray(zero.head.weight)) and not np.any(np.asarray(zero.head.bias))
-    model = he.HSSM(in_dim=6, out_dim=1, hidden=8, state=4, blocks=1, norm="layer", task="regression",
-                    output_step=128, zero_head=True, key=jax.random.PRNGKey(1))
-    x, y = map(jnp.asarray, generated("ppg", length=1024, sizes=(2, 0, 0)).batch("train", [0, 1]))
-    np.testing.assert_array_equal(he.predict(model, x), jnp.zeros_like(y))   # so the loss is mean(y²)
-    with pytest.raises(ValueError, match="zero_head must be True or False"):
-        tiny(zero_head="yes")
-
-
-def test_periods_spread_log_uniformly_over_the_range():
-    hru = LinearHRU(8, 32, key=jax.random.PRNGKey(3), periods=(2.5, 1e6))
-    periods = np.sort(2 * np.pi / angles(hru))
-    assert periods[0] >= 2.5 * (1 - 1e-4) and periods[-1] <= 1e6 * (1 + 1e-3)
-    # stratified: one oscillator in each of the 32 equal slices of log-period
-    slots = np.floor(32 * np.log(periods / 2.5) / np.log(1e6 / 2.5)).astype(int)
-    np.testing.assert_array_equal(np.sort(slots), np.arange(32))
-    # a period of a million steps is a ≈ 1e-11: kept exactly (4 sin²(θ/2)/δ², no 1 − cos θ cancellation)
-    assert float(jnp.min(hru.theta["a"])) > 0
-    with pytest.raises(ValueError, match="periods must be"):
-        LinearHRU(8, 4, key=jax.random.PRNGKey(0), periods=(1.0, 10.0))
-    with pytest.raises(ValueError, match="periods initialises the linear HRU"):
-        he.HSSM(in_dim=2, out_dim=3, hru="nonlinear", periods=(3, 30), key=jax.random.PRNGKey(0))
-
-
-def test_periods_init_gives_the_angle_it_asks_for_in_the_leapfrog():
-    """The stiffness from ``stiffness_for_periods`` makes the core's free oscillation turn by 2π/period per step."""
-    step = jnp.asarray([0.6, 0.7], jnp.float64) if jax.config.jax_enable_x64 else jnp.asarray([0.6, 0.7])
-    a = stiffness_for_periods(jax.random.PRNGKey(0), (10.0, 12.0), step)
-    theta = 2 * np.arcsin(np.asarray(step) * np.sqrt(np.asarray(a)) / 2)
-    assert np.all((theta >= 2 * np.pi / 12 * (1 - 1e-5)) & (theta <= 2 * np.pi / 10 * (1 + 1e-5)))
-    # run the leapfrog map itself: φ' = (1 − δ²A/2)φ + (δ − δ³A/4)π, π' = −δAφ + (1 − δ²A/2)π; its trace is 2 cos θ
-    d, A = np.asarray(step), np.asarray(a)
-    np.testing.assert_allclose(2 * (1 - d**2 * A / 2), 2 * np.cos(theta), rtol=1e-5)
-
-
-@pytest.mark.usefixtures("x64")
-def test_rhel_equals_bptt_with_slow_oscillators():
-    """float64: oscillators with periods up to 10⁵ steps (a down to ~1e-9); RHEL's gradient is BPTT's."""
-    model = he.HSSM(in_dim=2, out_dim=3, hidden=8, state=4, blocks=1, norm="layer", periods=(2.5, 1e5),
-                    dtype=jnp.float64, key=jax.random.PRNGKey(5))
-    x, y = map(jnp.asarray, generated("first5", length=200, sizes=(3, 0, 0), classes=3).batch("train", [0, 1, 2]))
-    x = x.astype(jnp.float64)
-    _, g_rhel = he.value_and_grad(model, x, y, gradient=he.RHEL())
-    _, g_bptt = he.value_and_grad(model, x, y, gradient=he.BPTT())
-    assert float(jnp.max(jnp.abs(g_bptt.blocks[0].hru.theta["a"]))) > 0
-    for a, b in zip(jax.tree_util.tree_leaves(g_rhel), jax.tree_util.tree_leaves(g_bptt)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-7, atol=1e-10 * float(jnp.max(jnp.abs(b))))
-
-
-def test_parameter_groups_give_the_cores_their_own_learning_rate():
+def test_the_cores_theta_moves_at_its_own_rate():
+    """Adam's first step moves each parameter by its rate (times the sign of its gradient): θ by 6/L."""
     import equinox as eqx
-    import optax
 
-    from hamecho.nn.hssm import parameter_groups
+    import hamecho as he
+    from hamecho.nn.hssm import trainable
 
-    model = tiny()
-    labels = parameter_groups(model)
-    leaves = jax.tree_util.tree_leaves(labels)
-    core_leaves = [leaf for b in labels.blocks for leaf in jax.tree_util.tree_leaves(b.hru.theta)]
-    assert core_leaves == ["core"] * 4 and leaves.count("core") == 4 and leaves.count("rest") == len(leaves) - 4
-    optimizer = optax.multi_transform({"core": optax.sgd(0.0), "rest": optax.adam(1e-2)}, lambda params: labels)
-    x, y = map(jnp.asarray, generated("first5", length=60, sizes=(3, 0, 0), classes=3).batch("train", [0, 1, 2]))
-    new, _, _ = he.train_step(model, he.init_optimizer(optimizer, model), x, y, optimizer)
-    for old_block, new_block in zip(model.blocks, new.blocks):
-        for a, b in zip(jax.tree_util.tree_leaves(old_block.hru.theta), jax.tree_util.tree_leaves(new_block.hru.theta)):
-            np.testing.assert_array_equal(a, b)
-        assert not np.array_equal(old_block.hru.B, new_block.hru.B)
-    assert jax.tree_util.tree_structure(labels) == jax.tree_util.tree_structure(eqx.filter(model, he.trainable(model)))
+    model = he.HSSM(in_dim=2, out_dim=3, hidden=4, state=4, blocks=2, norm="layer", key=jax.random.PRNGKey(0))
+    optimizer = lr.make_optimizer(model, 3e-3, 1e-4)
+    params = eqx.filter(model, trainable(model))
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    for block in updates.blocks:
+        for leaf in jax.tree_util.tree_leaves(block.hru.theta):
+            np.testing.assert_allclose(leaf, -1e-4, rtol=1e-3)
+        np.testing.assert_allclose(block.hru.B, -3e-3, rtol=1e-3)
+    np.testing.assert_allclose(updates.encoder.weight, -3e-3, rtol=1e-3)
+
+
+def test_peak_estimate_is_a_line_through_the_measured_peaks_else_the_sizing_table():
+    cell = lambda length, method="bptt": lr.Cell("first5", length, method, 0, TINY)    # noqa: E731
+    row = lambda length, peak: {"cell": cell(length).to_json(), "length": length, "peak_bytes": peak}  # noqa: E731
+    rows = [row(1_000, 1.0e9), row(10_000, 2.0e9)]
+    assert lr.estimated_peak_bytes(rows, cell(100_000)) == pytest.approx(12.0e9)
+    one = lr.estimated_peak_bytes(rows[:1], cell(100_000))
+    assert one == pytest.approx(1.0e9 + lr.sizing_slope(cell(100_000)) * 99_000)
+    assert lr.estimated_peak_bytes([], cell(100_000)) == pytest.approx(
+        lr.SIZING_BASE_BYTES + lr.sizing_slope(cell(100_000)) * 100_000)
+    # another method's or a longer length's peaks say nothing about this cell
+    assert lr.estimated_peak_bytes(rows, cell(100_000, "streaming")) == pytest.approx(
+        lr.SIZING_BASE_BYTES + lr.sizing_slope(cell(100_000, "streaming")) * 100_000)
+    assert lr.estimated_peak_bytes(rows, cell(5_000)) == pytest.approx(
+        1.0e9 + lr.sizing_slope(cell(5_000)) * 4_000)
+
+
+def test_time_exponent_is_the_slope_of_the_log_log_fit():
+    rows = [{"method": "streaming", "length": n, "s_per_step": 3e-5 * n ** 1.1} for n in (1_000, 10_000, 100_000)]
+    assert lr.time_exponent(rows, "streaming") == pytest.approx(1.1)
+    assert lr.time_exponent(rows[:1], "streaming") is None
+
+
+def test_an_interrupted_run_resumes_bit_for_bit(tmp_path):
+    """Curriculum (1 step at L/2) then 2 steps at L, checkpoint after every step; interrupted during the third
+    step (after the checkpoint of the second), resumed with the Adam state: the same final loss and test loss as
+    the run never interrupted."""
+    settings = lr.RunSettings(**{**TINY.__dict__, "curriculum_steps": 1, "curriculum_factor": 2})
+    cell = lr.Cell("first5", 40, "rhel", 0, settings)
+    results = {}
+    for name in ("straight", "interrupted"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "cell.json").write_text(json.dumps(cell.to_json()))
+        steps = []
+
+        def stop_after_two(entry, steps=steps, name=name):
+            steps += [entry] if entry.get("event") == "step" else []
+            if name == "interrupted" and len(steps) == 3:
+                raise KeyboardInterrupt
+
+        if name == "interrupted":
+            with pytest.raises(KeyboardInterrupt):
+                lr.run_cell(folder, emit=stop_after_two, checkpoint_every_s=0.0)
+            assert not (folder / "result.json").exists()
+            resumed = []
+            results[name] = lr.run_cell(folder, emit=resumed.append, checkpoint_every_s=0.0)
+            assert resumed[0] == {"event": "resumed", "stage": 1, "step": 1}
+            assert [e["step"] for e in resumed if e["event"] == "step"] == [1]
+        else:
+            results[name] = lr.run_cell(folder, emit=stop_after_two, checkpoint_every_s=0.0)
+            assert [(e["length"], e["step"]) for e in steps] == [(20, 0), (40, 0), (40, 1)]
+    straight, interrupted = results["straight"], results["interrupted"]
+    assert interrupted["sessions"] == 2 and straight["sessions"] == 1
+    assert interrupted["final_loss"] == straight["final_loss"] and math.isfinite(straight["final_loss"])
+    assert interrupted["test_loss"] == straight["test_loss"]
+
+
+def test_a_tiny_grid_end_to_end_then_a_rerun_skips_it_and_reports_what_does_not_fit(tmp_path, capsys):
+    out = tmp_path / "grid"
+    tiny = ["--steps", "2", "--batch", "2", "--hidden", "4", "--state", "4", "--blocks", "1", "--chunk", "16",
+            "--test-size", "4", "--out", str(out), "--no-progress"]
+    assert cli_main(["longrange", "--lengths", "48", "--methods", "streaming", "bptt_chunks", *tiny]) == 0
+    first = json.loads((out / "longrange.json").read_text())["rows"]
+    assert [(r["method"], r["status"]) for r in first] == [("streaming", "done"), ("bptt_chunks", "done")]
+    for r in first:
+        assert r["steps"] == 2 and r["s_per_step"] > 0 and r["peak_bytes"] > 2**20 and 0 <= r["test_metric"] <= 1
+    # the same seed and model, the same gradient (RHEL = BPTT): the second step's loss agrees
+    assert first[0]["final_loss"] == pytest.approx(first[1]["final_loss"], rel=1e-4)
+    assert all((out / name).exists() for name in ("longrange.md", "metric.png", "peak.png", "time.png"))
+    progress = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    assert sum(e.get("event") == "step" for e in progress) == 4
+
+    capsys.readouterr()
+    assert cli_main(["longrange", "--lengths", "48", "1000000000", "--methods", "bptt_chunks",
+                     "--memory-limit-gib", "2", *tiny]) == 0
+    rows = json.loads((out / "longrange.json").read_text())["rows"]
+    assert rows[0]["reused"] and rows[0]["train_s"] == first[1]["train_s"]
+    assert rows[1]["status"] == "does not fit" and rows[1]["needs_bytes"] > 2 * 2**30
+    assert not (out / "cells" / rows[1]["name"]).exists()
+    assert "does not fit: needs ≈" in (out / "longrange.md").read_text()
+    assert "does not fit: needs ≈" in capsys.readouterr().out
