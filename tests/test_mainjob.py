@@ -134,3 +134,13 @@ def test_run_command_has_the_memory_part_on_by_default():
     assert build_parser().parse_args(["run", "--memory-length", "0"]).memory_length == 0
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--memory-length", "-1"])
+
+
+def test_run_command_has_the_long_range_part_on_by_default_at_ten_thousand_steps():
+    from hamecho.cli import build_parser
+    from hamecho.tools.mainjob import LONGRANGE_LENGTH, LONGRANGE_SETTINGS
+    from hamecho.tools.longrange import RunSettings
+
+    assert build_parser().parse_args(["run"]).longrange_length == LONGRANGE_LENGTH >= 10_000   # issue #25: L ≥ 10⁴
+    assert build_parser().parse_args(["run", "--longrange-length", "0"]).longrange_length == 0
+    RunSettings(**LONGRANGE_SETTINGS)      # the shipped settings are valid
