@@ -138,8 +138,8 @@ def test_run_command_has_the_memory_part_on_by_default():
 
 def test_run_command_has_the_long_range_part_on_by_default_at_ten_thousand_steps():
     from hamecho.cli import build_parser
-    from hamecho.tools.mainjob import LONGRANGE_LENGTH, LONGRANGE_SETTINGS
     from hamecho.tools.longrange import RunSettings
+    from hamecho.tools.mainjob import LONGRANGE_LENGTH, LONGRANGE_SETTINGS
 
     assert build_parser().parse_args(["run"]).longrange_length == LONGRANGE_LENGTH >= 10_000   # issue #25: L ≥ 10⁴
     assert build_parser().parse_args(["run", "--longrange-length", "0"]).longrange_length == 0
