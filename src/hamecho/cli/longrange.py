@@ -52,7 +52,8 @@ def add_command(subparsers) -> None:
     parser.add_argument("--tasks", nargs="+", choices=sorted(GENERATED_TASKS), default=["first5"],
                         help="generated tasks (hamecho.data.generated)")
     parser.add_argument("--task-params", default="{}",
-                        help="JSON keyword arguments of the tasks, e.g. '{\"classes\": 4, \"prefix_fraction\": 0.05}'")
+                        help="JSON keyword arguments given to every task of --tasks, e.g. "
+                             "'{\"classes\": 4, \"prefix_fraction\": 0.05}' (one task per call when they differ)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=["streaming", "bptt_chunks"],
                         help="streaming: RHEL + Streaming; rhel; bptt; bptt_chunks: BPTT + TimeChunks")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="model seeds")
@@ -72,12 +73,15 @@ def add_command(subparsers) -> None:
     parser.add_argument("--blocks", type=int, default=2)
     parser.add_argument("--hru", choices=("linear", "nonlinear"), default="linear")
     parser.add_argument("--chunk", type=int, default=512, help="time chunk of Streaming and TimeChunks")
-    parser.add_argument("--test-size", type=int, default=300, help="test samples")
+    parser.add_argument("--test-size", type=int, default=300,
+                        help="test samples (inference runs in batches of ≈ 2^25 / (L · hidden) samples: at L = 10^6 "
+                             "a few hundred samples take a while)")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the generated dataset")
     parser.add_argument("--memory-limit-gib", type=float, default=None,
                         help="do not start runs estimated above this peak (default: the machine's memory)")
     parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds per run in this call (a run stopped resumes on a rerun)")
+                        help="seconds per run in this call, checked as each step ends (a run stopped resumes on a "
+                             "rerun)")
     parser.add_argument("--out", default="runs/longrange/grid", help="folder of the runs and results")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run, command_words=None)
