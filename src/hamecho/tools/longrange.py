@@ -230,6 +230,8 @@ def run_cell(cell_dir: str | Path, *, emit: Callable[[dict], None] | None = None
              checkpoint_every_s: float = 120.0) -> dict:
     """Run (or resume) the cell of ``cell_dir``/cell.json in this process; returns and writes result.json.
 
+    wall_s in the result: the whole time of the run in this and earlier sessions (data, steps, compilation,
+    evaluation; not the interpreter's start); train_s: the training steps alone.
     ``emit(record)`` receives every log record (also appended to log.jsonl): {"event": "step", "stage", "length",
     "step", "loss", "elapsed_s"} per step, {"event": "resumed", ...}, {"event": "stage", ...}, and the result.
     For a faithful peak, call it in a fresh process (``run_grid`` does)."""
@@ -245,6 +247,7 @@ def run_cell(cell_dir: str | Path, *, emit: Callable[[dict], None] | None = None
     from ..training.checkpoints import atomic_write_json, load_checkpoint, save_checkpoint
     from .bench import read_status_bytes
 
+    session_start = time.perf_counter()
     cell_dir = Path(cell_dir)
     cell = Cell.from_json(json.loads((cell_dir / "cell.json").read_text()))
     s = cell.settings
@@ -267,7 +270,7 @@ def run_cell(cell_dir: str | Path, *, emit: Callable[[dict], None] | None = None
     if s.init_model:
         model = eqx.tree_deserialise_leaves(s.init_model, model)
     choices = method_choices(cell.method, s.chunk)
-    stage, start, train_s, sessions = 0, 0, 0.0, 0
+    stage, start, train_s, wall_before, sessions = 0, 0, 0.0, 0.0, 0
     optimizer = make_optimizer(model, s.lr, theta_learning_rate(stages[0][0], s.lr, s.theta_lr_scale))
     opt_state = he.init_optimizer(optimizer, model)
     if checkpoint.exists():
@@ -277,12 +280,13 @@ def run_cell(cell_dir: str | Path, *, emit: Callable[[dict], None] | None = None
         meta, model, opt_state = load_checkpoint(checkpoint, model, he.init_optimizer(optimizer, model))
         if meta.get("cell") != cell.to_json():
             raise ValueError(f"{checkpoint} belongs to another cell; delete it to start this one afresh")
-        start, train_s, sessions = meta["step"], meta["train_s"], meta["sessions"]
+        start, train_s, wall_before, sessions = meta["step"], meta["train_s"], meta["wall_s"], meta["sessions"]
         record({"event": "resumed", "stage": stage, "step": start})
 
     def save(stage_index: int, step: int) -> None:
         save_checkpoint(checkpoint, model, opt_state, {"cell": cell.to_json(), "stage": stage_index, "step": step,
-                                                       "train_s": train_s, "sessions": sessions + 1})
+                                                       "train_s": train_s, "sessions": sessions + 1,
+                                                       "wall_s": wall_before + time.perf_counter() - session_start})
 
     step_times: list[float] = []
     first_step_s = None
@@ -332,7 +336,7 @@ def run_cell(cell_dir: str | Path, *, emit: Callable[[dict], None] | None = None
               "eval_s": round(time.perf_counter() - t0, 3), "first_step_s": first_step_s,
               "s_per_step": statistics.median(step_times) if step_times else first_step_s,
               "peak_bytes": read_status_bytes("VmHWM"), "sessions": sessions + 1}
-    result["wall_s"] = round(result["train_s"] + result["eval_s"], 3)
+    result["wall_s"] = round(wall_before + time.perf_counter() - session_start, 3)
     atomic_write_json(cell_dir / "result.json", result)
     record({"event": "result", **{k: v for k, v in result.items() if k != "cell"}})
     log.close()
