@@ -572,8 +572,8 @@ def format_markdown(rows: Sequence[dict], command: str = "") -> str:
 
 
 def plot(rows: Sequence[dict], out: Path) -> list[Path]:
-    """metric.png (test metric against L per method, one panel per task), peak.png, time.png (with the fitted
-    exponents). Returns the files written."""
+    """metric.png (test metric against L per method, one panel per task), peak.png (with the estimated need of
+    what did not fit, open markers), time.png (with the fitted exponents). Returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -612,7 +612,13 @@ def plot(rows: Sequence[dict], out: Path) -> list[Path]:
             exponent = time_exponent(rows, method) if name == "time" else None
             if exponent is not None:
                 label += f" (∝ L^{exponent:.2f})"
-            ax.plot([p[0] for p in pts], [scale * p[1] for p in pts], marker="o", label=label)
+            line, = ax.plot([p[0] for p in pts], [scale * p[1] for p in pts], marker="o", label=label)
+            estimates = sorted({r["length"]: r["needs_bytes"] for r in rows
+                                if r["method"] == method and r["status"] == "does not fit"}.items())
+            if name == "peak" and estimates:     # what did not fit: the estimate, open markers on a dashed line
+                ax.plot([pts[-1][0], *(e[0] for e in estimates)], [scale * v for v in (pts[-1][1], *(e[1] for e in
+                        estimates))], linestyle="--", marker="o", markerfacecolor="none", color=line.get_color(),
+                        label=f"{METHOD_LABELS[method]}: does not fit (estimate)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("sequence length L")
