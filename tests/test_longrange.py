@@ -113,7 +113,9 @@ def test_a_tiny_grid_end_to_end_then_a_rerun_skips_it_and_reports_what_does_not_
     assert first[0]["final_loss"] == pytest.approx(first[1]["final_loss"], rel=1e-4)
     assert all((out / name).exists() for name in ("longrange.md", "metric.png", "peak.png", "time.png"))
     progress = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
-    assert sum(e.get("event") == "step" for e in progress) == 4
+    steps = [e for e in progress if e.get("event") == "step"]
+    assert [e["grid_steps_done"] for e in steps] == [1, 2, 3, 4] and {e["grid_steps"] for e in steps} == {4}
+    assert steps[-1]["eta_s"] == 0 and steps[0]["eta_s"] > 0
 
     capsys.readouterr()
     assert cli_main(["longrange", "--lengths", "48", "1000000000", "--methods", "bptt_chunks",

@@ -402,8 +402,9 @@ def run_grid(cells: Sequence[Cell], out: str | Path, *, memory_limit_bytes: floa
 
     Finished cells are read back, not rerun (row "reused": True); interrupted ones resume from their checkpoints.
     ``memory_limit_bytes``: cells estimated above it are not started (default: the machine's memory). Every
-    child's log record and every row is appended to ``out``/progress.jsonl as it comes; a tqdm bar over all
-    steps shows the ETA (``progress`` None: only on a terminal)."""
+    child's log record and every row is appended to ``out``/progress.jsonl as it comes (step records with
+    ``grid_steps_done``, ``grid_steps`` and a rough ``eta_s``); a tqdm bar over all steps shows the ETA
+    (``progress`` None: only on a terminal)."""
     from tqdm.auto import tqdm
 
     echo = echo or (lambda line: print(line, flush=True))
@@ -418,7 +419,8 @@ def run_grid(cells: Sequence[Cell], out: str | Path, *, memory_limit_bytes: floa
 
     rows: list[dict] = []
     pending = [c for c in cells if not (out / "cells" / c.name / "result.json").exists()]
-    bar = tqdm(total=sum(c.total_steps for c in pending), desc="longrange", unit="step",
+    counter = StepCounter(total=sum(c.total_steps for c in pending))
+    bar = tqdm(total=counter.total, desc="longrange", unit="step",
                disable=None if progress is None else not progress)
     for cell in cells:
         cell_dir = out / "cells" / cell.name
@@ -433,8 +435,9 @@ def run_grid(cells: Sequence[Cell], out: str | Path, *, memory_limit_bytes: floa
                    "method": cell.method, "seed": cell.seed, "status": "does not fit", "needs_bytes": needs,
                    "message": f"does not fit: needs ≈ {needs / GIB:.1f} GiB (estimate; limit {limit / GIB:.1f} GiB)"}
             bar.update(cell.total_steps)
+            counter.skip(cell.total_steps)
         else:
-            row = _run_child(cell, cell_dir, timeout_s, bar, log)
+            row = _run_child(cell, cell_dir, timeout_s, bar, counter, log)
         rows.append(row)
         log({"event": "cell", **{k: v for k, v in row.items() if k != "cell"}})
         with tqdm.external_write_mode(file=sys.stderr):
@@ -444,7 +447,25 @@ def run_grid(cells: Sequence[Cell], out: str | Path, *, memory_limit_bytes: floa
     return rows
 
 
-def _run_child(cell: Cell, cell_dir: Path, timeout_s, bar, log) -> dict:
+class StepCounter:
+    """Steps of this call's grid: done, left, and a rough ETA (the mean time per step so far, compilation and
+    evaluation included, times the steps left), for the JSON lines (the bar has its own)."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.trained, self.start = total, 0, 0, time.perf_counter()
+
+    def skip(self, steps: int) -> None:
+        self.done += steps
+
+    def step(self) -> dict:
+        self.done += 1
+        self.trained += 1
+        per_step = (time.perf_counter() - self.start) / self.trained
+        return {"grid_steps_done": self.done, "grid_steps": self.total,
+                "eta_s": round(per_step * (self.total - self.done), 1)}
+
+
+def _run_child(cell: Cell, cell_dir: Path, timeout_s, bar, counter: StepCounter, log) -> dict:
     """One cell in a fresh interpreter; its JSON lines move the bar and go to progress.jsonl."""
     from ..training.checkpoints import atomic_write_json
 
@@ -455,6 +476,7 @@ def _run_child(cell: Cell, cell_dir: Path, timeout_s, bar, log) -> dict:
         done_before = sum(1 for line in (cell_dir / "log.jsonl").read_text().splitlines()
                           if '"event": "step"' in line)
         bar.update(min(done_before, cell.total_steps))
+        counter.skip(min(done_before, cell.total_steps))
     stderr_path = cell_dir / "stderr.txt"
     started = time.perf_counter()
     with stderr_path.open("w") as stderr:
@@ -469,10 +491,11 @@ def _run_child(cell: Cell, cell_dir: Path, timeout_s, bar, log) -> dict:
                     entry = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                log({"cell": cell.name, **entry})
                 if entry.get("event") == "step":
                     bar.update(1)
-                elif entry.get("event") == "result":
+                    entry = {**entry, **counter.step()}
+                log({"cell": cell.name, **entry})
+                if entry.get("event") == "result":
                     result = entry
             child.wait()
         except (subprocess.TimeoutExpired, KeyboardInterrupt) as stop:
