@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("streaming", "rhel", "bptt", "bptt_chunks")
+from hamecho.tools.longrange import METHODS, method_choices
 
 
 def run_case(case: dict) -> dict:
@@ -43,11 +43,7 @@ def run_case(case: dict) -> dict:
                     blocks=case["blocks"], hru=case["hru"], norm="layer", task=source.task,
                     output_step=source.output_step, dtype=jnp.float32, key=jax.random.PRNGKey(0),
                     **case.get("model_params", {}))
-    chunk = case["chunk"]
-    choices = {"streaming": {"gradient": he.RHEL(), "memory": he.Streaming(chunk)},
-               "rhel": {"gradient": he.RHEL()},
-               "bptt": {"gradient": he.BPTT()},
-               "bptt_chunks": {"gradient": he.BPTT(), "memory": he.TimeChunks(chunk)}}[case["method"]]
+    choices = method_choices(case["method"], case["chunk"])
     optimizer = optax.adam(1e-3)
     opt_state = he.init_optimizer(optimizer, model)
     times, data_times = [], []
