@@ -7,7 +7,9 @@ size (``hamecho.tools.gradcheck``), and writes the report and plots to the outpu
 ``memory_length`` (``hamecho run``'s default: MEMORY_LENGTH) it ends with the memory part: one
 measured training step per memory strategy — BPTT, BPTT with time chunks, RHEL streaming — at that
 length, each in its own process, their peak memory side by side (``hamecho.tools.stepmemory``;
-written to memory.json).
+written to memory.json). With ``longrange_length`` (``hamecho run``'s default: LONGRANGE_LENGTH) it ends with
+the long-range part: the first-5 % task at that length trained by RHEL + Streaming and by BPTT + TimeChunks
+from the same seed (``hamecho.tools.longrange``, into OUT/longrange), test accuracies and peaks side by side.
 
 Finished runs are reused (``hamecho.training.run_one`` is idempotent) and interrupted ones resume from their
 checkpoints, so running it again after Ctrl-C continues where it stopped.
