@@ -126,3 +126,10 @@ def test_a_tiny_grid_end_to_end_then_a_rerun_skips_it_and_reports_what_does_not_
     assert not (out / "cells" / rows[1]["name"]).exists()
     assert "does not fit: needs ≈" in (out / "longrange.md").read_text()
     assert "does not fit: needs ≈" in capsys.readouterr().out
+
+
+def test_the_default_memory_limit_is_what_is_available_now():
+    import os
+
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < lr.machine_memory_bytes() <= physical

@@ -78,7 +78,8 @@ def add_command(subparsers) -> None:
                              "a few hundred samples take a while)")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the generated dataset")
     parser.add_argument("--memory-limit-gib", type=float, default=None,
-                        help="do not start runs estimated above this peak (default: the machine's memory)")
+                        help="do not start runs estimated above this peak (default: the memory available when the "
+                             "grid starts, MemAvailable)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds per run in this call, checked as each step ends (a run stopped resumes on a "
                              "rerun)")

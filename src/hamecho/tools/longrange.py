@@ -346,15 +346,17 @@ def run_cell(cell_dir: str | Path, *, emit: Callable[[dict], None] | None = None
 # --- memory estimates -----------------------------------------------------------------------------------------
 
 def machine_memory_bytes() -> int:
-    """MemTotal of /proc/meminfo (the physical memory), else 16 GiB."""
+    """The memory a run may take now: MemAvailable of /proc/meminfo (the physical memory less what other
+    processes hold; at most MemTotal), else 16 GiB."""
+    fields = {}
     try:
         with open("/proc/meminfo") as handle:
             for line in handle:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 16 * GIB
+                name, value = line.split(":", 1)
+                fields[name] = int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 16 * GIB
+    return fields.get("MemAvailable", fields.get("MemTotal", 16 * GIB))
 
 
 def _same_shape(a: Cell, b: Cell) -> bool:
@@ -401,7 +403,8 @@ def run_grid(cells: Sequence[Cell], out: str | Path, *, memory_limit_bytes: floa
     per cell (its result, or {"status": "does not fit", "needs_bytes", "message"} / {"status": "failed", ...}).
 
     Finished cells are read back, not rerun (row "reused": True); interrupted ones resume from their checkpoints.
-    ``memory_limit_bytes``: cells estimated above it are not started (default: the machine's memory). Every
+    ``memory_limit_bytes``: cells estimated above it are not started (default: the memory available when the
+    grid starts, ``machine_memory_bytes``). Every
     child's log record and every row is appended to ``out``/progress.jsonl as it comes (step records with
     ``grid_steps_done``, ``grid_steps`` and a rough ``eta_s``); a tqdm bar over all steps shows the ETA
     (``progress`` None: only on a terminal)."""
