@@ -1,4 +1,6 @@
 """`hamecho run` (make run) end to end on tiny configs, and its fairness checks on the shipped ones."""
+import json
+
 import jax
 import pytest
 
@@ -134,3 +136,36 @@ def test_run_command_has_the_memory_part_on_by_default():
     assert build_parser().parse_args(["run", "--memory-length", "0"]).memory_length == 0
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--memory-length", "-1"])
+
+
+def test_run_command_has_the_long_range_part_on_by_default_at_ten_thousand_steps():
+    from hamecho.cli import build_parser
+    from hamecho.tools.longrange import RunSettings
+    from hamecho.tools.mainjob import LONGRANGE_LENGTH, LONGRANGE_SETTINGS
+
+    assert build_parser().parse_args(["run"]).longrange_length == LONGRANGE_LENGTH >= 10_000   # issue #25: L ≥ 10⁴
+    assert build_parser().parse_args(["run", "--longrange-length", "0"]).longrange_length == 0
+    RunSettings(**LONGRANGE_SETTINGS)      # the shipped settings are valid
+
+
+def test_long_range_part_prints_both_methods_side_by_side_and_reuses_finished_runs(tmp_path):
+    """The wiring of make run's long-range part (the runs themselves: tests/test_longrange.py): with both runs of
+    its grid already finished in OUT/longrange, it starts no process and prints their accuracies and peaks."""
+    from hamecho.tools import longrange as lr
+    from hamecho.tools.mainjob import LONGRANGE_SETTINGS, longrange_part
+
+    for cell, accuracy in zip(lr.grid_cells([10_000], ["first5"], ["streaming", "bptt_chunks"], [0],
+                                            lr.RunSettings(**LONGRANGE_SETTINGS)), (0.84, 0.9)):
+        folder = tmp_path / "longrange" / "cells" / cell.name
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps({
+            "cell": cell.to_json(), "name": cell.name, "task": "first5", "length": 10_000, "method": cell.method,
+            "seed": 0, "status": "done", "metric": "accuracy", "test_metric": accuracy, "steps": 190,
+            "s_per_step": 1.0, "peak_bytes": 0.7 * 2**30, "wall_s": 200.0}))
+    lines = []
+    rows = longrange_part(10_000, tmp_path, lines.append, progress=False)
+    assert [r["reused"] for r in rows] == [True, True]
+    text = "\n".join(lines)
+    assert "RHEL + Streaming" in text and "BPTT + TimeChunks" in text
+    assert "test 84.0 %" in text and "test 90.0 %" in text and "peak 0.70 GiB" in text
+    assert (tmp_path / "longrange" / "longrange.md").exists()

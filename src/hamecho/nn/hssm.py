@@ -7,6 +7,7 @@
             features: every block local in time, so the stack can stream, ``hamecho.Streaming``)
     head:   classification: mean over time → Dense(H→classes)            → logits (N, classes)
             regression:     every output_step-th step → Dense(H→out) → tanh → (N, L // k, out)
+            zero_head=True: the head's weight and bias start at 0 (initial loss log(classes) at any L)
 
 The Hamiltonian cores are differentiated by the call's gradient method (RHEL or BPTT); everything
 else is ordinary autodiff, so JAX's backward traversal *is* RHEL's chaining through the stack (spec
@@ -122,6 +123,12 @@ class HSSM(eqx.Module):
     step, so targets have L // k steps), step (nonlinear HRU's initial δ), dtype (default: float64 under
     x64, else float32), norm ("batch", the paper's BatchNorm, or "layer": each step over its features,
     needed by ``hamecho.Streaming``), key.
+
+    Options for long sequences (docs/longrange.md), both off by default: zero_head (the head's weight and
+    bias start at 0: the features an undamped stack pools grow with L, and so would the initial logits and
+    loss; with a zero head the initial loss is log(classes), or the targets' mean square, at every L);
+    periods ((shortest, longest) in steps: the linear HRU's oscillator periods spread log-uniformly over that
+    range instead of the paper's initialisation, ``LinearHRU``).
     """
 
     encoder: Dense
@@ -136,11 +143,16 @@ class HSSM(eqx.Module):
 
     def __init__(self, *, in_dim: int, out_dim: int, hidden: int = 64, state: int = 16, blocks: int = 6,
                  hru: str = "linear", task: str = "classification", output_step: int = 1, step: float = 1e-4,
-                 dtype=None, norm: str = "batch", key):
+                 dtype=None, norm: str = "batch", zero_head: bool = False,
+                 periods: tuple[float, float] | None = None, key):
         if hru not in HRU_KINDS:
             raise ValueError(f"hru must be one of {', '.join(map(repr, HRU_KINDS))}; got {hru!r}")
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(map(repr, NORMS))}; got {norm!r}")
+        if not isinstance(zero_head, bool):
+            raise ValueError(f"zero_head must be True or False; got {zero_head!r}")
+        if periods is not None and hru != "linear":
+            raise ValueError(f"periods initialises the linear HRU's oscillators; got hru={hru!r}")
         if task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(map(repr, TASKS))}; got {task!r}")
         for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden", hidden), ("state", state),
@@ -152,10 +164,15 @@ class HSSM(eqx.Module):
         dtype = default_dtype() if dtype is None else jnp.dtype(dtype)
         encoder_key, head_key, *block_keys = jax.random.split(key, blocks + 2)
         hru_kwargs = {"step": step} if hru == "nonlinear" else {}
+        if periods is not None:
+            hru_kwargs["periods"] = tuple(periods)
         self.encoder = Dense(in_dim, hidden, key=encoder_key, dtype=dtype)
         self.blocks = tuple(Block(hidden, state, hru, key=k, dtype=dtype, hru_kwargs=hru_kwargs, norm=norm)
                             for k in block_keys)
         self.head = Dense(hidden, out_dim, key=head_key, dtype=dtype)
+        if zero_head:
+            self.head = eqx.tree_at(lambda d: (d.weight, d.bias), self.head,
+                                    (jnp.zeros_like(self.head.weight), jnp.zeros_like(self.head.bias)))
         self.task, self.output_step = task, int(output_step)
         self.in_dim, self.out_dim, self.hru_kind, self.norm = int(in_dim), int(out_dim), hru, norm
 
@@ -241,6 +258,24 @@ def trainable(model) -> object:
     if isinstance(model, HSSM) and has_running_statistics(model):
         spec = eqx.tree_at(_norm_statistics, spec, replace=[False] * (2 * len(model.blocks)))
     return spec
+
+
+def parameter_groups(model) -> object:
+    """Labels for an optimiser with one learning rate for the cores and one for the rest: "core" for every
+    HRU's Hamiltonian parameters θ (the linear HRU's a and steps; the nonlinear's w, b, alpha, log_step),
+    "rest" for every other trainable array; the pytree of ``eqx.filter(model, trainable(model))``.
+
+        labels = parameter_groups(model)
+        optimizer = optax.multi_transform({"core": optax.adam(6.0 / L), "rest": optax.adam(1e-3)},
+                                          lambda params: labels)   # a function: optax calls a callable label tree
+
+    Why (docs/longrange.md): Adam moves every parameter by about its learning rate per step, and a change Δθ of
+    an oscillator's angle per step turns the phase of everything it integrated by up to Δθ·L; with one learning
+    rate for all, long sequences scramble what the oscillators hold.
+    """
+    labels = jax.tree_util.tree_map(lambda _: "rest", eqx.filter(model, trainable(model)))
+    cores = lambda m: [block.hru.theta for block in m.blocks]   # noqa: E731
+    return eqx.tree_at(cores, labels, [jax.tree_util.tree_map(lambda _: "core", theta) for theta in cores(model)])
 
 
 def count_parameters(model) -> int:

@@ -303,20 +303,47 @@ class LinearHRU(HRU):
     Stability δ²A < 4 holds by construction: A is clipped at 0.999·4/δ² (``linear_stiffness``).
     Initialisation as the paper's code: a, s ~ U[0,1), B ~ U(±1/√H), C ~ U(±1/√P), D ~ N(0,1).
     ``theta`` holds a (P,) and steps (P,).
+
+    ``periods=(shortest, longest)`` (in steps) instead spreads the oscillators' periods log-uniformly over that
+    range (:func:`stiffness_for_periods`; s, B, C, D as before): an oscillator of period 2π/θ turns by θ per step,
+    cos θ = 1 − δ²A/2. The paper's a ~ U[0,1) gives periods of about 8 steps and up (at most ~40 steps among 16
+    oscillators); a task whose evidence must be told apart by *when* it came needs periods of the sequence's
+    length (docs/longrange.md).
     """
 
-    def __init__(self, hidden: int, state: int, *, key, dtype=jnp.float32):
+    def __init__(self, hidden: int, state: int, *, key, dtype=jnp.float32, periods: tuple[float, float] | None = None):
         _require_positive(hidden=hidden, state=state)
         a_key, s_key, key = jax.random.split(key, 3)
         b_key, c_key, D = _readout_init(key, hidden, state, dtype)
-        theta = {"a": jax.random.uniform(a_key, (state,), dtype),
-                 "steps": jax.random.uniform(s_key, (state,), dtype)}
+        steps = jax.random.uniform(s_key, (state,), dtype)
+        a = (jax.random.uniform(a_key, (state,), dtype) if periods is None
+             else stiffness_for_periods(a_key, periods, jax.nn.sigmoid(steps)))
+        theta = {"a": a, "steps": steps}
         B = _uniform(b_key, (2 * state, hidden), 1.0 / math.sqrt(hidden), dtype)
         C = _uniform(c_key, (hidden, 2 * state), 1.0 / math.sqrt(state), dtype)
         super().__init__(LINEAR_HAMILTONIAN, theta, B, C, D, validate=False)
 
     def core_parameters(self):
         return {name: jnp.concatenate([value, value]) for name, value in self.theta.items()}
+
+
+def stiffness_for_periods(key, periods: tuple[float, float], step):
+    """a (P,) such that the linear HRU's oscillators with step δ (P,) have periods log-uniform in ``periods``.
+
+    Stratified: oscillator j's angle per step θ_j = 2π/period is drawn uniformly in log θ within the j-th of P
+    equal slices of [log 2π/longest, log 2π/shortest], so the range is covered at any P. Then
+    a = 4 sin²(θ/2)/δ² (= (2 − 2 cos θ)/δ², without its cancellation), the stiffness whose leapfrog turns by exactly
+    θ per step. Periods must be ≥ 2.1 steps
+    (θ below the stability limit δ²A < 4).
+    """
+    shortest, longest = (float(p) for p in periods)
+    if not (math.isfinite(shortest) and math.isfinite(longest) and 2.1 <= shortest <= longest):
+        raise ValueError(f"periods must be (shortest, longest) with 2.1 <= shortest <= longest steps; got {periods!r}")
+    state = step.shape[0]
+    low, high = math.log(2 * math.pi / longest), math.log(2 * math.pi / shortest)
+    slots = (jnp.arange(state, dtype=step.dtype) + jax.random.uniform(key, (state,), step.dtype)) / state
+    angle = jnp.exp(low + (high - low) * slots)
+    return 4.0 * jnp.sin(0.5 * angle) ** 2 / step**2
 
 
 class NonlinearHRU(HRU):

@@ -7,7 +7,9 @@ size (``hamecho.tools.gradcheck``), and writes the report and plots to the outpu
 ``memory_length`` (``hamecho run``'s default: MEMORY_LENGTH) it ends with the memory part: one
 measured training step per memory strategy — BPTT, BPTT with time chunks, RHEL streaming — at that
 length, each in its own process, their peak memory side by side (``hamecho.tools.stepmemory``;
-written to memory.json).
+written to memory.json). With ``longrange_length`` (``hamecho run``'s default: LONGRANGE_LENGTH) it ends with
+the long-range part: the first-5 % task at that length trained by RHEL + Streaming and by BPTT + TimeChunks
+from the same seed (``hamecho.tools.longrange``, into OUT/longrange), test accuracies and peaks side by side.
 
 Finished runs are reused (``hamecho.training.run_one`` is idempotent) and interrupted ones resume from their
 checkpoints, so running it again after Ctrl-C continues where it stopped.
@@ -20,11 +22,16 @@ from pathlib import Path
 
 from ..training import format_metric, load_config, load_data, read_result, run_one
 from . import gradcheck as gc
-from . import stepmemory
+from . import longrange, stepmemory
 from .report import paired_differences, table_paired, table_paper_layout, table_runs, write_report
 
 DEFAULT_CONFIGS = ("configs/linear/JapaneseVowels.toml", "configs/nonlinear/JapaneseVowels.toml")
 DEFAULT_OUT = "runs/main"
+# The long-range part: first-5 % (4 classes, the class in the first 5 %) at L = 10,000, a tiny HSSM trained by RHEL
+# + Streaming and by BPTT + TimeChunks from the same seed: a length curriculum (steps at L / 10 first), then steps
+# at L, θ at min(lr, 6 / L) (docs/longrange.md; sized for make run's budget there).
+LONGRANGE_LENGTH = 10_000
+LONGRANGE_SETTINGS = dict(steps=40, batch=8, curriculum_steps=150, test_size=100)
 # The memory part's sequence length: long enough that BPTT's stored trajectory dominates its peak (3.2 GiB,
 # against 0.44 GiB streaming), short enough that the three steps take about two minutes on two CPU cores.
 MEMORY_LENGTH = 30_000
@@ -56,12 +63,14 @@ def check_fair(configs) -> None:
 
 def run_main(config_paths=DEFAULT_CONFIGS, *, out: str = DEFAULT_OUT, seeds=None, steps=None, gradcheck: bool = True,
              progress: bool | None = None, echo=None, memory_length: int | None = None,
-             memory_shape: dict | None = None) -> dict:
+             memory_shape: dict | None = None, longrange_length: int | None = None,
+             longrange_settings: dict | None = None) -> dict:
     """Train every (model, algorithm, seed) of ``config_paths`` into ``out`` (``seeds``/``steps`` override the
     configs'), write the report, check the gradients at the trained size (``gradcheck``), measure the memory
-    part at ``memory_length`` (None: not; ``memory_shape`` overrides the model's shape, for tests) and print
-    it all through ``echo`` (default: print). Returns {"report": ..., "gradcheck": {hru: report}, "memory":
-    rows or None, "elapsed_s": ...}."""
+    part at ``memory_length`` (None: not; ``memory_shape`` overrides the model's shape, for tests), train the
+    long-range part at ``longrange_length`` (None: not; ``longrange_settings`` override LONGRANGE_SETTINGS) and
+    print it all through ``echo`` (default: print). Returns {"report": ..., "gradcheck": {hru: report}, "memory":
+    rows or None, "longrange": rows or None, "elapsed_s": ...}."""
     if echo is None:
         echo = lambda line: print(line, flush=True)
     start = time.perf_counter()
@@ -136,13 +145,17 @@ def run_main(config_paths=DEFAULT_CONFIGS, *, out: str = DEFAULT_OUT, seeds=None
     memory = None
     if memory_length:
         memory = memory_part(memory_length, out, echo, shape=memory_shape)
+    long_rows = None
+    if longrange_length:
+        long_rows = longrange_part(longrange_length, out, echo, settings=longrange_settings, progress=progress)
     elapsed = time.perf_counter() - start
     echo("")
     echo("written: " + ", ".join(str(p) for p in report["files"].values())
          + (", " + ", ".join(str(Path(out) / f"gradcheck_{h}.json") for h in checks) if checks else "")
-         + (f", {Path(out) / 'memory.json'}" if memory is not None else ""))
+         + (f", {Path(out) / 'memory.json'}" if memory is not None else "")
+         + (f", {Path(out) / 'longrange'}/" if long_rows is not None else ""))
     echo(f"main job done in {elapsed:.0f} s (runs already in {out}/ are reused; delete it to retrain)")
-    return {"report": report, "gradcheck": checks, "memory": memory, "elapsed_s": elapsed}
+    return {"report": report, "gradcheck": checks, "memory": memory, "longrange": long_rows, "elapsed_s": elapsed}
 
 
 def memory_part(length: int, out, echo, shape: dict | None = None) -> list[dict]:
@@ -161,4 +174,25 @@ def memory_part(length: int, out, echo, shape: dict | None = None) -> list[dict]
          f"x is {stepmemory.input_bytes(length, shape) / 2**20:.1f} MiB. Against L, 10^3 to 10^7: docs/memory.md)")
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "memory.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return rows
+
+
+def longrange_part(length: int, out, echo, settings: dict | None = None, progress: bool | None = None) -> list[dict]:
+    """The first-5 % task at ``length`` trained by RHEL + Streaming and by BPTT + TimeChunks (same seed and model,
+    LONGRANGE_SETTINGS overridden by ``settings``), each in its own process, into ``out``/longrange (reused when
+    finished, resumed when interrupted); prints the test accuracies and peaks side by side. Returns the rows."""
+    s = longrange.RunSettings(**{**LONGRANGE_SETTINGS, **(settings or {})})
+    echo("")
+    echo(f"== Long range: the first-5 % task (4 classes, the class in the first 5 % of the sequence) at "
+         f"L = {length:,}, {s.blocks}-block HSSM (hidden {s.hidden}, state {s.state}, norm \"layer\"), batch "
+         f"{s.batch}, Adam {s.lr:g} with the oscillators' θ at min(lr, 6/L)"
+         + (f", {s.curriculum_steps} steps at L = {length // s.curriculum_factor:,} first" if s.curriculum_steps
+            else "") + f", then {s.steps} steps at L; same seed and model for both methods ==")
+    cells = longrange.grid_cells([length], ["first5"], ["streaming", "bptt_chunks"], [0], s)
+    rows = longrange.run_grid(cells, Path(out) / "longrange", progress=progress, echo=lambda line: None)
+    longrange.write_outputs(rows, Path(out) / "longrange", command="hamecho run (the long-range part)")
+    for row in rows:
+        echo("  " + longrange.format_row(row))
+    echo(f"(test accuracy over {s.test_size} test sequences; chance 25 %. Peak: the whole process's VmHWM. Longer "
+         "L and more methods: hamecho longrange, docs/longrange.md)")
     return rows

