@@ -133,3 +133,18 @@ def test_the_default_memory_limit_is_what_is_available_now():
 
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert 0 < lr.machine_memory_bytes() <= physical
+
+
+def test_streamed_inference_equals_the_plain_pass():
+    """he.predict(memory=he.Streaming(chunk)) (what the long-range evaluation uses, flat in L) gives the plain
+    pass's outputs, classification and regression, with a chunk that does not divide L."""
+    import hamecho as he
+
+    key = jax.random.PRNGKey(3)
+    x = jax.random.normal(jax.random.PRNGKey(4), (3, 50, 2))
+    for task, extra in (("classification", {}), ("regression", {"output_step": 5})):
+        model = he.HSSM(in_dim=2, out_dim=3, hidden=4, state=4, blocks=2, norm="layer", task=task, key=key, **extra)
+        plain = he.predict(model, x)
+        streamed = he.predict(model, x, memory=he.Streaming(16))
+        assert streamed.shape == plain.shape
+        np.testing.assert_allclose(np.asarray(streamed), np.asarray(plain), rtol=1e-5, atol=1e-5)

@@ -87,7 +87,7 @@ def evaluate(model, source, split, batch, method):
     correct, loss_sum, sq_sum, count = 0, 0.0, 0.0, 0
     for start in range(0, n, batch):
         x, y = source.batch(split, np.arange(start, min(start + batch, n)))
-        out = he.predict(model, jnp.asarray(x))
+        out = he.predict(model, jnp.asarray(x), memory=he.Streaming(512))
         if source.task == "classification":
             lp = jax.nn.log_softmax(out, axis=-1)
             loss_sum += float(-jnp.sum(lp[jnp.arange(len(y)), y]))
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
           "parameters": he.count_parameters(model)})
     if args.init_only:
         x, y = source.batch("val", np.arange(min(args.val_size, 64)))
-        out = he.predict(model, jnp.asarray(x))
+        out = he.predict(model, jnp.asarray(x), memory=he.Streaming(512))
         lp = jax.nn.log_softmax(out, axis=-1)
         emit({"init_loss": float(-jnp.mean(lp[jnp.arange(len(y)), y])), "logit_std": float(jnp.std(out)),
               "angles": oscillator_angles(model)})

@@ -217,8 +217,12 @@ def _predict(model, x, choices):
     return model.apply(x, choices, train=False)[0]
 
 
-def predict(model: HSSM, x, *, integrator=None):
+def predict(model: HSSM, x, *, integrator=None, memory=None):
     """Inference-mode outputs: logits (batch, out_dim) or predictions (batch, L // k, out_dim).
+
+    ``memory=he.Streaming(chunk)`` runs the stack chunk by chunk, so the memory does not grow with L (norm
+    "layer" models; the same outputs up to rounding), where the plain pass keeps every block's activations
+    over all L steps (gigabytes per sequence at L = 10⁶).
 
     Normalises with the running statistics; warns when they were never updated (a training loop that
     dropped the statistics ``value_and_grad(..., return_stats=True)`` returns). A norm "layer" model
@@ -231,4 +235,4 @@ def predict(model: HSSM, x, *, integrator=None):
                       "so inputs are normalised as if they were standard; train with hamecho.train_step, or "
                       "keep the statistics value_and_grad(..., return_stats=True) returns "
                       "(model.with_norm_stats(stats))", UserWarning, stacklevel=2)
-    return _predict(model, x, Choices(integrator=integrator))
+    return _predict(model, x, Choices(integrator=integrator, memory=memory))

@@ -176,11 +176,6 @@ def grid_cells(lengths: Sequence[int], tasks: Sequence[str], methods: Sequence[s
 
 # --- one run, in this process --------------------------------------------------------------------------------
 
-def eval_batch_size(length: int, hidden: int, batch: int) -> int:
-    """Samples per inference batch: what an (N, L, hidden) activation of ≈ 2²⁵ numbers allows, at most ``batch``."""
-    return max(1, min(batch, 2**25 // (length * hidden)))
-
-
 def _build_model(cell: Cell, source, key):
     import jax.numpy as jnp
 
@@ -203,8 +198,10 @@ def make_optimizer(model, lr: float, theta_lr: float):
     return optax.multi_transform({"core": optax.adam(theta_lr), "rest": optax.adam(lr)}, lambda params: labels)
 
 
-def evaluate(model, source, split: str, batch: int) -> dict:
-    """Accuracy and mean cross-entropy (classification) or MSE (regression) over the whole ``split``."""
+def evaluate(model, source, split: str, batch: int, chunk: int) -> dict:
+    """Accuracy and mean cross-entropy (classification) or MSE (regression) over the whole ``split``, in batches
+    of ``batch`` sequences, each streamed ``chunk`` steps at a time (``he.predict(memory=he.Streaming(chunk))``:
+    an inference pass at L = 10⁶ then needs no more memory than a training step)."""
     import jax
     import jax.numpy as jnp
 
@@ -214,7 +211,7 @@ def evaluate(model, source, split: str, batch: int) -> dict:
     correct, loss_sum, sq_sum = 0, 0.0, 0.0
     for start in range(0, n, batch):
         x, y = source.batch(split, np.arange(start, min(start + batch, n)))
-        out = he.predict(model, jnp.asarray(x))
+        out = he.predict(model, jnp.asarray(x), memory=he.Streaming(chunk))
         if source.task == "classification":
             log_p = jax.nn.log_softmax(out.astype(jnp.float64), axis=-1)
             loss_sum += float(-jnp.sum(log_p[jnp.arange(len(y)), y]))
@@ -328,7 +325,7 @@ def run_cell(cell_dir: str | Path, *, emit: Callable[[dict], None] | None = None
         if index + 1 < len(stages):
             save(index + 1, 0)     # the next stage starts here (a resume builds its optimiser afresh)
     t0 = time.perf_counter()
-    test = evaluate(model, final_source, "test", eval_batch_size(cell.length, s.hidden, s.batch))
+    test = evaluate(model, final_source, "test", s.batch, s.chunk)
     result = {"cell": cell.to_json(), "name": cell.name, "task": cell.task, "length": cell.length,
               "method": cell.method, "seed": cell.seed, "status": "diverged" if diverged else "done",
               "metric": test["metric"], "test_metric": test["value"], "test_loss": test["loss"],
