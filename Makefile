@@ -33,7 +33,7 @@ ngspice:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ngspice >/dev/null; }
 
 # The main job: linear and nonlinear HSSMs trained with BPTT and RHEL on JapaneseVowels (same seeds, steps and
-# model), comparison and gradient-alignment tables, report and plots in runs/main/ (7-8 min measured on 2 cores).
+# model), comparison and gradient-alignment tables, report and plots in runs/main/ (how long: docs/training.md, "How long it takes").
 run: $(STAMP)
 	$(VENV)/bin/hamecho run --out runs/main
 

@@ -217,7 +217,8 @@ def test_cli_missing_data_fails_before_training(tmp_path, capsys):
 
 def test_cli_check_lists_configs(tmp_path, capsys):
     assert run_cli(["train", str(write(tmp_path, GOOD)), "--check", "--seeds", "1", "2"]) == 0
-    assert "ok (cfg: synthetic/first5, linear HRU, algos bptt, rhel, seeds 1, 2)" in capsys.readouterr().out
+    assert "ok (cfg: synthetic/first5, linear HRU, algos bptt, rhel, seeds 1, 2; data: generated)" in \
+        capsys.readouterr().out  # --check finds the data too (#22 item 8)
 
 
 def test_fixed_point_integrator_is_rhel_only():

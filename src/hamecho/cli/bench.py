@@ -15,7 +15,12 @@ def add_command(subparsers) -> None:
         "bench", help="time and memory of a training step: RHEL vs BPTT (vs checkpointed BPTT)",
         description=bench.__doc__.split("\n\n")[2] + " Writes bench.md, bench.csv, bench.json and bench.png to --out.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="L = 1000, batch 4, all algorithms and models")
+    q = bench.QUICK
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a small grid: L = {', '.join(map(str, q['lengths']))}, batch "
+                             f"{', '.join(map(str, q['batches']))}, {q['reps']} timed steps, the cases "
+                             f"{', '.join(q['algos'])} on the {' and '.join(q['models'])} models (the other flags "
+                             "override it)")
     parser.add_argument("--algos", nargs="+", choices=bench.ALGOS)
     parser.add_argument("--models", nargs="+", choices=bench.MODELS)
     parser.add_argument("--lengths", nargs="+", type=positive_int)

@@ -15,6 +15,7 @@ from ..training import (
     train_config,
 )
 from ..training.config import parse_override
+from ..training.loop import locate_data
 
 
 def overrides_from_args(args) -> dict:
@@ -57,22 +58,30 @@ def add_command(subparsers) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue interrupted runs from their checkpoints")
     group.add_argument("--restart", action="store_true", help="discard checkpoints of interrupted runs")
-    parser.add_argument("--check", action="store_true", help="validate the configs and exit")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the configs, find (without reading) their data, and exit")
     parser.add_argument("--quiet", action="store_true", help="no per-evaluation lines")
     parser.set_defaults(func=main)
 
 
 def main(args) -> int:
     overrides = overrides_from_args(args)
-    configs = [load_config(path, overrides) for path in args.configs]   # all validated before any training
+    note = lambda text: print(f"hamecho train: {text}", file=sys.stderr, flush=True)
+    configs = [load_config(path, overrides, note=note) for path in args.configs]   # all validated first
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise ConfigError(f"two configurations share the name {max(names, key=names.count)!r}; give one a "
                           "different top-level name")
-    if args.check:
+    if args.check:  # the data is found (not read) too, so that a misspelled dataset fails here
+        found = []
         for c in configs:
+            try:
+                found.append(locate_data(c))
+            except ValueError as error:  # DataNotFoundError too
+                raise ConfigError(f"{c.source}: {error}") from None
+        for c, where in zip(configs, found):
             print(f"{c.source}: ok ({c.name}: {c.data.dataset}, {c.model.hru} HRU, algos {', '.join(c.train.algos)}, "
-                  f"seeds {', '.join(map(str, c.train.seeds))})")
+                  f"seeds {', '.join(map(str, c.train.seeds))}; data: {where})")
         return 0
     for c in configs:  # fail on missing data before any training starts
         load_data(c, c.train.seeds[0])

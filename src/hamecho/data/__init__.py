@@ -16,7 +16,7 @@ from .errors import DataFormatError, DataInputError, DataNotFoundError
 from .files import load_file
 from .formats import read_arff, read_idx, read_ts, read_ucr_tsv
 from .processing import DatasetSplits
-from .registry import list_datasets, load
+from .registry import list_datasets, load, locate
 
 __all__ = [
     "DataFormatError",
@@ -27,6 +27,7 @@ __all__ = [
     "list_datasets",
     "load",
     "load_file",
+    "locate",
     "read_arff",
     "read_idx",
     "read_ts",

@@ -43,7 +43,7 @@ from .processing import (
 )
 from .synthetic import SYNTHETIC_TASKS, make_first_segment, make_ppg_like
 
-__all__ = ["check_dataset_name", "list_datasets", "load", "read_pair"]
+__all__ = ["check_dataset_name", "list_datasets", "load", "locate", "read_pair"]
 
 SYNTHETIC_LENGTH = 1_000
 SYNTHETIC_SAMPLES = 512
@@ -187,25 +187,58 @@ def load(name: str | Path, root: str | Path | None = None, *, seed: int = DEFAUL
     if file_options:
         raise ValueError(f"{', '.join(sorted(file_options))}: options for data files, but {name!r} is a dataset "
                          "name (a file path ends in .npz, .csv, .parquet, .ts, .arff or .tsv)")
+    kind, ds = _parse_name(name)
+    if kind in ARCHIVES:
+        return _load_archive(kind, ds, f"{kind}/{ds}", root, seed, time_channel, length, num_samples,
+                             split_dir, download)
+    if kind == "synthetic":
+        return _load_synthetic(ds, seed, time_channel, length, num_samples)
+    if kind == "ppg":
+        return _load_ppg(root, seed, time_channel, length, num_samples, split_dir, ppg_window, ppg_stride)
+    return _load_fashion(root, seed, time_channel, length, num_samples, split_dir, download)
+
+
+def _parse_name(name: str) -> tuple[str, str | None]:
+    """(kind, dataset) of a dataset name: ("uea" or "ucr", <Name>), ("synthetic", <task>), ("ppg", None) or
+    ("fashion-mnist", None); ``ValueError`` for a name of no known form."""
     key = name.strip()
     low = key.lower()
     if "/" in key:
         kind, _, ds = key.partition("/")
         kind = kind.lower()
         if kind in ARCHIVES and ds:
-            return _load_archive(kind, ds, f"{kind}/{ds}", root, seed, time_channel, length, num_samples,
-                                 split_dir, download)
+            return kind, ds
         if kind == "synthetic" and ds.lower() in SYNTHETIC_TASKS:
-            return _load_synthetic(ds.lower(), seed, time_channel, length, num_samples)
+            return kind, ds.lower()
     elif low in PPG_NAMES:
-        return _load_ppg(root, seed, time_channel, length, num_samples, split_dir, ppg_window, ppg_stride)
+        return "ppg", None
     elif low in FASHION_NAMES:
-        return _load_fashion(root, seed, time_channel, length, num_samples, split_dir, download)
+        return "fashion-mnist", None
     raise ValueError(
         f"unknown dataset name {name!r}; expected uea/<Name>, ucr/<Name>, ppg, fashion-mnist, "
         + ", ".join(f"synthetic/{t}" for t in SYNTHETIC_TASKS)
         + " or the path of a data file (.npz, .csv, .parquet, .ts, .arff, .tsv)"
     )
+
+
+def locate(name: str | Path, root: str | Path | None = None, *, download: bool | None = None) -> str:
+    """Where :func:`load` would read ``name`` from (the same search, the same errors), found without reading
+    the files: what ``hamecho train --check`` reports. A path must be an existing file; a synthetic task is
+    "generated"."""
+    if looks_like_path(name):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise DataNotFoundError(f"{path}: no such data file")
+        return f"file {path}"
+    kind, ds = _parse_name(name)
+    if kind in ARCHIVES:
+        (train_path, test_path), where = sources.find_archive_pair(kind, ds, root, download)
+        return f"{where}: {train_path.name}, {test_path.name}"
+    if kind == "synthetic":
+        return "generated"
+    if kind == "ppg":
+        return sources.find_ppg(root)[1]
+    return sources.find_fashion(root, download)[1]
 
 
 def check_dataset_name(name: str) -> str | None:

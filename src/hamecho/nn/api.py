@@ -113,8 +113,21 @@ def check_inputs(model: HSSM, x, y=None):
     if y is None:
         return
     y_shape = tuple(jnp.shape(y))
+    if y_shape[:1] == (shape[1],) and shape[1] != shape[0]:
+        raise ValueError(f"x has shape {shape} and y has {shape[1]} rows, matching x's second axis, not its first: "
+                         "x looks time-major (length, batch, features). Models take batch-first x of shape "
+                         f"(batch, length, in_dim) (layers are time-major): pass x.transpose(1, 0, 2), of shape "
+                         f"{(shape[1], shape[0], shape[2])}")
     if model.task == "classification":
         if y_shape != (shape[0],):
+            if len(y_shape) == 3 and y_shape[0] == shape[0] and jnp.issubdtype(jnp.result_type(y), jnp.floating):
+                raise ValueError(
+                    f"y has shape {y_shape}, the shape of regression targets (batch, length // output_step, "
+                    f"out_dim), but the model is a classifier that needs integer labels of shape ({shape[0]},): "
+                    "the dataset was read as regression (hamecho.data reads float labels, even whole numbers, "
+                    "as regression targets). For classes, load it with task=\"classification\" "
+                    "(from_arrays(X, y, task=\"classification\") or load_file(path, task=\"classification\")), "
+                    "or give integer labels")
             raise ValueError(f"y must be integer labels of shape ({shape[0]},); got shape {y_shape}")
         if not jnp.issubdtype(jnp.result_type(y), jnp.integer):
             raise ValueError(f"y must hold integer class labels; got dtype {jnp.result_type(y)}")

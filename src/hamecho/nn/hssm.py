@@ -72,7 +72,7 @@ class Block(eqx.Module):
         (a whole-stack memory, ``Streaming``, needs the HSSM)."""
         choices = Choices(gradient=gradient, integrator=integrator, memory=memory)
         check_compatible(choices.gradient, choices.integrator, choices.memory, block_alone=True)
-        x, restore = time_major(x, batch_first)
+        x, restore = time_major(x, batch_first, width=self.hru.B.shape[1], name="x")
         out, stats = self.apply(x, choices, train=train, key=key)
         return restore(out), stats
 

@@ -33,11 +33,16 @@ from ..core.hamiltonians import LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN, Separ
 PyTree = Any
 
 
-def time_major(u, batch_first: bool):
+def time_major(u, batch_first: bool, width: int | None = None, name: str = "u"):
     """u as (L, N, H) and the function that puts an output back in u's layout.
 
-    u: (L, N, H) time-major, (N, L, H) with ``batch_first``, or one sequence (L, H).
+    u: (L, N, H) time-major, (N, L, H) with ``batch_first``, or one sequence (L, H). ``width``: the H the
+    caller expects (``ValueError`` naming ``name`` and the width otherwise; None: not checked).
     """
+    if width is not None and u.ndim in (2, 3) and u.shape[-1] != width:
+        raise ValueError(f"{name} has {u.shape[-1]} features per step (shape {u.shape}) but the layer expects "
+                         f"{width}: {name} is (L, N, {width}) time-major, (N, L, {width}) with batch_first=True, or "
+                         f"one sequence (L, {width})")
     if u.ndim == 2:
         return u[:, None], lambda out: out[:, 0]
     if u.ndim != 3:
@@ -270,7 +275,7 @@ class HRU(eqx.Module):
         by ``integrator`` (default ``AutoLeapfrog()``: per Hamiltonian, ``hamecho.core.choices``). Also
         (N, L, H) with ``batch_first=True`` and one sequence (L, H) → (L, H)."""
         choices = Choices(gradient=gradient, integrator=integrator)
-        u, restore = time_major(u, batch_first)
+        u, restore = time_major(u, batch_first, width=self.B.shape[1])
         return restore(self.apply(u, choices))
 
     def apply(self, u, choices: Choices):
@@ -286,7 +291,7 @@ class HRU(eqx.Module):
         """How far the free (ε = 0) echo of input u (L, N, H) misses the initial state (relative; see
         ``hamecho.core.engine.relative_retrace_error``), with ``integrator`` (default ``AutoLeapfrog()``).
         u in any layout ``__call__`` takes."""
-        u, _ = time_major(u, batch_first)
+        u, _ = time_major(u, batch_first, width=self.B.shape[1])
         return core_retrace_error(self.hamiltonian, self.core_parameters(), self.drives(u), integrator)
 
 

@@ -46,7 +46,7 @@ from typing import Any
 
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "Config", "load_config", "config_from_dict",
-    "parse_override", "PAPER_SEEDS", "ALGOS", "DTYPES", "train_choices",
+    "parse_override", "PAPER_SEEDS", "ALGOS", "DTYPES", "train_choices", "fit_eval_every_to_steps",
 ]
 
 from ..core.choices import Choices, check_compatible
@@ -552,13 +552,40 @@ def read_toml(path: str | Path, what: str = "config file") -> dict:
         raise ConfigError(f"{path}: not UTF-8 text: {error}") from None
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+def fit_eval_every_to_steps(raw: dict, overrides: dict[str, Any]) -> str | None:
+    """The one rule for a run shortened from the command line (``hamecho train --steps``, ``hamecho run
+    --steps``): when ``train.steps`` is overridden, ``train.eval_every`` is not, and the configuration's
+    ``eval_every`` (or its default) exceeds the new ``steps``, evaluate every ``steps`` steps instead.
+    Changes ``raw`` (the parsed TOML with the overrides merged) in place and returns the note to print
+    (None when nothing changed). A file whose own ``eval_every`` exceeds its own ``steps`` is still an error."""
+    steps = overrides.get("train.steps")
+    if steps is None or overrides.get("train.eval_every") is not None or not isinstance(raw.get("train"), dict):
+        return None
+    train = raw["train"]
+    every = train.get("eval_every", _field_default(TrainConfig, "eval_every"))
+    if not (isinstance(steps, int) and isinstance(every, int)) or isinstance(steps, bool) or not 0 < steps < every:
+        return None  # nothing to fit, or a value the validation will name
+    train["eval_every"] = steps
+    return (f"note: train.eval_every = {every} is more than the {steps} steps asked for; evaluating every "
+            f"{steps} steps instead (give --set train.eval_every=N to choose)")
+
+
+def _field_default(cls, name: str):
+    return next(f.default for f in _keys(cls) if f.name == name)
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None, *, note=None) -> Config:
     """Read, merge overrides into and validate a TOML configuration file (a relative ``data.path`` in it is
-    relative to the file's folder)."""
+    relative to the file's folder). A ``train.steps`` override below the configuration's ``eval_every``
+    lowers ``eval_every`` to it (:func:`fit_eval_every_to_steps`); ``note(text)`` is told so, prefixed with
+    the file (None: not told)."""
     path = Path(path)
     source = str(path)
     raw = read_toml(path)
     if overrides:
         raw = apply_overrides(raw, overrides, source)
+        fitted = fit_eval_every_to_steps(raw, overrides)
+        if fitted is not None and note is not None:
+            note(f"{source}: {fitted}")
     return config_from_dict(raw, source=source, default_name=default_name_for(path),
                             base_dir=path.resolve().parent)

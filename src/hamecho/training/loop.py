@@ -71,13 +71,28 @@ def load_data(config: Config, seed: int):
 
     d = config.data
     if d.path is not None:
-        path = Path(d.path).expanduser()
-        if not path.is_absolute() and config.base_dir is not None:
-            path = Path(config.base_dir) / path
-        return load_file(path, seed=seed, split_dir=d.split_dir, length=d.length, time_channel=d.time_channel,
-                         num_samples=d.num_samples)
+        return load_file(data_file(config), seed=seed, split_dir=d.split_dir, length=d.length,
+                         time_channel=d.time_channel, num_samples=d.num_samples)
     return load(d.name, d.data_dir, seed=seed, time_channel=d.time_channel, length=d.length,
                 num_samples=d.num_samples, split_dir=d.split_dir, ppg_window=d.ppg_window, ppg_stride=d.ppg_stride)
+
+
+def data_file(config: Config) -> Path:
+    """The configuration's ``data.path``, a relative one taken from ``config.base_dir``."""
+    path = Path(config.data.path).expanduser()
+    if not path.is_absolute() and config.base_dir is not None:
+        path = Path(config.base_dir) / path
+    return path
+
+
+def locate_data(config: Config) -> str:
+    """Where the configuration's data is, found as :func:`load_data` finds it but without reading the files
+    (``hamecho train --check``); the same ``DataNotFoundError`` (with close names) or ``ValueError``."""
+    from ..data import locate
+
+    if config.data.path is not None:
+        return locate(data_file(config))
+    return locate(config.data.name, config.data.data_dir)
 
 
 def build_model(config: Config, data, seed: int) -> HSSM:
