@@ -37,7 +37,7 @@ CASES = [
     ("bptt-batch-timechunks", 4, "linear", "batch", he.BPTT(), he.TimeChunks(16), "float64"),
     ("rhel-layer-streaming", 4, "linear", "layer", he.RHEL(), he.Streaming(16), "float64"),
     ("bptt-layer", 2, "linear", "layer", he.BPTT(), None, "float64"),
-    ("rhel-nonlinear-layer-streaming-float32", 2, "nonlinear", "layer", he.RHEL(), he.Streaming(16), "float32"),
+    ("rhel-layer-streaming-float32", 2, "linear", "layer", he.RHEL(), he.Streaming(16), "float32"),
 ]
 
 

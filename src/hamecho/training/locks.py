@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -61,12 +62,17 @@ class RunLock:
         self.holder_path = self.path.with_name(self.path.name + ".holder")
         self._lock = FileLock(str(self.path), timeout=0)
 
-    def holder(self) -> dict:
-        """The holder record (empty when there is none or it cannot be read)."""
-        try:
-            return json.loads(self.holder_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
+    def holder(self, wait_s: float = 0.0) -> dict:
+        """The holder record (empty when there is none or it cannot be read); ``wait_s``: how long to wait for a
+        holder that has just taken the lock to write it."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return json.loads(self.holder_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                if time.monotonic() >= deadline:
+                    return {}
+                time.sleep(0.05)
 
     def acquire(self, label: str) -> None:
         """Take the lock without waiting, and record this process as its holder; :class:`RunBusy` (one line,
@@ -75,7 +81,7 @@ class RunLock:
         try:
             self._lock.acquire()
         except Timeout:
-            holder = self.holder()
+            holder = self.holder(wait_s=2.0)
             raise RunBusy(f"{label} is being trained by {_describe(holder)} (lock {self.path}); skipped",
                           holder) from None
         atomic_write_json(self.holder_path, {
