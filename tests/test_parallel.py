@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import hamecho as he
 from hamecho import cli
 from hamecho.tools.sweep import build_sweep, ray_resources
 from hamecho.training import load_checkpoint, read_result
@@ -59,6 +60,47 @@ def test_sharded_train_step_equals_the_unsharded_step(group):
         assert r["collectives"]["reduced_elements"] <= 2 * r["parameters_count"] < r["activation_elements"]
         assert results["refusal"] == ("the batch size 6 is not a multiple of the 4 devices it is split over; use a "
                                       "multiple of 4 or fewer devices")
+
+
+# --- the cores' per-sample sums (used on several devices) against the per-step batch sums --------------
+
+# (HRU, choices): every core loop that sums θ's gradient (the echo, BPTT's reverse scan with and without
+# checkpoints, the fixed-point echo); the nonlinear HRU's δ is a parameter of its own
+CORE_CASES = {"nonlinear-rhel": ("nonlinear", dict(gradient=he.RHEL())),
+              "nonlinear-bptt": ("nonlinear", dict(gradient=he.BPTT())),
+              "nonlinear-bptt-checkpointed": ("nonlinear", dict(gradient=he.BPTT(checkpoint_every=5))),
+              "nonlinear-rhel-fixed-point": ("nonlinear", dict(gradient=he.RHEL(),
+                                                               integrator=he.FixedPointLeapfrog())),
+              "linear-rhel-one-sided": ("linear", dict(gradient=he.RHEL(eps=0.01, estimator="one_sided")))}
+
+
+@pytest.mark.usefixtures("x64")
+@pytest.mark.parametrize("case", sorted(CORE_CASES))
+def test_per_sample_sums_equal_the_per_step_batch_sums(case, monkeypatch):
+    """On several devices the cores sum θ's gradient per sample over time, then over the batch once
+    (``per_sample_sums``); on one device over the batch at every step. Same gradient, float64."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from hamecho.core import fixed_point, integrators
+
+    hru, choices = CORE_CASES[case]
+    kind = he.LinearHRU if hru == "linear" else he.NonlinearHRU
+    layer = kind(4, 3, key=jax.random.PRNGKey(0), dtype=jnp.float64)
+    u = jax.random.normal(jax.random.PRNGKey(1), (12, 3, 4), jnp.float64)
+    loss = lambda m: jnp.sum(jnp.sin(m(u, **choices)))
+    results, programs = {}, {}
+    for per_sample in (False, True):
+        for module in (integrators, fixed_point):
+            monkeypatch.setattr(module, "per_sample_sums", lambda flag=per_sample: flag)
+        results[per_sample] = jax.tree_util.tree_leaves(eqx.filter_grad(loss)(layer))
+        programs[per_sample] = str(jax.make_jaxpr(lambda m: eqx.filter_grad(loss)(m))(layer))
+    assert programs[True] != programs[False]      # the other summation did run
+    scale = max(float(jnp.max(jnp.abs(g))) for g in results[False])
+    assert scale > 1e-3
+    difference = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(results[False], results[True], strict=True))
+    assert difference <= 1e-12 * scale, difference
 
 
 # --- hamecho train over several devices and processes ----------------------------------------------------
