@@ -41,6 +41,9 @@ CASES = [
 ]
 
 
+HLO_CASES = ("rhel-batch", "bptt-layer")   # the compiled program is read for these
+
+
 def arrays(tree):
     return [np.asarray(a) for a in jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_array))]
 
@@ -57,16 +60,22 @@ def norm_statistics(model):
 
 
 def collectives(compiled_text: str) -> dict:
-    """Cross-device operations of a compiled program: which kinds occur, and the elements all-reduced."""
-    kinds = sorted(set(re.findall(r"= [^=]*?\b(all-gather|all-to-all|collective-permute|reduce-scatter|all-reduce)"
+    """Cross-device operations of a compiled program: which kinds occur, the elements all-reduced, and how
+    many all-reduces sit in the body of a loop (run at every iteration, e.g. every time step)."""
+    kinds = sorted(set(re.findall(r"\b(all-gather|all-to-all|collective-permute|reduce-scatter|all-reduce)"
                                   r"(?:-start)?\(", compiled_text)))
-    reduced = 0
+    loop_bodies = set(re.findall(r"body=%?([\w.\-]+)", compiled_text))
+    reduced, in_loops, computation = 0, 0, None
     for line in compiled_text.splitlines():
+        if line and not line.startswith(" ") and line.rstrip().endswith("{"):
+            computation = line.split()[1 if line.startswith("ENTRY") else 0].lstrip("%")
         if re.search(r"\ball-reduce(-start)?\(", line):
+            in_loops += computation in loop_bodies
             result_type = line.split("=", 1)[1].split("all-reduce", 1)[0]
             for dims in re.findall(r"[a-z]\d+\[([\d,]*)\]", result_type):
                 reduced += int(np.prod([int(d) for d in dims.split(",") if d])) if dims else 1
-    return {"kinds": kinds, "reduced_elements": reduced}
+    return {"kinds": kinds, "reduced_elements": reduced, "all_reduces_in_loops": in_loops,
+            "loops": len(loop_bodies)}
 
 
 def run_case(name, devices, hru, norm, gradient, memory, dtype):
@@ -107,7 +116,9 @@ def run_case(name, devices, hru, norm, gradient, memory, dtype):
         reference_logits, logits = he.predict(ref_model, x), he.predict(new_model, xs)
         out["predict"] = float(np.max(np.abs(np.asarray(logits) - np.asarray(reference_logits))))
         out["predict_sharded"] = not logits.sharding.is_fully_replicated
-        # the compiled step moves gradients and norm statistics between devices, never the batch
+    if name in HLO_CASES:
+        # the compiled step moves gradients and norm statistics between devices, never the batch, and
+        # not inside the time loops
         choices = choices_from(None, gradient=gradient, memory=memory)
         text = api._train_step.lower(sharded_model, sharded_state, xs, ys, OPTIMIZER, choices,
                                      key).compile().compiled.as_text()
