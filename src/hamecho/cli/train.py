@@ -1,6 +1,7 @@
 """``hamecho train CONFIG.toml ...``: every (algorithm, seed) of each configuration (``hamecho.training``)."""
 from __future__ import annotations
 
+import argparse
 import sys
 
 from ..training import (
@@ -70,7 +71,7 @@ def devices_value(text: str) -> int | str:
         return text
     if text.isdigit() and int(text) >= 1:
         return int(text)
-    raise ValueError(f"--devices takes a positive integer or 'all'; got {text!r}")
+    raise argparse.ArgumentTypeError(f"a positive integer or 'all'; got {text!r}")
 
 
 def add_parallel_flags(parser) -> None:
