@@ -125,6 +125,14 @@ def run_case(name, devices, hru, norm, gradient, memory, dtype):
         out["collectives"] = collectives(text)
         out["parameters_count"] = count_parameters(model)
         out["activation_elements"] = N * L * 8
+    if name == "rhel-batch":
+        # the input check (NaN/Inf count, in slices) on a sharded batch large enough to be sliced: counted
+        # where it lies, not gathered
+        big = np.zeros((N, 8192, IN), dtype)
+        big[1, 5, 2], big[N - 1, -1, 0], big[0, 3000, 1] = np.nan, np.inf, -np.inf
+        big_sharded = dp.shard(big)
+        out["input_check"] = collectives(api._not_finite.lower(big_sharded).compile().as_text()) | {
+            "count": int(api._not_finite(big_sharded))}
     return out
 
 

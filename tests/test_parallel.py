@@ -63,6 +63,8 @@ def test_sharded_train_step_equals_the_unsharded_step(group):
             assert c["kinds"] == ["all-reduce"], c
             assert c["reduced_elements"] <= 2 * r["parameters_count"] < r["activation_elements"], c
             assert c["loops"] >= 2 and c["all_reduces_in_loops"] == 0, c
+        check = cases["rhel-batch"]["input_check"]
+        assert check["kinds"] == ["all-reduce"] and check["loops"] >= 1 and check["count"] == 3, check
         assert results["refusal"] == ("the batch size 6 is not a multiple of the 4 devices it is split over; use a "
                                       "multiple of 4 or fewer devices")
 

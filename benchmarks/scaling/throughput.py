@@ -18,7 +18,10 @@ feeds its own rows. A setting compiles and runs one step, then times ``--steps``
 the batch over the median step time. Rounds run every setting once each, the order rotating, so that a
 busy period of a shared machine hits every setting alike; reported per setting: the median over rounds of
 its throughput, and per round the ratio to the 1-device setting of that round. The load average is
-recorded before and after each setting.
+recorded before and after each setting, and so is the CPU time (user + system, summed over a setting's
+processes) of the timed steps: on a machine shared with other work, wall-clock throughput measures the
+share of the cores a setting got as much as the setting, while CPU seconds per sample measure what it
+costs.
 """
 from __future__ import annotations
 
@@ -79,14 +82,15 @@ def worker(args) -> None:
     start = time.perf_counter()
     model, opt_state, loss = step(model, opt_state)
     first = time.perf_counter() - start
-    times = []
+    times, cpu_start = [], os.times()
     for _ in range(args.steps):
         start = time.perf_counter()
         model, opt_state, loss = step(model, opt_state)
         times.append(time.perf_counter() - start)
-    if jax.process_index() == 0:
-        print(json.dumps({"devices": jax.device_count(), "processes": jax.process_count(), "first_step_s": first,
-                          "step_s": times, "loss": loss}), flush=True)
+    cpu_end = os.times()
+    cpu = (cpu_end.user - cpu_start.user) + (cpu_end.system - cpu_start.system)
+    print(json.dumps({"devices": jax.device_count(), "processes": jax.process_count(), "first_step_s": first,
+                      "step_s": times, "loss": loss, "cpu_s": cpu, "process": jax.process_index()}), flush=True)
 
 
 # --- the driver --------------------------------------------------------------------------------------------
@@ -116,9 +120,12 @@ def run_setting(name: str, args) -> dict:
     for child, (_, err) in zip(children, outputs):
         if child.returncode != 0:
             raise RuntimeError(f"{name}: a process failed:\n{err[-3000:]}")
-    row = json.loads(outputs[0][0].strip().splitlines()[-1])
+    reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    row = reports[0]
     median = statistics.median(row["step_s"])
+    cpu = sum(r["cpu_s"] for r in reports)   # every process's CPU time over the timed steps
     return row | {"setting": name, "median_step_s": median, "samples_per_s": args.batch / median,
+                  "cpu_s_per_sample": cpu / (args.steps * args.batch),
                   "load_before": load_before, "load_after": os.getloadavg()[0]}
 
 
@@ -149,7 +156,8 @@ def main(argv=None) -> int:
             row = run_setting(name, args) | {"round": r}
             rows.append(row)
             print(f"round {r}: {name}: {row['samples_per_s']:.3f} samples/s (median step {row['median_step_s']:.2f} s,"
-                  f" load {row['load_before']:.1f} -> {row['load_after']:.1f})", flush=True)
+                  f" {row['cpu_s_per_sample']:.2f} CPU s per sample, load {row['load_before']:.1f} -> "
+                  f"{row['load_after']:.1f})", flush=True)
     summary = {}
     first = args.settings[0]
     for name in args.settings:
@@ -157,9 +165,12 @@ def main(argv=None) -> int:
         ratios = [row["samples_per_s"] / next(b["samples_per_s"] for b in rows
                                               if b["setting"] == first and b["round"] == row["round"]) for row in mine]
         summary[name] = {"samples_per_s": statistics.median(row["samples_per_s"] for row in mine),
-                         "ratio_to_first": statistics.median(ratios), "ratios": ratios}
+                         "ratio_to_first": statistics.median(ratios), "ratios": ratios,
+                         "cpu_s_per_sample": statistics.median(row["cpu_s_per_sample"] for row in mine),
+                         "load": statistics.median(row["load_before"] for row in mine)}
         print(f"{name}: {summary[name]['samples_per_s']:.3f} samples/s, x{summary[name]['ratio_to_first']:.2f} "
-              f"(per round {', '.join(f'{v:.2f}' for v in ratios)})")
+              f"(per round {', '.join(f'{v:.2f}' for v in ratios)}); "
+              f"{summary[name]['cpu_s_per_sample']:.2f} CPU s per sample")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"length": args.length, "batch": args.batch, "streaming": args.streaming,
