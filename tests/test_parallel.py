@@ -279,3 +279,39 @@ def test_ray_reserves_the_devices_of_a_run():
     assert ray_resources(one, cluster_gpus=8) == {"num_cpus": 1.0, "num_gpus": 0.0, "max_retries": 3}
     with pytest.raises(ValueError, match="devices must be a number >= 1"):
         build_sweep(configs=[str(HERE.parent / "configs" / "linear" / "JapaneseVowels.toml")], devices=0)
+
+
+# --- starting the processes: what the flags and the environment ask for ---------------------------------
+
+def test_when_a_multi_process_run_is_asked_for(monkeypatch):
+    from hamecho.training import processes
+
+    for name in ("JAX_COORDINATOR_ADDRESS", *processes.CLUSTER_SIZES):
+        monkeypatch.delenv(name, raising=False)
+    assert not processes.launched_by_cluster()
+    assert processes.start() is False                       # no flags, no launcher: one process, nothing started
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
+    assert not processes.launched_by_cluster()              # a one-task Slurm step is one process
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
+    assert processes.launched_by_cluster()                  # mpirun -n 4
+    monkeypatch.delenv("OMPI_COMM_WORLD_SIZE")
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:4455")
+    assert processes.launched_by_cluster()
+    # refused before anything starts, in one sentence
+    with pytest.raises(ValueError, match=r"the process id must be in 0\.\.1; got 2"):
+        processes.start("127.0.0.1:4455", 2, 2)
+    with pytest.raises(ValueError, match="the number of processes must be at least 1; got 0"):
+        processes.start("127.0.0.1:4455", 0, 0)
+    with pytest.raises(ValueError, match="the coordinator must be HOST:PORT"):
+        processes.start("localhost", 2, 0)
+    assert processes.start("127.0.0.1:4455", 1, 0) is False   # one process needs no runtime
+
+
+def test_a_lost_process_is_described_in_one_line():
+    from hamecho.training.processes import describe_failure
+
+    line, code = describe_failure(ValueError("UNKNOWN: Gloo AllGather failed: [external/gloo/gloo/transport/tcp/"
+                                             "pair.cc:547] Connection closed by peer [127.0.0.1]:4511"))
+    assert code == 1 and line.startswith("lost contact with another process of this run (UNKNOWN: Gloo")
+    assert describe_failure(ValueError("the batch size 8 is not a multiple of the 3 devices")) == (
+        "the batch size 8 is not a multiple of the 3 devices", 2)
