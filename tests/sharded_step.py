@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import hamecho as he  # noqa: E402
-from hamecho.keywords import choices_from  # noqa: E402
+from hamecho.core.choices import Choices  # noqa: E402
 from hamecho.nn import api  # noqa: E402
 from hamecho.nn.hssm import count_parameters  # noqa: E402
 
@@ -119,7 +119,7 @@ def run_case(name, devices, hru, norm, gradient, memory, dtype):
     if name in HLO_CASES:
         # the compiled step moves gradients and norm statistics between devices, never the batch, and
         # not inside the time loops
-        choices = choices_from(None, gradient=gradient, memory=memory)
+        choices = Choices(gradient=gradient, memory=memory)
         text = api._train_step.lower(sharded_model, sharded_state, xs, ys, OPTIMIZER, choices,
                                      key).compile().compiled.as_text()
         out["collectives"] = collectives(text)

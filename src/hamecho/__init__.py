@@ -5,29 +5,32 @@
     loss, grads = he.value_and_grad(model, x, y, gradient=he.RHEL(eps=0.1))
     model, opt_state, loss = he.train_step(model, opt_state, x, y, optimizer, key=key)
 
-Choices are small objects (docs/api.md): gradient ``RHEL`` | ``BPTT``; integrator ``Leapfrog`` |
-``AffineLeapfrog`` | ``FixedPointLeapfrog``; memory ``None`` | ``RecomputeBlocks`` | ``TimeChunks`` |
-``Streaming`` (the whole stack with memory flat in the sequence length: RHEL, ``HSSM(norm="layer")``).
+Choices are small objects (docs/api.md): gradient ``RHEL`` | ``BPTT``; integrator ``AutoLeapfrog`` (the
+default: the leapfrog, its scan chosen per Hamiltonian) | ``Leapfrog`` | ``AffineLeapfrog`` |
+``FixedPointLeapfrog``; memory ``None`` | ``RecomputeBlocks`` | ``TimeChunks`` | ``Streaming`` (the whole
+stack with memory flat in the sequence length: RHEL, ``HSSM(norm="layer")``).
 The layout of the package is described in docs/design.md.
 """
 __version__ = "0.1.0"
 
 from .core.affine import AffineLeapfrog  # noqa: E402
+from .core.choices import AutoLeapfrog  # noqa: E402
 from .core.engine import hamiltonian_core  # noqa: E402
 from .core.fixed_point import FixedPointLeapfrog  # noqa: E402
 from .core.gradients import BPTT, RHEL, AbstractGradient  # noqa: E402
 from .core.hamiltonians import SeparableHamiltonian  # noqa: E402
 from .core.integrators import AbstractIntegrator, Leapfrog  # noqa: E402
-from .keywords import CoreOptions  # noqa: E402
+from .core.memory import AbstractMemory  # noqa: E402
 from .nn.api import init_optimizer, predict, train_step, value_and_grad  # noqa: E402
 from .nn.hssm import HSSM, cast, count_parameters, trainable  # noqa: E402
+from .nn.keywords import CoreOptions  # noqa: E402
 from .nn.layers import HRU, LinearHRU, NonlinearHRU, retrace_error  # noqa: E402
-from .nn.memory import AbstractMemory, RecomputeBlocks, TimeChunks  # noqa: E402
+from .nn.memory import RecomputeBlocks, TimeChunks  # noqa: E402
 from .nn.parallel import DataParallel, data_parallel  # noqa: E402
 from .nn.streaming import Streaming  # noqa: E402
 
-__all__ = ["AbstractGradient", "AbstractIntegrator", "AbstractMemory", "AffineLeapfrog", "BPTT", "CoreOptions",
-           "DataParallel", "FixedPointLeapfrog", "HRU", "HSSM", "Leapfrog", "LinearHRU", "NonlinearHRU", "RHEL",
-           "RecomputeBlocks", "SeparableHamiltonian", "Streaming", "TimeChunks", "cast", "count_parameters",
-           "data_parallel", "hamiltonian_core", "init_optimizer", "predict", "retrace_error", "train_step",
-           "trainable", "value_and_grad", "__version__"]
+__all__ = ["AbstractGradient", "AbstractIntegrator", "AbstractMemory", "AffineLeapfrog", "AutoLeapfrog", "BPTT",
+           "CoreOptions", "DataParallel", "FixedPointLeapfrog", "HRU", "HSSM", "Leapfrog", "LinearHRU",
+           "NonlinearHRU", "RHEL", "RecomputeBlocks", "SeparableHamiltonian", "Streaming", "TimeChunks", "cast",
+           "count_parameters", "data_parallel", "hamiltonian_core", "init_optimizer", "predict", "retrace_error",
+           "train_step", "trainable", "value_and_grad", "__version__"]
