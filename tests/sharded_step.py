@@ -132,7 +132,7 @@ def run_case(name, devices, hru, norm, gradient, memory, dtype):
         big[1, 5, 2], big[N - 1, -1, 0], big[0, 3000, 1] = np.nan, np.inf, -np.inf
         big_sharded = dp.shard(big)
         out["input_check"] = collectives(api._not_finite.lower(big_sharded).compile().as_text()) | {
-            "count": int(api._not_finite(big_sharded))}
+            "count": int(api._not_finite(big_sharded)), "samples": N, "batch_elements": big.size}
     return out
 
 

@@ -54,9 +54,12 @@ def test_sharded_train_step_equals_the_unsharded_step(group):
         r = cases["rhel-batch"]
         assert r["plain_jax"] <= 1e-15                        # jax.device_put with NamedSharding: the same step
         assert r["predict"] <= 1e-12 and r["predict_sharded"]
-        # the input check (NaN/Inf count) of a sharded batch counts every shard where it lies
+        # the input check (NaN/Inf count) of a sharded batch counts every shard where it lies: its only
+        # collective is the all-reduce of the counts (at most one number per sample), never the batch
         check = r["input_check"]
         assert check["kinds"] == ["all-reduce"] and check["loops"] >= 1 and check["count"] == 3, check
+        assert check["reduced_elements"] <= check["samples"] < check["batch_elements"], check
+        assert check["all_reduces_in_loops"] == 0, check
         assert results["refusal"] == ("the batch size 6 is not a multiple of the 4 devices it is split over; use a "
                                       "multiple of 4 or fewer devices")
     for name in ("rhel-batch", "bptt-layer"):
