@@ -26,10 +26,11 @@ from .nn.hssm import HSSM, cast, count_parameters, trainable  # noqa: E402
 from .nn.keywords import CoreOptions  # noqa: E402
 from .nn.layers import HRU, LinearHRU, NonlinearHRU, retrace_error  # noqa: E402
 from .nn.memory import RecomputeBlocks, TimeChunks  # noqa: E402
+from .nn.parallel import DataParallel, data_parallel  # noqa: E402
 from .nn.streaming import Streaming  # noqa: E402
 
 __all__ = ["AbstractGradient", "AbstractIntegrator", "AbstractMemory", "AffineLeapfrog", "AutoLeapfrog", "BPTT",
-           "CoreOptions", "FixedPointLeapfrog", "HRU", "HSSM", "Leapfrog", "LinearHRU", "NonlinearHRU", "RHEL",
-           "RecomputeBlocks", "SeparableHamiltonian", "Streaming", "TimeChunks", "cast", "count_parameters",
-           "hamiltonian_core", "init_optimizer", "predict", "retrace_error", "train_step", "trainable",
-           "value_and_grad", "__version__"]
+           "CoreOptions", "DataParallel", "FixedPointLeapfrog", "HRU", "HSSM", "Leapfrog", "LinearHRU",
+           "NonlinearHRU", "RHEL", "RecomputeBlocks", "SeparableHamiltonian", "Streaming", "TimeChunks", "cast",
+           "count_parameters", "data_parallel", "hamiltonian_core", "init_optimizer", "predict", "retrace_error",
+           "train_step", "trainable", "value_and_grad", "__version__"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
+from pathlib import Path
 
 # Modules that contribute sub-commands, in the order they appear in ``--help``.
 COMMAND_MODULES = (
@@ -42,11 +44,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def one_line_warnings(command: str):
+    """A ``warnings.showwarning`` that prints hamecho's own user warnings as ``hamecho COMMAND: warning: ...``
+    (no source line); other warnings look as usual."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UserWarning) and Path(filename).resolve().is_relative_to(PACKAGE):
+            print(f"hamecho {command}: warning: {message}", file=sys.stderr if file is None else file, flush=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = one_line_warnings(args.command)
+            return int(args.func(args) or 0)
     except ValueError as error:  # bad user input: one clear line, no traceback
         print(f"hamecho {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -31,6 +31,9 @@ def add_command(subparsers) -> None:
     parser.add_argument("--ray-address", help="address of an existing Ray cluster (implies --ray)")
     parser.add_argument("--cpus-per-run", type=float, help="Ray: CPUs reserved per run (default 1)")
     parser.add_argument("--gpus-per-run", type=float, help="Ray: GPUs reserved per run (default 0)")
+    parser.add_argument("--devices-per-run", type=int, metavar="N",
+                        help="each run data-parallel over N devices of its node (default 1): on Ray, N GPUs where "
+                             "the cluster has GPUs, else N CPUs; in the local pool, N CPU devices")
     parser.add_argument("--retries", type=int, help="re-runs of a run whose worker died (default 3)")
     parser.add_argument("--search", action="append", metavar="paper|SECTION.KEY=V1,V2,...",
                         help="hyperparameter search: 'paper' (the peers' grid: lr, time channel, hidden, blocks, "
@@ -60,7 +63,8 @@ def search_from_args(items) -> dict | str | None:
 def main(args) -> int:
     overrides = dict(parse_override(text) for text in (args.set or ()))
     given = dict(algos=args.algos, seeds=args.seeds, out=args.out, workers=args.workers, cpus=args.cpus_per_run,
-                 gpus=args.gpus_per_run, retries=args.retries, search=search_from_args(args.search))
+                 gpus=args.gpus_per_run, retries=args.retries, search=search_from_args(args.search),
+                 devices=args.devices_per_run)
     if args.spec:
         if args.config:
             given["configs"] = args.config
@@ -84,6 +88,8 @@ def main(args) -> int:
         outcome = run_local(sweep)
     print(f"sweep: {len(outcome['done'])} finished, {outcome['skipped']} skipped, {len(outcome['failed'])} failed "
           f"in {time.perf_counter() - start:.0f} s")
+    for spec, why in outcome["busy"]:
+        print(f"  skipped {spec.label}: {why}", file=sys.stderr)
     for spec, why in outcome["failed"]:
         print(f"  FAILED {spec.label}: {why}", file=sys.stderr)
     for selection in select(sweep):

@@ -1,7 +1,7 @@
 """``hamecho train CONFIG.toml ...``: every (algorithm, seed) of each configuration (``hamecho.training``)."""
 from __future__ import annotations
 
-import contextlib
+import argparse
 import sys
 
 from ..training import (
@@ -10,10 +10,12 @@ from ..training import (
     format_metric,
     load_config,
     load_data,
+    processes,
     read_result,
     run_paths,
     train_config,
 )
+from ..training.checkpoints import remove_checkpoint
 from ..training.config import parse_override
 from ..training.loop import locate_data
 
@@ -60,11 +62,44 @@ def add_command(subparsers) -> None:
     group.add_argument("--restart", action="store_true", help="discard checkpoints of interrupted runs")
     parser.add_argument("--check", action="store_true",
                         help="validate the configs, find (without reading) their data, and exit")
+    add_parallel_flags(parser)
     parser.add_argument("--quiet", action="store_true", help="no per-evaluation lines")
     parser.set_defaults(func=main)
 
 
+def devices_value(text: str) -> int | str:
+    """``--devices``: a positive integer or "all"."""
+    if text == "all":
+        return text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"a positive integer or 'all'; got {text!r}")
+
+
+def add_parallel_flags(parser) -> None:
+    group = parser.add_argument_group(
+        "several devices and processes (docs/scaling.md)",
+        "Data-parallel training of each run: every batch is split over the devices, the model is replicated. "
+        "Several processes (on one or more machines) start the same command with their own --process-id, or "
+        "under a launcher (srun, mpirun, or JAX_COORDINATOR_ADDRESS with HAMECHO_NUM_PROCESSES and "
+        "HAMECHO_PROCESS_ID set); process 0 writes the checkpoints, results and logs.")
+    group.add_argument("--devices", type=devices_value, metavar="N|all",
+                       help="devices per process (default 1); on a machine without accelerators, N CPU devices")
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, reachable by every process")
+    group.add_argument("--num-processes", type=int, metavar="N", help="processes in the run")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0..N-1")
+
+
 def main(args) -> int:
+    if isinstance(args.devices, int):
+        processes.request_cpu_devices(args.devices)   # before JAX starts its backends
+    processes.start(args.coordinator, args.num_processes, args.process_id)
+    with processes.exit_on_failure("hamecho train"):
+        return train_main(args)
+
+
+def train_main(args) -> int:
+    writer = processes.Processes.current().writer
     overrides = overrides_from_args(args)
     note = lambda text: print(f"hamecho train: {text}", file=sys.stderr, flush=True)
     configs = [load_config(path, overrides, note=note) for path in args.configs]   # all validated first
@@ -85,24 +120,27 @@ def main(args) -> int:
         return 0
     for c in configs:  # fail on missing data before any training starts
         load_data(c, c.train.seeds[0])
-    if args.restart:
+    if args.restart and writer:
         for c in configs:
             for seed in c.train.seeds:
                 for algo in c.train.algos:
                     result, checkpoint = run_paths(c, algo, seed)
-                    with contextlib.suppress(FileNotFoundError):
-                        if not result.exists():
-                            checkpoint.unlink()
-    log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+                    if not result.exists():
+                        remove_checkpoint(checkpoint)
+    log = None if args.quiet or not writer else (lambda line: print(line, file=sys.stderr, flush=True))
+    busy = (lambda error: print(f"hamecho train: {error}", file=sys.stderr, flush=True)) if writer else (lambda e: None)
     try:
         for c in configs:
-            for path in train_config(c, resume=args.resume, log=log):
+            for path in train_config(c, resume=args.resume, log=log, devices=args.devices, on_busy=busy):
+                if not writer:
+                    continue
                 r = read_result(path)
                 print(f"{r['config_name']} {r['algo']} seed {r['seed']}: test {r['metric']} "
                       f"{format_metric(r['test_metric'])} (best val {format_metric(r['best_val_metric'])} at step "
                       f"{r['best_step']}; {r['steps']} steps, {r['stopped']}, {r['wall_time_s']:.1f} s) -> {path}",
                       flush=True)
     except Interrupted as stop:
-        print(f"hamecho train: {stop}; run the same command with --resume to continue", file=sys.stderr)
+        if writer:
+            print(f"hamecho train: {stop}; run the same command with --resume to continue", file=sys.stderr)
         return 130
     return 0

@@ -21,9 +21,16 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from .gradients import echo_energy_half_difference, estimator_scale, nudges_after_each_step
+from .gradients import echo_energy_half_difference, estimator_scale, nudges_after_each_step, per_sample_sums
 from .hamiltonians import SeparableHamiltonian, batched_force, batched_velocity
-from .integrators import AbstractIntegrator, EchoResult, rebuilt_positions, state_size
+from .integrators import (
+    AbstractIntegrator,
+    EchoResult,
+    add_sample_sums,
+    per_sample_zeros,
+    rebuilt_positions,
+    state_size,
+)
 
 DEFAULT_FRACTION_BITS = 32
 
@@ -219,6 +226,8 @@ def _fixed_point_echo_steps(ham, rhel, rule, bits, theta, drives, plus, minus, a
     minus_sign = -1 if rhel.estimator == "two_sided" else 0
     as_float = lambda x: from_fixed(x, bits)
     minus_int = lambda n: minus_sign * n
+    per_sample = per_sample_sums()   # summed over the batch after the loop on several devices
+    total, acc = acc, per_sample_zeros(theta, drives.shape[1]) if per_sample else acc
 
     def body(carry, inputs):
         plus, minus, acc = carry
@@ -229,9 +238,9 @@ def _fixed_point_echo_steps(ham, rhel, rule, bits, theta, drives, plus, minus, a
         half = tuple(from_fixed(a - b, bits + 1) for a, b in ((h_p, h_m), (plus[1], minus[1]), (p_p, p_m)))
         g_theta, g_drive = echo_energy_half_difference(
             ham, theta, tuple(map(as_float, (h_p, plus[1], p_p))), tuple(map(as_float, (h_m, minus[1], p_m))),
-            drive, rule, half)
+            drive, rule, half, per_sample)
         acc = jax.tree_util.tree_map(jnp.add, acc, g_theta)
         return ((q_p, p_p + nudge), (q_m, p_m + minus_int(nudge)), acc), g_drive
 
     (plus, minus, acc), drive_half_diffs = jax.lax.scan(body, (plus, minus, acc), (drives, nudges), reverse=True)
-    return plus, minus, acc, drive_half_diffs
+    return plus, minus, add_sample_sums(total, acc) if per_sample else acc, drive_half_diffs

@@ -120,13 +120,31 @@ def mean_and_half_difference(fn, mean, half, rule: str):
     return mean_value, half_difference(fn, mean, half, rule)
 
 
-def step_energy_gradients(ham, theta, states, drive):
+def per_sample_sums() -> bool:
+    """Whether the cores sum the parameter gradient over time per sample, and over the batch once after the
+    time loop, instead of over the batch at every step: on when JAX has more than one device.
+
+    Why: with the batch split over devices (``hamecho.data_parallel``), a sum over the batch at every step
+    of a scan is an all-reduce at every step (L of them per call, each a synchronisation of every device,
+    over the network between machines); summed per sample it is one all-reduce after the loop. Off on
+    one device, where the per-step sum is the recorded arithmetic (tests/golden, bit for bit). The two
+    are the same sum in another order (tests/test_parallel.py compares them in float64).
+    """
+    return jax.device_count() > 1
+
+
+def step_energy_gradients(ham, theta, states, drive, per_sample: bool = False):
     """∇θ Σ_n E_n and ∇_drive E_n for N samples.
 
     states = (half_position, momentum_before, momentum_after), each (N, P); drive (N, U).
-    Returns (gradient with theta's structure, drive gradient (N, U)).
+    Returns (gradient with theta's structure, drive gradient (N, U)); ``per_sample``: the θ part of each
+    sample, with a leading N axis (``per_sample_sums``).
     """
     half_position, momentum_before, momentum_after = states
+    if per_sample:
+        one = jax.grad(ham.step_energy, argnums=(0, 4))
+        return jax.vmap(one, in_axes=(None, 0, 0, 0, 0))(theta, half_position, momentum_before, momentum_after,
+                                                          drive)
     energies = jax.vmap(ham.step_energy, in_axes=(None, 0, 0, 0, 0))
     total = lambda th, u: jnp.sum(energies(th, half_position, momentum_before, momentum_after, u))
     return jax.grad(total, argnums=(0, 1))(theta, drive)
@@ -137,7 +155,7 @@ def nudges_after_each_step(nudges):
     return jnp.concatenate([jnp.zeros_like(nudges[:1]), nudges[:-1]], axis=0)
 
 
-def echo_energy_half_difference(ham, theta, plus, minus, drive, rule: str, half=None):
+def echo_energy_half_difference(ham, theta, plus, minus, drive, rule: str, half=None, per_sample: bool = False):
     """½(∇E(plus) − ∇E(minus)) of one step's energy at the states of two separately run echoes.
 
     plus, minus: (half_position, momentum_before, momentum_after) of the +ε and the −ε (or free) echo,
@@ -145,9 +163,9 @@ def echo_energy_half_difference(ham, theta, plus, minus, drive, rule: str, half=
     the quadrature rule integrates around minus + half, with ``half`` the states' half-difference when
     the caller knows it more exactly than (plus − minus)/2 (the fixed-point grid's integers). Shared by
     the echoes that carry two states: ``FixedPointLeapfrog`` and the devices of ``hamecho.physical``.
-    Returns (θ part, drive part (N, U)).
+    Returns (θ part, drive part (N, U)); ``per_sample``: the θ part per sample (:func:`step_energy_gradients`).
     """
-    energy_grads = lambda states: step_energy_gradients(ham, theta, states, drive)
+    energy_grads = lambda states: step_energy_gradients(ham, theta, states, drive, per_sample)
     if rule == "direct":
         return jax.tree_util.tree_map(lambda a, b: 0.5 * (a - b), energy_grads(plus), energy_grads(minus))
     if half is None:

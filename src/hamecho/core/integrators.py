@@ -25,6 +25,7 @@ from .gradients import (
     half_difference,
     mean_and_half_difference,
     nudges_after_each_step,
+    per_sample_sums,
     step_energy_gradients,
 )
 from .hamiltonians import SeparableHamiltonian, batched_force, batched_velocity
@@ -128,12 +129,22 @@ def run_leapfrog(ham: SeparableHamiltonian, theta, drives, position, momentum, *
 
     Returns (positions (L, N, P), (final position, final momentum)). ``reverse``: take the drives from
     the last to the first (the free echo, :func:`rebuild_leapfrog`); positions[k] is then the position
-    after the step with drives[k].
+    after the step with drives[k]. With ``per_sample_sums()`` every sample steps with its own copy of θ,
+    so that BPTT's derivative sums θ's cotangent over the batch once, after the reverse scan.
     """
+    if per_sample_sums():
+        copies = jax.tree_util.tree_map(lambda t: jnp.broadcast_to(t, (drives.shape[1],) + jnp.shape(t)), theta)
+        one = lambda th, q, p, u: drift_kick_drift(q, p, lambda p_: ham.velocity(th, p_),
+                                                    lambda q_: ham.force(th, q_, u), ham.step_size(th))[:2]
+        step = jax.vmap(one)
 
-    def body(state, drive):
-        new_position, new_momentum, _ = leapfrog_step(ham, theta, *state, drive)
-        return (new_position, new_momentum), new_position
+        def body(state, drive):
+            new_position, new_momentum = step(copies, *state, drive)
+            return (new_position, new_momentum), new_position
+    else:
+        def body(state, drive):
+            new_position, new_momentum, _ = leapfrog_step(ham, theta, *state, drive)
+            return (new_position, new_momentum), new_position
 
     (position, momentum), positions = jax.lax.scan(body, (position, momentum), drives, reverse=reverse)
     return positions, (position, momentum)
@@ -307,6 +318,8 @@ def echo_steps(ham: SeparableHamiltonian, rhel: RHEL, rule: str, theta, drives, 
     eps = rhel.eps
     step = ham.step_size(theta)
     velocity = lambda p: batched_velocity(ham, theta, p)
+    per_sample = per_sample_sums()
+    total, acc = acc, per_sample_zeros(theta, drives.shape[1]) if per_sample else acc
 
     def body(carry, inputs):
         (m_q, m_p), (h_q, h_p), acc = carry
@@ -316,7 +329,7 @@ def echo_steps(ham: SeparableHamiltonian, rhel: RHEL, rule: str, theta, drives, 
         force = lambda q: batched_force(ham, theta, q, drive)
         f_mean, f_half = mean_and_half_difference(force, *half_q, rule)
         new_p = (m_p + step * f_mean, h_p + step * f_half)
-        energy_grads = lambda states: step_energy_gradients(ham, theta, states, drive)
+        energy_grads = lambda states: step_energy_gradients(ham, theta, states, drive, per_sample)
         g_theta, g_drive = half_difference(energy_grads, (half_q[0], m_p, new_p[0]),
                                            (half_q[1], h_p, new_p[1]), rule)
         acc = jax.tree_util.tree_map(jnp.add, acc, g_theta)
@@ -328,4 +341,14 @@ def echo_steps(ham: SeparableHamiltonian, rhel: RHEL, rule: str, theta, drives, 
 
     (end_mean, end_half, acc), drive_half_diffs = jax.lax.scan(body, (mean, half, acc), (drives, nudges),
                                                                reverse=True)
-    return end_mean, end_half, acc, drive_half_diffs
+    return end_mean, end_half, add_sample_sums(total, acc) if per_sample else acc, drive_half_diffs
+
+
+def per_sample_zeros(theta, samples: int):
+    """Zero sums with theta's structure and a leading axis of ``samples`` (``per_sample_sums``)."""
+    return jax.tree_util.tree_map(lambda t: jnp.zeros((samples,) + jnp.shape(t), jnp.result_type(t)), theta)
+
+
+def add_sample_sums(total, per_sample):
+    """``total`` + the per-sample sums summed over the samples (one reduction over the batch)."""
+    return jax.tree_util.tree_map(lambda t, s: t + jnp.sum(s, axis=0), total, per_sample)

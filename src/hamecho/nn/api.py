@@ -59,18 +59,22 @@ _FINITE_CHUNK = 1 << 16  # elements per slice of the NaN/Inf count
 
 @jax.jit
 def _not_finite(a):
-    """Number of NaN/Inf entries, counted slice by slice: no temporary of x's size (x may be most of memory;
-    a whole-array ``sum(~isfinite(a))`` materialised its int64 mask, 2× a float32 x, in the peak)."""
-    flat = a.reshape(-1)
-    full = flat.shape[0] // _FINITE_CHUNK
-    count = lambda part: jnp.sum(~jnp.isfinite(part), dtype=jnp.int32).astype(total_dtype)
+    """Number of NaN/Inf entries of x (batch, ...), counted slice by slice: no temporary of x's size (x may be
+    most of memory; a whole-array ``sum(~isfinite(a))`` materialised its int64 mask, 2× a float32 x, in the
+    peak). Sample by sample, so that a batch split over devices is counted where it lies (slices of the
+    flattened array gathered the whole batch onto every device)."""
+    samples = a.reshape(a.shape[0], -1)
+    chunk = max(1, _FINITE_CHUNK // a.shape[0])          # entries per sample and slice
+    full = samples.shape[1] // chunk
     total_dtype = jax.dtypes.canonicalize_dtype(jnp.int64)
+    count = lambda part: jnp.sum(~jnp.isfinite(part), axis=1, dtype=jnp.int32).astype(total_dtype)
 
     def body(i, total):
-        return total + count(jax.lax.dynamic_slice_in_dim(flat, i * _FINITE_CHUNK, _FINITE_CHUNK))
+        return total + count(jax.lax.dynamic_slice_in_dim(samples, i * chunk, chunk, axis=1))
 
-    total = jax.lax.fori_loop(0, full, body, jnp.zeros((), total_dtype)) if full else jnp.zeros((), total_dtype)
-    return total + count(flat[full * _FINITE_CHUNK:])
+    zeros = jnp.zeros(samples.shape[:1], total_dtype)
+    total = jax.lax.fori_loop(0, full, body, zeros) if full else zeros
+    return jnp.sum(total + count(samples[:, full * chunk:]))
 
 
 def _count_not_finite(a) -> int:

@@ -3,6 +3,7 @@
     hamecho sweep SPEC.toml                         # grid from a file
     hamecho sweep --config configs/linear/*.toml --algos rhel bptt --seeds 2345 3456 --workers 2
     hamecho sweep SPEC.toml --ray                   # local Ray instance, or --ray-address HOST:PORT
+    hamecho sweep SPEC.toml --ray --devices-per-run 4   # each run data-parallel over 4 GPUs of its node
 
 Every run is ``hamecho.training.run_one(config, algo, seed, out, resume=True)``: idempotent (a run
 whose result JSON exists is skipped) and resumable (a run with a checkpoint continues from it). Each run executes
@@ -23,6 +24,7 @@ Sweep file (TOML; every key optional except ``configs``):
     [resources]                            # per run, for Ray
     cpus = 1
     gpus = 0
+    devices = 1                            # each run data-parallel over this many devices (below)
     retries = 3                            # re-runs of a run whose worker died
     [search]                               # hyperparameter search: every combination is a run
     "train.lr" = [1e-3, 1e-4]              # (or `search = "paper"` for the peers' grid, PAPER_GRID)
@@ -33,6 +35,14 @@ configuration named ``<config name>/search/<key-value_...>``, run for every algo
 Afterwards, per configuration and algorithm, the combination with the best mean *validation*
 metric over its seeds is selected (test metrics are never looked at for the choice) and written to
 ``OUT/<config name>/search.json`` with the full ranking; ``hamecho report OUT`` shows every run.
+
+Devices per run: each run trains data-parallel over ``devices`` devices of the node it runs on
+(``run_one(devices=...)``, docs/scaling.md). On Ray a run reserves that many GPUs where the cluster has
+GPUs (unless ``gpus`` says otherwise), else that many CPUs (and trains on as many CPU devices); each
+such run gets a fresh worker, whose JAX sees only the GPUs Ray gave it. The local pool gives each run
+that many CPU devices (on a GPU machine every local worker would see every GPU: use one worker, or Ray).
+A run already being trained elsewhere (a sweep started twice, a Ray task retried while its first
+attempt still runs) is skipped and reported, never trained twice (:mod:`hamecho.training.locks`).
 
 Storage: a worker writes its checkpoint and result under ``out`` as the driver resolves it, so on
 a cluster ``out`` must be a folder every node sees (NFS, a mounted bucket). Without shared storage,
@@ -56,6 +66,8 @@ from ..nn.keywords import ALGOS
 from ..training import Interrupted, load_config, read_result, run_one, run_paths
 from ..training.checkpoints import atomic_write_bytes, atomic_write_json
 from ..training.config import read_toml
+from ..training.locks import RunBusy
+from ..training.processes import request_cpu_devices
 from ..training.results import config_dir
 
 SPEC_KEYS = {"out", "configs", "algos", "seeds", "workers", "set", "resources", "search"}
@@ -63,7 +75,7 @@ SPEC_KEYS = {"out", "configs", "algos", "seeds", "workers", "set", "resources", 
 # restricted to the keys an HSSM has: 3 x 2 x 3 x 3 x 3 = 162 combinations per configuration.
 PAPER_GRID = {"train.lr": [1e-3, 1e-4, 1e-5], "data.time_channel": [True, False], "model.hidden": [16, 64, 128],
               "model.blocks": [2, 4, 6], "model.state": [16, 64, 256]}
-RESOURCE_KEYS = {"cpus", "gpus", "retries"}
+RESOURCE_KEYS = {"cpus", "gpus", "devices", "retries"}
 # Fault injection for tests: a worker dies (os._exit) once per run right after the checkpoint at this step.
 KILL_ENV = "HAMECHO_SWEEP_KILL_AT_STEP"
 
@@ -106,6 +118,7 @@ class Sweep:
     retries: int = 3
     out: str | None = None
     search: list[SearchGroup] = field(default_factory=list)
+    devices: int = 1             # per run, data-parallel
 
 
 def _error(source: str, message: str) -> ValueError:
@@ -161,7 +174,7 @@ def combo_label(combo) -> str:
 
 
 def build_sweep(*, configs, algos=None, seeds=None, out=None, overrides=None, workers=1, cpus=1.0, gpus=0.0,
-                retries=3, search=None, source="command line") -> Sweep:
+                retries=3, search=None, devices=1, source="command line") -> Sweep:
     """Expand the grid into runs; every configuration is loaded and validated before anything runs.
 
     ``search``: a hyperparameter grid (see :func:`search_grid`); each combination becomes its own
@@ -177,10 +190,13 @@ def build_sweep(*, configs, algos=None, seeds=None, out=None, overrides=None, wo
             raise _error(source, f"algos must be a non-empty list of {', '.join(map(repr, ALGOS))}; got {algos!r}")
     if seeds is not None and (not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds)):
         raise _error(source, f"seeds must be a non-empty list of integers >= 0; got {seeds!r}")
-    numbers = (("workers", workers, 1), ("cpus", cpus, 0), ("gpus", gpus, 0), ("retries", retries, 0))
+    numbers = (("workers", workers, 1), ("cpus", cpus, 0), ("gpus", gpus, 0), ("retries", retries, 0),
+               ("devices", devices, 1))
     for name, value, minimum in numbers:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
             raise _error(source, f"{name} must be a number >= {minimum}; got {value!r}")
+    if devices != int(devices):
+        raise _error(source, f"devices must be a whole number of devices per run; got {devices!r}")
     runs, seen, groups = [], set(), []
     for path in _expand_configs(configs, source):
         base = load_config(path, overrides)
@@ -207,7 +223,7 @@ def build_sweep(*, configs, algos=None, seeds=None, out=None, overrides=None, wo
             groups.append(SearchGroup(path, base.name, str(base.out), tuple(combinations(grid)),
                                       tuple(names)))
     return Sweep(runs, workers=int(workers), cpus=float(cpus), gpus=float(gpus), retries=int(retries), out=out,
-                 search=groups)
+                 search=groups, devices=int(devices))
 
 
 def load_sweep(path: str | Path, **given) -> Sweep:
@@ -236,6 +252,7 @@ def load_sweep(path: str | Path, **given) -> Sweep:
               "overrides": {**overrides, **(given.pop("overrides", None) or {})},
               "workers": raw.get("workers", 1), "cpus": resources.get("cpus", 1.0),
               "gpus": resources.get("gpus", 0.0), "retries": resources.get("retries", 3),
+              "devices": resources.get("devices", 1),
               "search": raw.get("search")}
     merged.update({k: v for k, v in given.items() if v is not None})
     return build_sweep(source=source, **merged)
@@ -243,8 +260,17 @@ def load_sweep(path: str | Path, **given) -> Sweep:
 
 # --- one run, in a worker process ------------------------------------------------------------------
 
-def execute_run(spec: RunSpec) -> dict:
-    """Train (or skip, or resume) one run; return a small summary and the result JSON text."""
+def execute_run(spec: RunSpec, devices: int = 1) -> dict:
+    """Train (or skip, or resume) one run, data-parallel over ``devices`` devices of this worker; return a small
+    summary and the result JSON text (``{"busy": message}`` for a run another process is training)."""
+    request_cpu_devices(devices)   # a fresh worker: before JAX starts (on an accelerator its own devices count)
+    try:
+        return _execute_run(spec, devices)
+    except RunBusy as busy:
+        return {"busy": str(busy)}
+
+
+def _execute_run(spec: RunSpec, devices: int) -> dict:
     config = spec.config()
     result_path, checkpoint_path = run_paths(config, spec.algo, spec.seed)
     kill_step = os.environ.get(KILL_ENV)
@@ -253,10 +279,11 @@ def execute_run(spec: RunSpec) -> dict:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
         try:
-            run_one(config, spec.algo, spec.seed, resume=True, progress=False, stop_at_step=int(kill_step))
+            run_one(config, spec.algo, spec.seed, resume=True, progress=False, stop_at_step=int(kill_step),
+                    devices=devices)
         except Interrupted:
             os._exit(17)  # the worker dies after its checkpoint, as a killed node would
-    path = run_one(config, spec.algo, spec.seed, resume=True, progress=False)
+    path = run_one(config, spec.algo, spec.seed, resume=True, progress=False, devices=devices)
     result = read_result(path)
     return {"path": str(path), "out": str(config.out), "name": config.name, "algo": spec.algo, "seed": spec.seed,
             "metric": result.get("metric"), "test": result.get("test_metric"),
@@ -319,14 +346,14 @@ def run_local(sweep: Sweep, log=print) -> dict:
     """
     pending, skipped = pending_runs(sweep)
     progress = Progress(len(sweep.runs), skipped)
-    outcome = {"done": [], "failed": [], "skipped": skipped}
+    outcome = {"done": [], "failed": [], "skipped": skipped, "busy": []}
     attempts = {spec: 0 for spec in pending}
     context = multiprocessing.get_context("spawn")
     while pending:
         retry = []
         with futures.ProcessPoolExecutor(max_workers=sweep.workers, mp_context=context,
                                          max_tasks_per_child=1) as pool:
-            running = {pool.submit(execute_run, spec): spec for spec in pending}
+            running = {pool.submit(execute_run, spec, sweep.devices): spec for spec in pending}
             progress.update(len(running))
             try:
                 for future in futures.as_completed(running):
@@ -347,6 +374,10 @@ def run_local(sweep: Sweep, log=print) -> dict:
                         outcome["failed"].append((spec, f"{type(error).__name__}: {error}"))
                         progress.update(left, failed=True)
                         continue
+                    if "busy" in summary:
+                        outcome["busy"].append((spec, summary["busy"]))
+                        progress.update(left)
+                        continue
                     _store(summary)
                     outcome["done"].append(summary)
                     progress.update(left, finished=summary)
@@ -359,6 +390,20 @@ def run_local(sweep: Sweep, log=print) -> dict:
         pending = retry
     progress.close()
     return outcome
+
+
+def ray_resources(sweep: Sweep, cluster_gpus: float) -> dict:
+    """The options of each run's Ray task: CPUs and GPUs reserved, retries. A run over several devices takes
+    that many GPUs where the cluster has some (unless ``gpus`` was set), else that many CPUs, and a fresh
+    worker (``max_calls=1``: JAX picks its devices once per process)."""
+    options = {"num_cpus": sweep.cpus, "num_gpus": sweep.gpus, "max_retries": sweep.retries}
+    if sweep.devices > 1:
+        if cluster_gpus > 0 and sweep.gpus == 0:
+            options["num_gpus"] = float(sweep.devices)
+        elif cluster_gpus == 0:
+            options["num_cpus"] = max(sweep.cpus, float(sweep.devices))
+        options["max_calls"] = 1
+    return options
 
 
 def run_ray(sweep: Sweep, address: str | None = None, log=print, local_cpus: int | None = None) -> dict:
@@ -378,7 +423,7 @@ def run_ray(sweep: Sweep, address: str | None = None, log=print, local_cpus: int
                          "leave out --ray to use the local process pool") from None
     pending, skipped = pending_runs(sweep)
     progress = Progress(len(sweep.runs), skipped)
-    outcome = {"done": [], "failed": [], "skipped": skipped}
+    outcome = {"done": [], "failed": [], "skipped": skipped, "busy": []}
     if not pending:
         progress.close()
         return outcome
@@ -389,8 +434,8 @@ def run_ray(sweep: Sweep, address: str | None = None, log=print, local_cpus: int
         options.update(num_cpus=local_cpus)
     ray.init(address=address, **options)
     try:
-        task = ray.remote(num_cpus=sweep.cpus, num_gpus=sweep.gpus, max_retries=sweep.retries)(execute_run)
-        refs = {task.remote(spec): spec for spec in pending}
+        task = ray.remote(**ray_resources(sweep, ray.cluster_resources().get("GPU", 0)))(execute_run)
+        refs = {task.remote(spec, sweep.devices): spec for spec in pending}
         progress.update(len(refs))
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=2.0)
@@ -402,6 +447,10 @@ def run_ray(sweep: Sweep, address: str | None = None, log=print, local_cpus: int
                     message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
                     outcome["failed"].append((spec, message))
                     progress.update(len(refs), failed=True)
+                    continue
+                if "busy" in summary:
+                    outcome["busy"].append((spec, summary["busy"]))
+                    progress.update(len(refs))
                     continue
                 _store(summary)
                 outcome["done"].append(summary)

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..core.choices import Choices
 from ..core.gradients import BPTT
+from ..nn.parallel import DataParallel
 from .state import LoopState
 
 __all__ = ["EarlyStopping", "EvalSplit", "Evaluator", "evaluate_split", "is_better", "metric_name"]
@@ -49,6 +50,7 @@ def is_better(task: str, value: float, best: float | None, *, strict: bool) -> b
 class EvalSplit:
     """One evaluation split, padded to a whole number of batches (padding is masked out).
 
+    A batch is a multiple of ``multiple`` samples (the devices a data-parallel run splits it over).
     x (count + pad, L, C) in the run's dtype; y int32 labels (count + pad,) or targets
     (count + pad, L // k, out); mask (count + pad,) 1 for real samples; batch: samples per call;
     per_sample: numbers averaged per sample (regression: L // k · out; classification: 1).
@@ -62,9 +64,10 @@ class EvalSplit:
     per_sample: int
 
     @classmethod
-    def from_arrays(cls, x: np.ndarray, y: np.ndarray, task: str, dtype, eval_batch: int) -> EvalSplit:
+    def from_arrays(cls, x: np.ndarray, y: np.ndarray, task: str, dtype, eval_batch: int,
+                    multiple: int = 1) -> EvalSplit:
         n = len(x)
-        batch = max(1, min(eval_batch, n))
+        batch = -(-max(1, min(eval_batch, n)) // multiple) * multiple
         pad = -(-n // batch) * batch - n
         x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]).astype(dtype) if pad else x.astype(dtype)
         if task == "classification":
@@ -95,17 +98,23 @@ def _batch_sums(model, x, y, mask, choices: Choices):
 INFERENCE = Choices(gradient=BPTT())
 
 
-def evaluate_split(model, split: EvalSplit, task: str, choices: Choices = INFERENCE) -> tuple[float, float]:
+def evaluate_split(model, split: EvalSplit, task: str, choices: Choices = INFERENCE,
+                   layout: DataParallel | None = None) -> tuple[float, float]:
     """(metric, mean loss) of ``model`` in inference mode on one split; NaN for an empty split.
 
     ``choices``: how the cores run (default: the model's own integrator; a run on a physical device
-    evaluates on that device, ``Choices(gradient=RHEL(), integrator=device)``)."""
+    evaluates on that device, ``Choices(gradient=RHEL(), integrator=device)``). ``layout``: each batch split
+    over a data-parallel run's devices (this process feeding its rows)."""
     if split.count == 0:
         return float("nan"), float("nan")
     metric_sum = loss_sum = 0.0
     for start in range(0, len(split.x), split.batch):
         batch = slice(start, start + split.batch)
-        metric, loss = _batch_sums(model, split.x[batch], split.y[batch], split.mask[batch], choices)
+        arrays = split.x[batch], split.y[batch], split.mask[batch]
+        if layout is not None:
+            rows = layout.local_rows(split.batch)
+            arrays = layout.from_local(*(a[rows] for a in arrays), batch=split.batch)
+        metric, loss = _batch_sums(model, *arrays, choices)
         metric_sum += float(metric)
         loss_sum += float(loss)
     denominator = split.count * split.per_sample
@@ -121,19 +130,25 @@ class Evaluator:
     test: EvalSplit
     train: EvalSplit | None = None
     choices: Choices = INFERENCE
+    layout: DataParallel | None = None
 
     @classmethod
-    def for_data(cls, data, dtype, eval_batch: int, eval_train: bool, choices: Choices = INFERENCE) -> Evaluator:
-        """The splits of a ``hamecho.data.DatasetSplits`` in ``dtype``, ``eval_batch`` samples per call;
-        ``choices``: how the cores run (:func:`evaluate_split`)."""
+    def for_data(cls, data, dtype, eval_batch: int, eval_train: bool, choices: Choices = INFERENCE,
+                 layout: DataParallel | None = None) -> Evaluator:
+        """The splits of a ``hamecho.data.DatasetSplits`` in ``dtype``, ``eval_batch`` samples per call
+        (rounded up to a multiple of a data-parallel ``layout``'s devices); ``choices``: how the cores run
+        (:func:`evaluate_split`)."""
         def split(x, y):
-            return EvalSplit.from_arrays(x, y, data.task, dtype, eval_batch)
+            return EvalSplit.from_arrays(x, y, data.task, dtype, eval_batch, 1 if layout is None else layout.size)
         return cls(data.task, split(data.x_val, data.y_val), split(data.x_test, data.y_test),
-                   split(data.x_train, data.y_train) if eval_train else None, choices)
+                   split(data.x_train, data.y_train) if eval_train else None, choices, layout)
 
     @property
     def metric(self) -> str:
         return metric_name(self.task)
+
+    def _evaluate(self, model, split: EvalSplit) -> tuple[float, float]:
+        return evaluate_split(model, split, self.task, self.choices, self.layout)
 
     def evaluate(self, model, state: LoopState, *, elapsed: Callable[[], float], step_ms: float | None) -> dict:
         """Evaluate ``model`` at ``state.step``, record it in ``state`` and return the history entry.
@@ -143,15 +158,15 @@ class Evaluator:
         that is not finite sets ``state.stopped = "diverged"``.
         """
         m = self.metric
-        val_metric, val_loss = evaluate_split(model, self.val, self.task, self.choices)
+        val_metric, val_loss = self._evaluate(model, self.val)
         entry = {"step": state.step, "train_loss": state.interval_mean_loss(), f"val_{m}": val_metric,
                  "val_loss": val_loss, "elapsed_s": elapsed(), "step_ms": step_ms}
         if self.train is not None:
-            entry[f"train_{m}"], entry["train_eval_loss"] = evaluate_split(model, self.train, self.task, self.choices)
+            entry[f"train_{m}"], entry["train_eval_loss"] = self._evaluate(model, self.train)
         if not math.isfinite(val_metric):
             state.stopped = "diverged"
         elif is_better(self.task, val_metric, state.best_val, strict=False):
-            test_metric, test_loss = evaluate_split(model, self.test, self.task, self.choices)
+            test_metric, test_loss = self._evaluate(model, self.test)
             entry[f"test_{m}"], entry["test_loss"] = test_metric, test_loss
             state.record_at_least_best(val_metric, test_metric, test_loss,
                                        strict=is_better(self.task, val_metric, state.best_val, strict=True))

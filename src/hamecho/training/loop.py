@@ -17,6 +17,10 @@ initialisation (the same for BPTT and RHEL), the batch order (the permutation of
 everything the loop needs at step k is a function of (seed, k) and the stored arrays. A checkpoint
 holds the model, the optimiser state and the loop state; a resumed run ends bit-identical to an
 uninterrupted one (tested in float64 on CPU).
+
+One process trains a run at a time (:mod:`hamecho.training.locks`: another gets :class:`RunBusy`). A run
+may be data-parallel over several devices and processes (``devices=``, :mod:`hamecho.training.processes`):
+every process takes its rows of each batch, and process 0 alone reads and writes the run's files.
 """
 from __future__ import annotations
 
@@ -36,14 +40,17 @@ from ..core.choices import Choices
 from ..nn.api import init_optimizer, train_step
 from ..nn.hssm import HSSM, count_parameters
 from ..nn.keywords import ALGOS
-from .checkpoints import atomic_write_json, resume_checkpoint, save_checkpoint
+from ..nn.parallel import DataParallel
+from .checkpoints import atomic_write_json, checkpoint_exists, resume_checkpoint, save_checkpoint
 from .config import Config, train_choices
 from .evaluation import INFERENCE, EarlyStopping, Evaluator
+from .locks import RunBusy, RunLock, lock_path
+from .processes import Processes, data_layout, die_if_asked
 from .results import build_result, read_result, run_paths
 from .state import LoopState
 
-__all__ = ["Interrupted", "Run", "TrainingBatches", "batch_indices", "build_model", "choices_for", "load_data",
-           "optimizer_for", "run_one", "set_precision", "train_config"]
+__all__ = ["Interrupted", "Run", "RunBusy", "TrainingBatches", "batch_indices", "build_model", "choices_for",
+           "load_data", "optimizer_for", "run_one", "set_precision", "train_config"]
 
 
 class Interrupted(Exception):
@@ -135,26 +142,34 @@ class TrainingBatches:
     """The training set in the run's dtype and the batch of every step (:func:`batch_indices`).
 
     x (N, L, C); y int32 labels (N,) or targets (N, L // k, out); size: samples per batch (at most N).
+    layout: data-parallel runs only: each batch is split over its devices, this process feeding its rows.
     """
 
     x: np.ndarray
     y: np.ndarray
     seed: int
     size: int
+    layout: DataParallel | None = None
 
     @classmethod
-    def from_data(cls, data, dtype, batch_size: int, seed: int) -> TrainingBatches:
+    def from_data(cls, data, dtype, batch_size: int, seed: int, layout: DataParallel | None = None) -> TrainingBatches:
         y = data.y_train.astype(np.int32) if data.task == "classification" else data.y_train.astype(dtype)
-        return cls(data.x_train.astype(dtype), y, seed, min(batch_size, len(data.x_train)))
+        size = min(batch_size, len(data.x_train))
+        if layout is not None:
+            layout.check_batch(size, "the batch size (train.batch_size)")
+        return cls(data.x_train.astype(dtype), y, seed, size, layout)
 
     @property
     def per_epoch(self) -> int:
         return max(1, len(self.x) // self.size)
 
     def at(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """(x, y) of the batch taken at ``step``."""
+        """(x, y) of the batch taken at ``step`` (data-parallel: global arrays, this process's rows read)."""
         indices = batch_indices(self.seed, step, len(self.x), self.size)
-        return self.x[indices], self.y[indices]
+        if self.layout is None:
+            return self.x[indices], self.y[indices]
+        rows = indices[self.layout.local_rows(self.size)]
+        return self.layout.from_local(self.x[rows], self.y[rows], batch=self.size)
 
 
 # --- one run in training ---------------------------------------------------------------------------------
@@ -163,7 +178,8 @@ class TrainingBatches:
 class Run:
     """One run in training: its model and optimiser state, its loop state, and the parts that change them.
 
-    ``elapsed()`` counts the wall-clock time of every session, this one from its set up on.
+    ``elapsed()`` counts the wall-clock time of every session, this one from its set up on. ``layout``:
+    the data-parallel layout (None: one device); ``processes``: this process's place (process 0 writes).
     """
 
     config: Config
@@ -183,11 +199,14 @@ class Run:
     state: LoopState
     session_start: float
     wall_before: float           # wall-clock seconds of the earlier sessions
+    layout: DataParallel | None = None
+    processes: Processes = Processes()
 
     @classmethod
     def start(cls, config: Config, algo: str, seed: int, checkpoint_path: Path, fingerprint: str, *,
-              resume: bool) -> Run:
-        """Set the run up from scratch, or from its checkpoint when there is one and ``resume``."""
+              resume: bool, devices: int | str | None = None) -> Run:
+        """Set the run up from scratch, or from its checkpoint when there is one and ``resume``; data-parallel
+        over ``devices`` per process (:func:`hamecho.training.processes.data_layout`)."""
         t = config.train
         set_precision(t.dtype, t.core_dtype)
         session_start = time.perf_counter()
@@ -203,19 +222,24 @@ class Run:
         # a run on a physical device is evaluated on it, too (inference is a forward pass: RHEL's choice)
         eval_choices = Choices(integrator=choices.integrator) if config.device is not None else INFERENCE
         state = LoopState(seed=seed)
-        if checkpoint_path.exists():
+        layout, processes = data_layout(devices), Processes.current()
+        batches = TrainingBatches.from_data(data, dtype, t.batch_size, seed, layout)
+        if processes.decide(lambda: checkpoint_exists(checkpoint_path)):
             if not resume:
                 raise ValueError(f"a checkpoint of an interrupted run exists at {checkpoint_path}; resume it "
                                  "(--resume) or remove it (--restart)")
-            state, model, opt_state = resume_checkpoint(checkpoint_path, model, opt_state, fingerprint=fingerprint,
-                                                        dropout_key=dropout_key, seed=seed)
+            state, model, opt_state = processes.decide(lambda: resume_checkpoint(
+                checkpoint_path, model, opt_state, fingerprint=fingerprint, dropout_key=dropout_key, seed=seed))
+        if layout is not None:
+            model, opt_state = layout.replicate((model, opt_state))
         state.sessions += 1
         return cls(config=config, algo=algo, seed=seed, fingerprint=fingerprint, checkpoint_path=checkpoint_path,
-                   data=data, batches=TrainingBatches.from_data(data, dtype, t.batch_size, seed),
-                   evaluator=Evaluator.for_data(data, dtype, t.eval_batch_size, t.eval_train, eval_choices),
+                   data=data, batches=batches,
+                   evaluator=Evaluator.for_data(data, dtype, t.eval_batch_size, t.eval_train, eval_choices, layout),
                    stopping=EarlyStopping(t.early_stopping, t.patience), optimizer=optimizer,
                    choices=choices, dropout_key=dropout_key, model=model,
-                   opt_state=opt_state, state=state, session_start=session_start, wall_before=state.wall_s)
+                   opt_state=opt_state, state=state, session_start=session_start, wall_before=state.wall_s,
+                   layout=layout, processes=processes)
 
     def elapsed(self) -> float:
         return self.wall_before + (time.perf_counter() - self.session_start)
@@ -224,12 +248,16 @@ class Run:
         """One optimiser step on the batch of ``state.step``; returns its loss (not finite: diverged)."""
         step = self.state.step
         x, y = self.batches.at(step)
+        key = jax.random.fold_in(self.dropout_key, step)
+        if self.layout is not None:
+            key = self.layout.replicate(key)
         c = self.choices
         self.model, self.opt_state, loss = train_step(self.model, self.opt_state, x, y, self.optimizer,
                                                       gradient=c.gradient, integrator=c.integrator, memory=c.memory,
-                                                      key=jax.random.fold_in(self.dropout_key, step))
+                                                      key=key)
         loss = float(loss)
         self.state.record_step(loss)
+        die_if_asked(self.processes, self.state.step)
         if not math.isfinite(loss):
             self.state.stopped = "diverged"
         return loss
@@ -241,7 +269,10 @@ class Run:
         return entry
 
     def checkpoint(self) -> None:
+        """Write the checkpoint (process 0 only)."""
         self.state.wall_s = self.elapsed()
+        if not self.processes.writer:
+            return
         save_checkpoint(self.checkpoint_path, self.model, self.opt_state, {
             "fingerprint": self.fingerprint, "algo": self.algo, "config": self.config.to_dict(),
             "dropout_key": np.asarray(jax.random.key_data(self.dropout_key)).tolist(),
@@ -344,7 +375,8 @@ def _finished(result_path: Path, fingerprint: str) -> bool:
 
 
 def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None, *, resume: bool = True,
-            progress: bool | None = None, log=None, stop_at_step: int | None = None) -> Path:
+            progress: bool | None = None, log=None, stop_at_step: int | None = None,
+            devices: int | str | None = None) -> Path:
     """Train one (configuration, algorithm, seed) and return the path of its result JSON.
 
     Idempotent: when the result exists (with the same run fingerprint) it is returned without training.
@@ -352,7 +384,10 @@ def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None,
     ``ValueError`` (it would be overwritten). ``progress``: tqdm bar (None: only on a terminal).
     ``log``: called with one line per evaluation (default: none). ``stop_at_step``: behave as if
     interrupted after that step (checkpoint, raise :class:`Interrupted`); also raised on Ctrl-C.
-    A result or checkpoint made with a different fingerprint raises ``ValueError``.
+    A result or checkpoint made with a different fingerprint raises ``ValueError``. A run that another
+    process is training raises :class:`RunBusy` (its message names the holder). ``devices``: per
+    process, data-parallel (an int, "all"; None: one device); in a multi-process run
+    (:mod:`hamecho.training.processes`) every process calls ``run_one`` alike and process 0 writes.
     """
     if algo not in ALGOS:
         raise ValueError(f"algo must be one of {', '.join(map(repr, ALGOS))}; got {algo!r}")
@@ -360,11 +395,28 @@ def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None,
         raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
     result_path, checkpoint_path = run_paths(config, algo, seed, out)
     fingerprint = config.run_fingerprint()
-    if _finished(result_path, fingerprint):
+    processes = Processes.current()
+    if processes.decide(lambda: _finished(result_path, fingerprint)):
         return result_path
+    lock = RunLock(lock_path(checkpoint_path)) if processes.writer else None
+    processes.decide(lambda: lock.acquire(f"{config.name} {algo} seed {seed}"))
+    try:
+        if processes.decide(lambda: _finished(result_path, fingerprint)):   # finished while this one started
+            return result_path
+        if not processes.writer:
+            progress, log = False, None
+        return _train(config, algo, seed, result_path, checkpoint_path, fingerprint, resume=resume,
+                      progress=progress, log=log, stop_at_step=stop_at_step, devices=devices)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _train(config: Config, algo: str, seed: int, result_path: Path, checkpoint_path: Path, fingerprint: str, *,
+           resume: bool, progress: bool | None, log, stop_at_step: int | None, devices) -> Path:
+    """The body of :func:`run_one`, the run's lock held."""
     t = config.train
-    run = Run.start(config, algo, seed, checkpoint_path, fingerprint, resume=resume)
+    run = Run.start(config, algo, seed, checkpoint_path, fingerprint, resume=resume, devices=devices)
     state = run.state
     timer = StepTimer(state.step)
     bar = _Progress(f"{config.name} {algo} seed {seed}", state, t.steps, run.evaluator.metric, show=progress, log=log)
@@ -381,13 +433,15 @@ def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None,
                     timer.restart(state.step)
                     bar.evaluated(entry)
                 bar.show_loss(state.step, loss)
-                if t.time_limit_s is not None and state.stopped is None and run.elapsed() > t.time_limit_s:
+                over_time = t.time_limit_s is not None and state.stopped is None and run.elapsed() > t.time_limit_s
+                over_time, interrupted = run.processes.any(over_time, interrupt.set)   # every process alike
+                if over_time:
                     state.stopped = "time_limit"
                     if state.history and state.history[-1]["step"] != state.step:
                         run.evaluate(None)
                     run.checkpoint()
                 if state.stopped is None and state.step < t.steps and (
-                        interrupt.set or (stop_at_step is not None and state.step >= stop_at_step)):
+                        interrupted or (stop_at_step is not None and state.step >= stop_at_step)):
                     run.checkpoint()
                     raise Interrupted(state.step, checkpoint_path)
     finally:
@@ -396,15 +450,26 @@ def run_one(config: Config, algo: str, seed: int, out: str | Path | None = None,
     if state.stopped is None:
         state.stopped = "max_steps"
     run.checkpoint()
-    atomic_write_json(result_path, run.result(timer.first_step_s))
+    if run.processes.writer:
+        atomic_write_json(result_path, run.result(timer.first_step_s))
     return result_path
 
 
 def train_config(config: Config, *, out: str | Path | None = None, resume: bool = True,
-                 progress: bool | None = None, log=None) -> list[Path]:
-    """Every (seed, algo) of the configuration, seed by seed (both algorithms of a seed are adjacent)."""
+                 progress: bool | None = None, log=None, devices: int | str | None = None,
+                 on_busy=None) -> list[Path]:
+    """Every (seed, algo) of the configuration, seed by seed (both algorithms of a seed are adjacent).
+
+    ``on_busy``: called with the :class:`RunBusy` of a run another process is training, which is then
+    skipped (its path is not returned); None: the error is raised. ``devices``: as for :func:`run_one`."""
     paths = []
     for seed in config.train.seeds:
         for algo in config.train.algos:
-            paths.append(run_one(config, algo, seed, out, resume=resume, progress=progress, log=log))
+            try:
+                paths.append(run_one(config, algo, seed, out, resume=resume, progress=progress, log=log,
+                                     devices=devices))
+            except RunBusy as busy:
+                if on_busy is None:
+                    raise
+                on_busy(busy)
     return paths
