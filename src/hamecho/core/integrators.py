@@ -28,6 +28,7 @@ from .gradients import (
     step_energy_gradients,
 )
 from .hamiltonians import SeparableHamiltonian, batched_force, batched_velocity
+from .tracing import trace_once
 
 # The precision a floating-point integrator runs in: "auto" (float64 under JAX's x64 mode, else the
 # input's), "input" (the input's dtype) or "float64" (needs x64). Resolved by ``choices.compute_dtype``.
@@ -115,7 +116,10 @@ def run_leapfrog(ham: SeparableHamiltonian, theta, drives, position, momentum, *
     the last to the first (the free echo, :func:`rebuild_leapfrog`); positions[k] is then the position
     after the step with drives[k].
     """
+    return _leapfrog_scan(ham, reverse, theta, drives, position, momentum)
 
+
+def _scan_leapfrog(ham: SeparableHamiltonian, reverse: bool, theta, drives, position, momentum):
     def body(state, drive):
         new_position, new_momentum, _ = leapfrog_step(ham, theta, *state, drive)
         return (new_position, new_momentum), new_position
@@ -278,7 +282,7 @@ class Leapfrog(AbstractIntegrator):
         return jax.tree_util.tree_map(lambda a: scale * a, acc)
 
 
-def echo_steps(ham: SeparableHamiltonian, rhel: RHEL, rule: str, theta, drives, mean, half, acc, nudges):
+def _echo_steps(ham: SeparableHamiltonian, rhel: RHEL, rule: str, theta, drives, mean, half, acc, nudges):
     """The ±ε echo's steps over drives (L, N, U), last step first, carried as mean and half-difference.
 
     mean, half: (φ, π) of (Φ₊ + Φ₋)/2 and (Φ₊ − Φ₋)/2 before the echo step that undoes drives[L−1],
@@ -314,3 +318,9 @@ def echo_steps(ham: SeparableHamiltonian, rhel: RHEL, rule: str, theta, drives, 
     (end_mean, end_half, acc), drive_half_diffs = jax.lax.scan(body, (mean, half, acc), (drives, nudges),
                                                                reverse=True)
     return end_mean, end_half, acc, drive_half_diffs
+
+
+# Traced once per signature, replayed for every other core of the same shapes (the blocks of a model):
+# ``hamecho.core.tracing``. The same operations either way; only the Python work of tracing is saved.
+_leapfrog_scan = trace_once(_scan_leapfrog, static_argnums=(0, 1))
+echo_steps = trace_once(_echo_steps, static_argnums=(0, 1, 2))

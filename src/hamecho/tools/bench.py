@@ -43,6 +43,7 @@ from pathlib import Path
 
 from ..nn.layers import NORMS as NORM_CLASSES
 from ..nn.streaming import DEFAULT_CHUNK
+from ..runtime import COMPILE_CACHE_ENV, huge_pages_state, with_huge_pages
 from ..training.checkpoints import atomic_write_bytes
 
 ALGOS = ("rhel", "bptt", "bptt_ckpt", "rhel_chunked", "bptt_chunked", "rhel_recompute", "bptt_recompute",
@@ -129,6 +130,7 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
             "step_time_s": statistics.median(times), "peak_mem_bytes": int(step_peak),
             "process_peak_bytes": int(process_peak), "baseline_bytes": int(baseline), "reps": reps,
             "loss": float(loss), "core_dtype": core_dtype, "backend": jax.default_backend(), "norm": norm,
+            "huge_pages": huge_pages_state(),
             **_chunk_keys(algo, block_chunk, stream_chunk)}
 
 
@@ -196,11 +198,10 @@ def read_status_bytes(field: str) -> int | None:
 
 
 def _child_env() -> dict:
-    env = dict(os.environ)
     # First-touch page faults are expensive on virtual machines; huge pages for malloc make the memory-heavy
-    # cases markedly faster (benchmarks/README.md). Applied to every case alike.
-    env.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
-    return env
+    # cases markedly faster (docs/performance.md). Applied to every case alike (unless HAMECHO_HUGE_PAGES=off),
+    # and recorded in each row. No compilation cache: a case's process peak includes its compilation.
+    return {**with_huge_pages(os.environ), COMPILE_CACHE_ENV: "off"}
 
 
 def run_case_subprocess(algo, model, batch, length, reps, core_dtype, timeout, block_chunk=BLOCK_CHUNK,

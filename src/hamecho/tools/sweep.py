@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import runtime
 from ..keywords import ALGOS
 from ..training import Interrupted, load_config, read_result, run_one, run_paths
 from ..training.checkpoints import atomic_write_bytes, atomic_write_json
@@ -245,6 +246,7 @@ def load_sweep(path: str | Path, **given) -> Sweep:
 
 def execute_run(spec: RunSpec) -> dict:
     """Train (or skip, or resume) one run; return a small summary and the result JSON text."""
+    runtime.enable_compilation_cache()  # a worker process: the driver's cache folder, from the environment
     config = spec.config()
     result_path, checkpoint_path = run_paths(config, spec.algo, spec.seed)
     kill_step = os.environ.get(KILL_ENV)
@@ -382,7 +384,8 @@ def run_ray(sweep: Sweep, address: str | None = None, log=print, local_cpus: int
     if not pending:
         progress.close()
         return outcome
-    env = {k: os.environ[k] for k in (KILL_ENV, "HAMECHO_DATA", "HAMECHO_CACHE", "PYTHONPATH") if k in os.environ}
+    env = {k: os.environ[k] for k in (KILL_ENV, "HAMECHO_DATA", "HAMECHO_CACHE", runtime.COMPILE_CACHE_ENV,
+                                           runtime.HUGE_PAGES_ENV, "PYTHONPATH") if k in os.environ}
     options = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
                    runtime_env={"env_vars": env} if env else None)
     if address is None:
