@@ -90,3 +90,4 @@ def test_a_training_step_compiles_to_the_same_program_with_and_without_replays(h
     for a, b in zip(jax.tree_util.tree_leaves(eqx.filter(replayed(*args), eqx.is_array)),
                     jax.tree_util.tree_leaves(eqx.filter(direct(*args), eqx.is_array))):
         np.testing.assert_array_equal(a, b)
+

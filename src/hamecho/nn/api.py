@@ -41,7 +41,8 @@ def training_loss(model: HSSM, x, y, options=None, key=None):
 
     ``options``: a ``Choices`` (or the old ``CoreOptions``; default RHEL)."""
     outputs, stats = model.apply(x, choices_from(options), train=True, key=key)
-    return loss_from_outputs(model.task, outputs, y), stats
+    with jax.named_scope("loss"):
+        return loss_from_outputs(model.task, outputs, y), stats
 
 
 # --- input validation -----------------------------------------------------------------------------
@@ -159,8 +160,9 @@ def _train_step(model, opt_state, x, y, optimizer, choices, key):
     loss_fn = lambda m: training_loss(m, x, y, choices, key)
     (loss, stats), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
     spec = trainable(model)
-    updates, opt_state = optimizer.update(eqx.filter(grads, spec), opt_state, eqx.filter(model, spec))
-    model = eqx.apply_updates(model, updates)
+    with jax.named_scope("optimizer"):  # what the profiler reports the update under (docs/performance.md)
+        updates, opt_state = optimizer.update(eqx.filter(grads, spec), opt_state, eqx.filter(model, spec))
+        model = eqx.apply_updates(model, updates)
     return model.with_norm_stats(stats), opt_state, loss
 
 

@@ -28,23 +28,39 @@ def _wait(result):
     return result
 
 
-def time_call(fn: Callable[[], object]) -> float:
-    """Seconds one call of ``fn`` takes, its JAX results computed."""
-    start = time.perf_counter()
+CLOCKS = ("wall", "cpu")
+
+
+def _clock(clock: str) -> Callable[[], float]:
+    """``"wall"``: elapsed seconds; ``"cpu"``: this process's user + system seconds, all its threads."""
+    if clock == "wall":
+        return time.perf_counter
+    if clock == "cpu":
+        return lambda: sum(os.times()[:2])
+    raise ValueError(f"clock must be one of {', '.join(map(repr, CLOCKS))}; got {clock!r}")
+
+
+def time_call(fn: Callable[[], object], clock: str = "wall") -> float:
+    """Seconds one call of ``fn`` takes, its JAX results computed (``clock``: see :func:`interleave`)."""
+    now = _clock(clock)
+    start = now()
     _wait(fn())
-    return time.perf_counter() - start
+    return now() - start
 
 
 def interleave(cases: Mapping[str, Callable[[], object]], rounds: int, *, reps: int = 1, warmup: int = 1,
-               progress: Callable[[int, dict], None] | None = None) -> dict[str, list[float]]:
+               clock: str = "wall", progress: Callable[[int, dict], None] | None = None) -> dict[str, list[float]]:
     """Each case's time per round: {name: [seconds] × rounds}.
 
     ``cases``: name → a function of no arguments running one computation (a training step, a forward
     pass); it may keep state between calls. First every case runs ``warmup`` times (compilation, first
     touches of memory), then ``rounds`` rounds; round r runs the cases in the order rotated by r, each
-    ``reps`` times in a row, and keeps the fastest of those. ``progress(round, times so far)`` is called
-    after every round.
+    ``reps`` times in a row, and keeps the fastest of those. ``clock="cpu"`` counts the processor time
+    of this process instead of elapsed time (user + system, every thread): blind to waiting and to how
+    many cores ran at once, but nearly blind to other processes too, which elapsed time on a busy machine
+    is not. ``progress(round, times so far)`` is called after every round.
     """
+    _clock(clock)
     if rounds < 1 or reps < 1 or warmup < 0:
         raise ValueError(f"rounds and reps must be ≥ 1 and warmup ≥ 0; got {rounds}, {reps}, {warmup}")
     names = list(cases)
@@ -55,7 +71,7 @@ def interleave(cases: Mapping[str, Callable[[], object]], rounds: int, *, reps: 
     for r in range(rounds):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            times[name].append(min(time_call(cases[name]) for _ in range(reps)))
+            times[name].append(min(time_call(cases[name], clock) for _ in range(reps)))
         if progress is not None:
             progress(r, times)
     return times
