@@ -97,7 +97,7 @@ def test_streaming_runs_with_norm_layer_and_the_cases_beside_it_too():
     assert bench.norm_for(("rhel", "bptt")) == "batch"                     # as before the option
     assert bench.norm_for(("rhel_streaming", "bptt_chunked")) == "layer"   # every case: the same model
     assert bench.norm_for(("rhel", "bptt"), "layer") == "layer"
-    with pytest.raises(ValueError, match="rhel_streaming .* needs HSSM\\(norm='layer'\\); got --norm batch"):
+    with pytest.raises(ValueError, match="rhel_streaming with --norm batch: .* needs HSSM\\(norm='layer'\\)"):
         bench.norm_for(("rhel_streaming", "bptt"), "batch")
 
 

@@ -1,11 +1,12 @@
-"""Blocks run over time chunks (CoreOptions(block_chunk=K)) and the core that starts from a given state."""
+"""Blocks run over time chunks (memory=TimeChunks(K)) and the core that starts from a given state."""
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hamecho import CoreOptions
+from hamecho import BPTT, RHEL, AffineLeapfrog, FixedPointLeapfrog, TimeChunks
+from hamecho.core.choices import Choices
 from hamecho.core.engine import run_core
 from hamecho.nn.api import training_loss
 from hamecho.nn.layers import LinearHRU, NonlinearHRU
@@ -36,15 +37,16 @@ def test_core_with_state_rhel_gives_bptt_gradients_for_params_drives_and_both_st
     initial = (_normal((2, size), 2), _normal((2, size), 3))
     targets = [_normal(s, 4 + i) for i, s in enumerate([(50, 2, size), (2, size), (2, size)])]
 
-    def loss(theta, drives, initial, options):
+    def loss(theta, drives, initial, choices):
         # depends on the positions, the final position and (nonlinearly) the final momentum
-        positions, (q, p) = run_core(layer.hamiltonian, options.choices, theta, drives, initial)
+        positions, (q, p) = run_core(layer.hamiltonian, choices, theta, drives, initial)
         return jnp.sum(jnp.sin(positions) * targets[0]) + jnp.sum(q * targets[1]) + jnp.sum(jnp.cos(p) * targets[2])
 
     if estimator == "one_sided":
         eps, tol = 1e-5, 1e-4  # its parameter gradients have an O(ε) bias, on the linear HRU too
-    bptt = jax.grad(loss, argnums=(0, 1, 2))(theta, drives, initial, CoreOptions(algo="bptt"))
-    rhel = jax.grad(loss, argnums=(0, 1, 2))(theta, drives, initial, CoreOptions(eps=eps, estimator=estimator))
+    bptt = jax.grad(loss, argnums=(0, 1, 2))(theta, drives, initial, Choices(gradient=BPTT()))
+    rhel = jax.grad(loss, argnums=(0, 1, 2))(theta, drives, initial,
+                                                 Choices(gradient=RHEL(eps=eps, estimator=estimator)))
     errors = _leaves_rel_err(rhel, bptt)
     assert len(errors) == len(jax.tree_util.tree_leaves(theta)) + 3  # θ, drives, initial position and momentum
     assert max(errors) < tol, errors
@@ -55,11 +57,11 @@ def test_core_with_state_rhel_gives_bptt_gradients_for_params_drives_and_both_st
 def test_core_with_state_is_the_whole_sequence_split_in_two():
     layer = NonlinearHRU(6, 4, key=jax.random.PRNGKey(0), step=0.1, dtype=jnp.float64)
     theta, drives = layer.core_parameters(), _normal((40, 2, 4), 1)
-    options = CoreOptions()
+    choices = Choices()
     zeros = (jnp.zeros((2, 4)), jnp.zeros((2, 4)))
-    whole, final = run_core(layer.hamiltonian, options.choices, theta, drives, zeros)
-    first, middle = run_core(layer.hamiltonian, options.choices, theta, drives[:15], zeros)
-    second, final2 = run_core(layer.hamiltonian, options.choices, theta, drives[15:], middle)
+    whole, final = run_core(layer.hamiltonian, choices, theta, drives, zeros)
+    first, middle = run_core(layer.hamiltonian, choices, theta, drives[:15], zeros)
+    second, final2 = run_core(layer.hamiltonian, choices, theta, drives[15:], middle)
     np.testing.assert_allclose(jnp.concatenate([first, second]), whole, rtol=0, atol=1e-13)
     np.testing.assert_allclose(final2[1], final[1], rtol=0, atol=1e-13)
 
@@ -80,8 +82,9 @@ def _problem(hru, step):
                           task="regression", output_step=8, step=step, seed=0, dtype=jnp.float64)
 
 
-def _value_and_grad(model, x, y, algo, eps, key=None, **kwargs):
-    loss = lambda m: training_loss(m, x, y, CoreOptions(algo=algo, eps=eps, **kwargs), key)
+def _value_and_grad(model, x, y, algo, eps, key=None, memory=None):
+    gradient = RHEL(eps=eps) if algo == "rhel" else BPTT()
+    loss = lambda m: training_loss(m, x, y, gradient=gradient, memory=memory, key=key)
     return eqx.filter_value_and_grad(loss, has_aux=True)(model)
 
 
@@ -91,7 +94,7 @@ def test_chunked_blocks_give_the_same_loss_stats_and_gradients(hru, step, eps, t
     """19 chunks of 7 steps for L = 131, the last one padded."""
     model, x, y = _problem(hru, step)
     (loss0, stats0), grads0 = _value_and_grad(model, x, y, algo, eps)
-    (loss1, stats1), grads1 = _value_and_grad(model, x, y, algo, eps, block_chunk=chunk)
+    (loss1, stats1), grads1 = _value_and_grad(model, x, y, algo, eps, memory=TimeChunks(chunk))
     assert abs(float(loss1 - loss0)) < 1e-12 * abs(float(loss0))
     for a, b in zip(jax.tree_util.tree_leaves(stats1), jax.tree_util.tree_leaves(stats0)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
@@ -111,9 +114,9 @@ def test_chunked_blocks_with_dropout_rhel_equals_autodiff_of_the_same_draws(hru,
     through the chunked model matches autodiff through the same chunked model; and they are real draws."""
     model, x, y = _problem(hru, step)
     key = jax.random.PRNGKey(7)
-    (loss_r, _), rhel = _value_and_grad(model, x, y, "rhel", eps, key, block_chunk=7)
-    (loss_b, _), bptt = _value_and_grad(model, x, y, "bptt", eps, key, block_chunk=7)
-    (loss_plain, _), _ = _value_and_grad(model, x, y, "bptt", eps, None, block_chunk=7)
+    (loss_r, _), rhel = _value_and_grad(model, x, y, "rhel", eps, key, memory=TimeChunks(7))
+    (loss_b, _), bptt = _value_and_grad(model, x, y, "bptt", eps, key, memory=TimeChunks(7))
+    (loss_plain, _), _ = _value_and_grad(model, x, y, "bptt", eps, None, memory=TimeChunks(7))
     assert abs(float(loss_r - loss_b)) < 1e-12 * abs(float(loss_b))
     assert abs(float(loss_b - loss_plain)) > 1e-6 * abs(float(loss_plain))  # dropout did something
     rows = compare_gradients(rhel, bptt)
@@ -122,8 +125,8 @@ def test_chunked_blocks_with_dropout_rhel_equals_autodiff_of_the_same_draws(hru,
 
 def test_chunked_blocks_in_inference_mode_match():
     model, x, _ = _problem("nonlinear", 0.05)
-    plain = model(x, CoreOptions(algo="bptt"), train=False)[0]
-    chunked = model(x, CoreOptions(algo="bptt", block_chunk=10), train=False)[0]
+    plain = model(x, gradient=BPTT(), train=False)[0]
+    chunked = model(x, gradient=BPTT(), memory=TimeChunks(10), train=False)[0]
     np.testing.assert_allclose(chunked, plain, rtol=1e-12, atol=1e-14)
 
 
@@ -133,25 +136,27 @@ def test_chunked_blocks_store_much_less_under_autodiff():
                                  classes=1, task="regression", output_step=100, step=1e-4, seed=0,
                                  dtype=jnp.float32)
 
-    def temp_bytes(**kwargs):
-        options = CoreOptions(algo="rhel", eps=0.1, **kwargs)
-        loss = lambda m, x, y: training_loss(m, x, y, options, jax.random.PRNGKey(0))[0]
+    def temp_bytes(memory=None):
+        loss = lambda m, x, y: training_loss(m, x, y, gradient=RHEL(eps=0.1), memory=memory,
+                                             key=jax.random.PRNGKey(0))[0]
         fn = eqx.filter_jit(eqx.filter_value_and_grad(loss))
         return fn.lower(model, x, y).compile().compiled.memory_analysis().temp_size_in_bytes
 
     activation = 4000 * 2 * 32 * 4  # one (L, N, H) float32 array
-    plain, chunked = temp_bytes(), temp_bytes(block_chunk=250)
+    plain, chunked = temp_bytes(), temp_bytes(TimeChunks(250))
     # plain autodiff keeps about ten (L, N, H) arrays per block; a chunked block keeps its input
     assert chunked < 0.25 * plain, (plain / activation, chunked / activation)
     assert chunked < (3 * 2 + 4) * activation, chunked / activation
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"block_chunk": 0}, "block_chunk must be a positive integer"),
-    ({"block_chunk": 2.5}, "block_chunk must be a positive integer"),
-    ({"block_chunk": 8, "scan": "parallel"}, "block_chunk .* needs a sequential scan"),
-    ({"block_chunk": 8, "integrator": "fixed_point"}, "block_chunk .* integrator='float'"),
-])
-def test_block_chunk_is_validated(kwargs, match):
+@pytest.mark.parametrize("size", [0, 2.5])
+def test_time_chunks_size_is_validated(size):
+    with pytest.raises(ValueError, match="TimeChunks size must be a positive integer"):
+        TimeChunks(size)
+
+
+@pytest.mark.parametrize("integrator,match", [(AffineLeapfrog(), "needs a sequential scan"),
+                                              (FixedPointLeapfrog(), "sequential scan in floating point")])
+def test_time_chunks_need_a_leapfrog(integrator, match):
     with pytest.raises(ValueError, match=match):
-        CoreOptions(**kwargs)
+        Choices(integrator=integrator, memory=TimeChunks(8))

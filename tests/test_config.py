@@ -233,20 +233,21 @@ def test_fixed_point_integrator_is_rhel_only():
         config_from_dict({**raw, "train": {**raw["train"], "algos": ["rhel"], "fraction_bits": 63}})
 
 
-def test_block_chunk_reaches_the_core_options_and_is_checked():
-    from hamecho.training import options_for
+def test_block_chunk_reaches_the_choices_and_is_checked():
+    from hamecho import TimeChunks
+    from hamecho.training import choices_for
 
     raw = {"data": {"name": "synthetic/first5"}, "model": {"hru": "linear"}, "train": {"lr": 1e-3}}
     plain = config_from_dict(raw)
     chunked = config_from_dict({**raw, "train": {"lr": 1e-3, "block_chunk": 256}})
     assert (plain.train.block_chunk, chunked.train.block_chunk) == (0, 256)
-    assert options_for(plain, "rhel").block_chunk is None and options_for(chunked, "bptt").block_chunk == 256
+    assert choices_for(plain, "rhel").memory is None and choices_for(chunked, "bptt").memory == TimeChunks(256)
     # in the fingerprint when on (dropout draws per chunk change the run); runs made before the option keep theirs
     assert chunked.run_fingerprint() != plain.run_fingerprint()
     with pytest.raises(ConfigError, match="train.block_chunk must be"):
         config_from_dict({**raw, "train": {"lr": 1e-3, "block_chunk": -1}})
-    with pytest.raises(ConfigError, match=r"block_chunk > 0: blocks run over time chunks\) needs a sequential scan and "
-                                          "integrator='float'"):
+    with pytest.raises(ConfigError, match=r"TimeChunks\(size=8\) \(blocks run over time chunks\) needs a sequential "
+                                          "scan in floating point"):
         config_from_dict({**raw, "train": {"lr": 1e-3, "block_chunk": 8, "integrator": "fixed_point",
                                            "algos": ["rhel"]}})
 
@@ -269,16 +270,16 @@ STREAMING = {"data": {"name": "synthetic/first5"}, "model": {"hru": "linear", "n
              "train": {"lr": 1e-3, "algos": ["rhel"], "memory": "streaming", "stream_chunk": 64}}
 
 
-def test_norm_and_streaming_reach_the_model_and_the_core_options():
+def test_norm_and_streaming_reach_the_model_and_the_choices():
     from hamecho import Streaming
-    from hamecho.training import options_for
+    from hamecho.training import choices_for
 
     config = config_from_dict(STREAMING)
     assert (config.model.norm, config.train.memory, config.train.stream_chunk) == ("layer", "streaming", 64)
-    assert options_for(config, "rhel").choices.memory == Streaming(64)
+    assert choices_for(config, "rhel").memory == Streaming(64)
     plain = config_from_dict({**STREAMING, "model": {"hru": "linear"}, "train": {"lr": 1e-3}})
     assert (plain.model.norm, plain.train.memory, plain.train.stream_chunk) == ("batch", "none", 512)
-    assert options_for(plain, "rhel").choices.memory is None and options_for(plain, "rhel").stream_chunk is None
+    assert choices_for(plain, "rhel").memory is None
 
 
 def test_norm_and_streaming_change_the_fingerprint_only_when_not_at_their_defaults():
@@ -302,7 +303,7 @@ def test_norm_and_streaming_change_the_fingerprint_only_when_not_at_their_defaul
     ({"train": {"block_chunk": 256}}, "block_chunk and stream_chunk are memory strategies"),
     ({"train": {"recompute_blocks": True}}, "recompute_blocks and stream_chunk are memory strategies"),
     ({"train": {"integrator": "fixed_point", "memory": "none"}, "model": {"norm": "batch"}}, None),
-    ({"train": {"stream_chunk": 0}}, "train.stream_chunk must be > 0; got 0"),
+    ({"train": {"stream_chunk": 0}}, "train.stream_chunk is refused: chunk must be a positive integer .*; got 0"),
     ({"train": {"memory": "chunks"}}, "train.memory must be one of 'none', 'streaming'; got 'chunks'"),
     ({"model": {"norm": "group"}}, "model.norm must be one of 'batch', 'layer'; got 'group'"),
 ])

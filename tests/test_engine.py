@@ -9,7 +9,8 @@ import pytest
 
 import hamecho
 import hamecho.nn.api
-from hamecho import CoreOptions
+from hamecho import BPTT, RHEL, AffineLeapfrog, Leapfrog, RecomputeBlocks
+from hamecho.core.choices import Choices, difference_rule
 from hamecho.core.engine import run_core
 from hamecho.core.hamiltonians import LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN, SeparableHamiltonian, quadratic_kinetic
 from hamecho.core.integrators import inverse_leapfrog_step, leapfrog_step
@@ -64,18 +65,18 @@ def test_parallel_scan_equals_sequential_loop_forward_and_gradients():
     u = _inputs((100, 2, 5))
     target = _inputs((100, 2, 5), seed=7)
 
-    def loss(layer, scan):
-        return jnp.mean((layer(u, CoreOptions(scan=scan, eps=0.3)) - target) ** 2)
+    def loss(layer, integrator):
+        return jnp.mean((layer(u, gradient=RHEL(eps=0.3), integrator=integrator) - target) ** 2)
 
     # jitted: run eagerly, the associative scan's many small operations dispatch one by one (slow, same numbers)
-    run = eqx.filter_jit(lambda layer, scan: layer(u, CoreOptions(scan=scan)))
-    seq_out = run(layer, "sequential")
-    par_out = run(layer, "parallel")
+    run = eqx.filter_jit(lambda layer, integrator: layer(u, integrator=integrator))
+    seq_out = run(layer, Leapfrog())
+    par_out = run(layer, AffineLeapfrog())
     scale = float(jnp.max(jnp.abs(seq_out)))
     assert float(jnp.max(jnp.abs(seq_out - par_out))) / scale < 1e-12
     grad = eqx.filter_jit(eqx.filter_grad(loss))
-    g_seq = grad(layer, "sequential")
-    g_par = grad(layer, "parallel")
+    g_seq = grad(layer, Leapfrog())
+    g_par = grad(layer, AffineLeapfrog())
     for row in compare_gradients(g_par, g_seq):
         assert row["rel_err"] < 1e-12, row
 
@@ -83,7 +84,7 @@ def test_parallel_scan_equals_sequential_loop_forward_and_gradients():
 def test_parallel_scan_rejects_a_nonlinear_unit():
     layer = _layer("nonlinear")
     with pytest.raises(ValueError, match="parallel"):
-        layer(_inputs((10, 1, 6)), CoreOptions(scan="parallel"))
+        layer(_inputs((10, 1, 6)), integrator=AffineLeapfrog())
 
 
 # --- RHEL == BPTT on HSSM stacks -----------------------------------------------------------------
@@ -95,9 +96,9 @@ def _problem(hru, *, length=64, blocks=3, task="classification", output_step=1, 
                           dtype=jnp.float64)
 
 
-def _max_rel_err(model, x, y, **options):
-    _, bptt = hamecho.value_and_grad(model, x, y, algo="bptt")
-    _, rhel = hamecho.value_and_grad(model, x, y, algo="rhel", **options)
+def _max_rel_err(model, x, y, **rhel):
+    _, bptt = hamecho.value_and_grad(model, x, y, gradient=BPTT())
+    _, rhel = hamecho.value_and_grad(model, x, y, gradient=RHEL(**rhel))
     return compare_gradients(rhel, bptt)
 
 
@@ -159,8 +160,8 @@ def test_nonlinear_hssm_rhel_error_shrinks_as_eps_squared(nonlinear_problem):
 def test_nonlinear_step_size_is_trained_under_rhel(nonlinear_problem):
     model, x, y = nonlinear_problem
     rows = {(r["block"], r["name"]): r for r in _max_rel_err(model, x, y, eps=1e-3)}
-    _, bptt = hamecho.value_and_grad(model, x, y, algo="bptt")
-    _, rhel = hamecho.value_and_grad(model, x, y, algo="rhel", eps=1e-3)
+    _, bptt = hamecho.value_and_grad(model, x, y, gradient=BPTT())
+    _, rhel = hamecho.value_and_grad(model, x, y, gradient=RHEL(eps=1e-3))
     g = float(rhel.blocks[0].hru.theta["log_step"])
     assert g != 0.0 and abs(g - float(bptt.blocks[0].hru.theta["log_step"])) < 1e-6 * abs(g)
     assert rows[(0, "hru.log_step")]["rel_err"] < 1e-6
@@ -168,8 +169,8 @@ def test_nonlinear_step_size_is_trained_under_rhel(nonlinear_problem):
 
 def test_direct_difference_agrees_with_quadrature_at_moderate_eps(nonlinear_problem):
     model, x, y = nonlinear_problem
-    _, quad = hamecho.value_and_grad(model, x, y, eps=0.05, difference="quadrature")
-    _, direct = hamecho.value_and_grad(model, x, y, eps=0.05, difference="direct")
+    _, quad = hamecho.value_and_grad(model, x, y, gradient=RHEL(eps=0.05, difference="quadrature"))
+    _, direct = hamecho.value_and_grad(model, x, y, gradient=RHEL(eps=0.05, difference="direct"))
     for row in compare_gradients(direct, quad):
         assert row["rel_err"] < 1e-7, row
 
@@ -178,14 +179,14 @@ def test_auto_difference_subtracts_only_where_it_is_safe(nonlinear_problem):
     """"auto" = direct for nonlinear float64 cores at ε >= 1e-3 (cheaper); quadrature for the linear HRU
     (exact), float32 cores or tiny ε."""
     ham = NONLINEAR_HAMILTONIAN
-    assert CoreOptions(eps=0.1).difference_rule(ham, jnp.float64) == "direct"
-    assert CoreOptions(eps=1e-4).difference_rule(ham, jnp.float64) == "quadrature"
-    assert CoreOptions(eps=0.1).difference_rule(ham, jnp.float32) == "quadrature"
-    assert CoreOptions(eps=0.1).difference_rule(LINEAR_HAMILTONIAN, jnp.float64) == "quadrature"
-    assert CoreOptions(eps=0.1, difference="quadrature").difference_rule(ham, jnp.float64) == "quadrature"
+    assert difference_rule(RHEL(eps=0.1), ham, jnp.float64) == "direct"
+    assert difference_rule(RHEL(eps=1e-4), ham, jnp.float64) == "quadrature"
+    assert difference_rule(RHEL(eps=0.1), ham, jnp.float32) == "quadrature"
+    assert difference_rule(RHEL(eps=0.1), LINEAR_HAMILTONIAN, jnp.float64) == "quadrature"
+    assert difference_rule(RHEL(eps=0.1, difference="quadrature"), ham, jnp.float64) == "quadrature"
     model, x, y = nonlinear_problem
-    _, auto = hamecho.value_and_grad(model, x, y, eps=0.05)
-    _, direct = hamecho.value_and_grad(model, x, y, eps=0.05, difference="direct")
+    _, auto = hamecho.value_and_grad(model, x, y, gradient=RHEL(eps=0.05))
+    _, direct = hamecho.value_and_grad(model, x, y, gradient=RHEL(eps=0.05, difference="direct"))
     for row in compare_gradients(auto, direct):
         assert row["rel_err"] == 0.0, row  # float64 here: auto is the direct rule, bit for bit
 
@@ -219,12 +220,12 @@ def test_generic_pendulum_hru_gets_correct_rhel_gradients():
     u = _inputs((80, 2, 3), 8)
     target = _inputs((80, 2, 3), 9)
 
-    def loss(layer, options):
-        return jnp.mean((layer(u, options) - target) ** 2)
+    def loss(layer, gradient):
+        return jnp.mean((layer(u, gradient=gradient) - target) ** 2)
 
-    bptt = eqx.filter_grad(loss)(layer, CoreOptions(algo="bptt"))
+    bptt = eqx.filter_grad(loss)(layer, BPTT())
     for eps, tol in ((1e-2, 1e-3), (1e-4, 1e-7)):
-        rhel = eqx.filter_grad(loss)(layer, CoreOptions(algo="rhel", eps=eps))
+        rhel = eqx.filter_grad(loss)(layer, RHEL(eps=eps))
         for row in compare_gradients(rhel, bptt):
             assert row["rel_err"] < tol, (eps, row)
     assert float(jnp.abs(bptt.theta["k"]).max()) > 0
@@ -245,8 +246,8 @@ def test_kinetic_energy_that_is_not_even_is_rejected():
 def _residual_sizes(algo, length, batch=2, channels=4):
     layer = _layer("linear", hidden=channels, state=channels // 2)
     theta, drives = layer.core_parameters(), _inputs((length, batch, channels))
-    options = CoreOptions(algo=algo)
-    _, vjp_fn = jax.vjp(lambda th, d: run_core(layer.hamiltonian, options.choices, th, d), theta, drives)
+    choices = Choices(gradient=RHEL() if algo == "rhel" else BPTT())
+    _, vjp_fn = jax.vjp(lambda th, d: run_core(layer.hamiltonian, choices, th, d), theta, drives)
     return sum(leaf.size for leaf in jax.tree_util.tree_leaves(vjp_fn) if hasattr(leaf, "size"))
 
 
@@ -269,9 +270,11 @@ def _block_memory_problem(hru, length):
     return model, x, jnp.array([0, 3])
 
 
-def _training_grads(model, x, y, options):
+def _training_grads(model, x, y, gradient, recompute):
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    loss = lambda p: hamecho.nn.api.training_loss(eqx.combine(p, static), x, y, options, jax.random.PRNGKey(5))
+    memory = RecomputeBlocks() if recompute else None
+    loss = lambda p: hamecho.nn.api.training_loss(eqx.combine(p, static), x, y, gradient=gradient, memory=memory,
+                                                  key=jax.random.PRNGKey(5))
     return jax.value_and_grad(loss, has_aux=True), params
 
 
@@ -282,7 +285,7 @@ def test_recompute_blocks_gives_the_same_loss_gradients_and_statistics(hru, algo
     model, x, y = _block_memory_problem(hru, 60)
     results = []
     for recompute in (False, True):
-        fn, params = _training_grads(model, x, y, CoreOptions(algo=algo, recompute_blocks=recompute))
+        fn, params = _training_grads(model, x, y, RHEL() if algo == "rhel" else BPTT(), recompute)
         (loss, stats), grads = jax.jit(fn)(params)
         results.append((loss, stats, grads))
     # Same computation, different fusion: rounding only (RHEL's direct echo difference divides it by eps).
@@ -296,7 +299,7 @@ def test_recompute_blocks_lowers_the_compiled_step_memory():
     model, x, y = _block_memory_problem("linear", 2000)
     temps = {}
     for recompute in (False, True):
-        fn, params = _training_grads(model, x, y, CoreOptions(algo="rhel", recompute_blocks=recompute))
+        fn, params = _training_grads(model, x, y, RHEL(), recompute)
         temps[recompute] = jax.jit(fn).lower(params).compile().memory_analysis().temp_size_in_bytes
     assert temps[True] < 0.6 * temps[False], temps
 
@@ -308,8 +311,8 @@ def test_value_and_grad_matches_filter_grad_structure_and_runs_in_float32_under_
                          key=jax.random.PRNGKey(0))
     x = _inputs((2, 10, 2), dtype=jnp.float32)
     y = jnp.array([0, 2])
-    loss, grads = eqx.filter_jit(lambda m, x, y: hamecho.value_and_grad(m, x, y, algo="rhel"))(model, x, y)
-    reference = eqx.filter_grad(lambda m: hamecho.nn.api.training_loss(m, x, y, CoreOptions(algo="bptt"))[0])(model)
+    loss, grads = eqx.filter_jit(lambda m, x, y: hamecho.value_and_grad(m, x, y, gradient=RHEL()))(model, x, y)
+    reference = eqx.filter_grad(lambda m: hamecho.nn.api.training_loss(m, x, y, gradient=BPTT())[0])(model)
     assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(reference)
     assert loss.dtype == jnp.float32
     assert all(a.dtype == jnp.float32 for _, _, a in [(0, 0, g) for g in jax.tree_util.tree_leaves(grads)])
@@ -378,9 +381,9 @@ def test_named_arrays_excludes_norm_statistics(tiny_model):
 def test_checkpointed_bptt_equals_bptt():
     """BPTT with jax.checkpoint over chunks of time (L not a multiple of the chunk) is the same gradient."""
     model, x, y = _problem("nonlinear", length=50, blocks=2, step=0.1)
-    _, plain = hamecho.value_and_grad(model, x, y, algo="bptt")
-    _, chunked = hamecho.value_and_grad(model, x, y, algo="bptt", checkpoint_chunk=7, scan="sequential")
+    _, plain = hamecho.value_and_grad(model, x, y, gradient=BPTT())
+    _, chunked = hamecho.value_and_grad(model, x, y, gradient=BPTT(checkpoint_every=7), integrator=Leapfrog())
     for row in compare_gradients(chunked, plain):
         assert row["rel_err"] < 1e-12, row
-    with pytest.raises(ValueError, match="checkpoint_chunk"):
-        hamecho.value_and_grad(model, x, y, algo="rhel", checkpoint_chunk=7)
+    with pytest.raises(ValueError, match="needs a sequential scan"):
+        hamecho.value_and_grad(model, x, y, gradient=BPTT(checkpoint_every=7), integrator=AffineLeapfrog())

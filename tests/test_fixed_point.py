@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import hamecho
-from hamecho import CoreOptions
+from hamecho import BPTT, RHEL, FixedPointLeapfrog
+from hamecho.core.choices import Choices
 from hamecho.core.engine import run_core
 from hamecho.core.fixed_point import (
     fixed_point_leapfrog_step,
@@ -19,7 +20,7 @@ from hamecho.core.integrators import run_leapfrog
 from hamecho.nn.layers import NonlinearHRU
 from hamecho.tools.gradcheck import compare_gradients, random_problem
 
-FIXED = CoreOptions(integrator="fixed_point")
+FIXED = FixedPointLeapfrog()
 
 
 pytestmark = pytest.mark.usefixtures("x64")  # tests/conftest.py
@@ -39,10 +40,10 @@ def test_nonlinear_free_echo_retraces_exactly_at_large_step_and_length():
     """Issue #8: δ = 0.5, L = 50,000. float64 rounding is amplified by chaos; the int64 grid is exact."""
     layer = _nonlinear_layer(step=0.5)
     u = _inputs((50_000, 2, 4))
-    float_error = float(layer.retrace_error(u, CoreOptions()))
+    float_error = float(layer.retrace_error(u))
     assert float_error > 1e-3, float_error  # measured 1.5: the float echo forgets where it came from
-    assert float(layer.retrace_error(u, FIXED)) == 0.0
-    assert float(layer.retrace_error(u, CoreOptions(integrator="fixed_point", fraction_bits=40))) == 0.0
+    assert float(layer.retrace_error(u, integrator=FIXED)) == 0.0
+    assert float(layer.retrace_error(u, integrator=FixedPointLeapfrog(fraction_bits=40))) == 0.0
 
 
 def test_fixed_point_step_undoes_itself_bit_for_bit():
@@ -70,7 +71,7 @@ def test_fixed_point_forward_follows_the_float_trajectory():
     # 200 roundings of 2^-41 each, mildly amplified: far below the signal, far above zero
     assert 0 < float(jnp.max(jnp.abs(fixed_positions - float_positions))) < 1e-9
     # through the public core, in the drives' dtype
-    out = run_core(NONLINEAR_HAMILTONIAN, CoreOptions(integrator="fixed_point", fraction_bits=40).choices,
+    out = run_core(NONLINEAR_HAMILTONIAN, Choices(integrator=FixedPointLeapfrog(fraction_bits=40)),
                    theta, drives.astype(jnp.float32))
     assert out.dtype == jnp.float32
     np.testing.assert_allclose(out, float_positions, rtol=0, atol=1e-5)
@@ -78,8 +79,9 @@ def test_fixed_point_forward_follows_the_float_trajectory():
 
 # --- RHEL on the grid == float64 BPTT ---------------------------------------------------------------
 
-def _worst(model, x, y, bptt, **options):
-    _, rhel = hamecho.value_and_grad(model, x, y, algo="rhel", **options)
+def _worst(model, x, y, bptt, eps, fraction_bits):
+    _, rhel = hamecho.value_and_grad(model, x, y, gradient=RHEL(eps=eps),
+                                     integrator=FixedPointLeapfrog(fraction_bits=fraction_bits))
     rows = compare_gradients(rhel, bptt)
     assert len(rows) > 10
     return max(r["rel_err"] for r in rows)
@@ -96,9 +98,9 @@ def test_nonlinear_fixed_point_rhel_matches_float_bptt():
     so the relative error goes as 2^-b·√L/ε. Measured (L = 200, δ = 0.1, ε = 1e-3): 5.3e-5 at b = 40,
     3.6e-7 at b = 48 (2^8 = 256 → ×150), 5.4e-3 at b = 32; at ε = 1e-2, b = 40: 7.9e-6."""
     model, x, y = _problem("nonlinear")
-    _, bptt = hamecho.value_and_grad(model, x, y, algo="bptt")
-    e40 = _worst(model, x, y, bptt, eps=1e-3, integrator="fixed_point", fraction_bits=40)
-    e48 = _worst(model, x, y, bptt, eps=1e-3, integrator="fixed_point", fraction_bits=48)
+    _, bptt = hamecho.value_and_grad(model, x, y, gradient=BPTT())
+    e40 = _worst(model, x, y, bptt, eps=1e-3, fraction_bits=40)
+    e48 = _worst(model, x, y, bptt, eps=1e-3, fraction_bits=48)
     assert e40 < 5e-4, e40
     assert e48 < e40 / 30, (e40, e48)  # the error is the grid's: it shrinks with the resolution
 
@@ -106,36 +108,31 @@ def test_nonlinear_fixed_point_rhel_matches_float_bptt():
 def test_linear_fixed_point_rhel_matches_float_bptt_two_and_one_sided():
     """Linear HRU: measured 7.5e-6 at b = 40, ε = 1e-3 (two-sided); one-sided adds its O(ε) bias."""
     model, x, y = _problem("linear")
-    _, bptt = hamecho.value_and_grad(model, x, y, algo="bptt")
-    assert _worst(model, x, y, bptt, eps=1e-3, integrator="fixed_point", fraction_bits=40) < 1e-4
-    _, float_one = hamecho.value_and_grad(model, x, y, eps=1e-2, estimator="one_sided")
-    _, fixed_one = hamecho.value_and_grad(model, x, y, eps=1e-2, estimator="one_sided",
-                                          integrator="fixed_point", fraction_bits=40)
+    _, bptt = hamecho.value_and_grad(model, x, y, gradient=BPTT())
+    assert _worst(model, x, y, bptt, eps=1e-3, fraction_bits=40) < 1e-4
+    one_sided = RHEL(eps=1e-2, estimator="one_sided")
+    _, float_one = hamecho.value_and_grad(model, x, y, gradient=one_sided)
+    _, fixed_one = hamecho.value_and_grad(model, x, y, gradient=one_sided,
+                                          integrator=FixedPointLeapfrog(fraction_bits=40))
     for row in compare_gradients(fixed_one, float_one):
         assert row["rel_err"] < 1e-4, row
 
 
 # --- options and conversions ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"algo": "bptt", "integrator": "fixed_point"}, "use algo='rhel'"),
-    ({"integrator": "fixed_point", "scan": "parallel"}, "sequential"),
-    ({"integrator": "fixed"}, "integrator must be one of"),
-    ({"fraction_bits": 0}, "fraction_bits"),
-    ({"fraction_bits": 63}, "fraction_bits"),
-    ({"fraction_bits": 32.0}, "fraction_bits"),
-    ({"fraction_bits": True}, "fraction_bits"),
-])
-def test_bad_core_options(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        CoreOptions(**kwargs)
+@pytest.mark.parametrize("fraction_bits", [0, 63, 32.0, True])
+def test_bad_fraction_bits(fraction_bits):
+    with pytest.raises(ValueError, match="fraction_bits must be an integer in"):
+        FixedPointLeapfrog(fraction_bits=fraction_bits)
 
 
-def test_fixed_point_options_are_accepted_where_they_make_sense():
+def test_fixed_point_works_with_rhel_only():
+    with pytest.raises(ValueError, match="use gradient=hamecho.RHEL()"):
+        Choices(gradient=BPTT(), integrator=FIXED)
     for estimator in ("two_sided", "one_sided"):
-        options = CoreOptions(integrator="fixed_point", estimator=estimator, scan="sequential", fraction_bits=48)
-        assert options.scan_for(NONLINEAR_HAMILTONIAN) == "sequential"
-    assert CoreOptions().integrator == "float" and CoreOptions().fraction_bits == 32
+        choices = Choices(gradient=RHEL(estimator=estimator), integrator=FixedPointLeapfrog(fraction_bits=48))
+        assert not choices.integrator.parallel
+    assert FixedPointLeapfrog().fraction_bits == 32
 
 
 def test_conversions_range_and_x64():
@@ -155,6 +152,6 @@ def test_conversions_range_and_x64():
         with pytest.raises(ValueError, match="x64"):
             to_fixed(np.zeros(2))
         with pytest.raises(ValueError, match="x64"):
-            run_core(NONLINEAR_HAMILTONIAN, FIXED.choices, theta, jnp.zeros((3, 1, 3), jnp.float32))
+            run_core(NONLINEAR_HAMILTONIAN, Choices(integrator=FIXED), theta, jnp.zeros((3, 1, 3), jnp.float32))
     finally:
         jax.config.update("jax_enable_x64", True)

@@ -5,53 +5,42 @@ compared with golden.npz: loss, every gradient array, one Adam step with dropout
 ``hamecho.train_step``), ``retrace_error`` and ``predict``. Equality is bit for bit except where
 ``TOLERANCES`` lists a case, with the reason. The old keywords are checked to resolve to the very same
 choices for each Hamiltonian (gradient, integrator, memory: the only static inputs of the computation),
-so they run the same compiled code; one case per family also runs numerically through them.
+so they run the same compiled code; one case per family also runs numerically through them (at
+``hamecho.value_and_grad``, the one entry point besides ``train_step`` that still takes them, deprecated).
 CI runs a subset of the numerical cases (``GRADIENTS_IN_CI``, ``STEP_IN_CI``); ``pytest -m slow`` the rest.
 """
+import importlib.util
 import json
 from pathlib import Path
 
-import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
 import hamecho as he
-from hamecho.core.choices import integrator_for
+from hamecho.core.choices import Choices, integrator_for
 from hamecho.core.hamiltonians import LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN
-from hamecho.keywords import choices_from
+from hamecho.nn.keywords import choices_from_keywords
 
 pytestmark = pytest.mark.usefixtures("x64")
 
 HERE = Path(__file__).parent / "golden"
-LENGTH, BATCH, IN_DIM, CLASSES = 23, 3, 3, 4
-CASES = json.loads((HERE / "golden.json").read_text())
 
-# The same choices as strategy objects (scan="auto" on CPU, where these were recorded, is Leapfrog).
-NEW = {
-    "bptt": dict(gradient=he.BPTT()),
-    "bptt_checkpoint": dict(gradient=he.BPTT(checkpoint_every=7), integrator=he.Leapfrog()),
-    "rhel_two_quadrature": dict(gradient=he.RHEL(eps=0.1, difference="quadrature")),
-    "rhel_two_direct": dict(gradient=he.RHEL(eps=0.1, difference="direct")),
-    "rhel_one_quadrature": dict(gradient=he.RHEL(eps=1e-3, estimator="one_sided", difference="quadrature")),
-    "rhel_one_direct": dict(gradient=he.RHEL(eps=1e-3, estimator="one_sided", difference="direct")),
-    "rhel_auto": dict(gradient=he.RHEL()),
-    "bptt_parallel": dict(gradient=he.BPTT(), integrator=he.AffineLeapfrog()),
-    "rhel_parallel": dict(integrator=he.AffineLeapfrog()),
-    "rhel_f32_core_input": dict(integrator=he.Leapfrog(dtype="input")),
-    "rhel_f32_core_float64": dict(integrator=he.Leapfrog(dtype="float64")),
-    "bptt_f32_core_input": dict(gradient=he.BPTT(), integrator=he.Leapfrog(dtype="input")),
-    "bptt_f32_core_float64": dict(gradient=he.BPTT(), integrator=he.Leapfrog(dtype="float64")),
-    "rhel_fixed_point": dict(integrator=he.FixedPointLeapfrog(fraction_bits=40)),
-    "rhel_fixed_point_one": dict(gradient=he.RHEL(eps=0.01, estimator="one_sided"),
-                                 integrator=he.FixedPointLeapfrog(fraction_bits=40)),
-    "bptt_recompute": dict(gradient=he.BPTT(), memory=he.RecomputeBlocks()),
-    "rhel_recompute": dict(memory=he.RecomputeBlocks()),
-    "bptt_block_chunk": dict(gradient=he.BPTT(), memory=he.TimeChunks(5)),
-    "rhel_block_chunk": dict(memory=he.TimeChunks(5)),
-}
+
+def _load_recorder():
+    """tests/golden/record.py, the recorder of the golden files (a script, imported by its path)."""
+    spec = importlib.util.spec_from_file_location("golden_record", HERE / "record.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+record = _load_recorder()
+CASES = json.loads((HERE / "golden.json").read_text())
+# The same choices as strategy objects, as the recorder records them.
+NEW = record.CHOICES
+problem, arrays = record.problem, record.leaves
 
 # Cases allowed to differ from the recording by at most 1e-15 relative, with the reason. Empty: every
 # case is reproduced bit for bit.
@@ -62,17 +51,6 @@ TOLERANCES: dict[str, str] = {}
 def golden():
     with np.load(HERE / "golden.npz") as archive:
         return dict(archive)
-
-
-def problem(hru: str, dtype: str):
-    model = he.HSSM(in_dim=IN_DIM, out_dim=CLASSES, hidden=6, state=3, blocks=2, hru=hru,
-                    step=0.3 if hru == "nonlinear" else 1e-4, dtype=dtype, key=jax.random.PRNGKey(7))
-    x = jax.random.normal(jax.random.PRNGKey(8), (BATCH, LENGTH, IN_DIM), dtype)
-    return model, x, jnp.array([0, 3, 1])
-
-
-def arrays(tree) -> list[np.ndarray]:
-    return [np.asarray(a) for a in jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_array))]
 
 
 def assert_same(case: str, what: str, actual, expected):
@@ -87,18 +65,37 @@ def assert_same(case: str, what: str, actual, expected):
 
 def test_every_recorded_case_has_a_new_spelling():
     assert {case.split("/")[1] for case in CASES} == set(NEW)
+    assert list(CASES) == record.case_names()
+    assert {case: entry["options"] for case, entry in CASES.items()} == {
+        f"{hru}/{name}": keywords for hru in record.HRUS for name, only, _, keywords, _ in record.CASES
+        if only in (None, hru)}
+
+
+def test_the_recorder_reproduces_the_stored_files_bit_for_bit(golden, tmp_path):
+    """tests/golden/record.py runs on today's API: one case re-recorded into a temporary folder equals the
+    stored arrays and index entry exactly (a step, a gradient, a retrace error and a prediction)."""
+    case = "nonlinear/rhel_auto"  # in STEP_IN_CI and GRADIENTS_IN_CI: its functions are often compiled already
+    arrays_, index = record.record(tmp_path, [case])
+    assert index == {case: CASES[case]}
+    stored = json.loads((tmp_path / "golden.json").read_text())
+    assert stored == index
+    with np.load(tmp_path / "golden.npz") as written:
+        assert set(written) == set(arrays_) == {key for key in golden if key.startswith(case + "/")} | {
+            "nonlinear/predict"}
+        for key in written:
+            assert written[key].dtype == golden[key].dtype and np.array_equal(written[key], golden[key]), key
 
 
 def resolved(choices, hru: str):
     ham = {"linear": LINEAR_HAMILTONIAN, "nonlinear": NONLINEAR_HAMILTONIAN}[hru]
-    carries = getattr(choices.memory, "carries_state", False)
+    carries = choices.memory is not None and choices.memory.carries_state
     return choices.gradient, integrator_for(ham, choices, initial_state=carries), choices.memory
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_old_keywords_resolve_to_the_new_choices(case):
     hru, name = case.split("/")
-    assert resolved(choices_from(**CASES[case]["options"]), hru) == resolved(choices_from(**NEW[name]), hru)
+    assert resolved(choices_from_keywords(**CASES[case]["options"]), hru) == resolved(Choices(**NEW[name]), hru)
 
 
 # Through the old keywords numerically as well: one case of each kind of choice.
@@ -130,20 +127,21 @@ def spelled(case: str, spelling: str):
 def test_gradients_reproduce_golden(golden, case, spelling):
     entry, choices = spelled(case, spelling)
     model, x, y = problem(case.split("/")[0], entry["dtype"])
-    loss, grads = he.value_and_grad(model, x, y, **choices)
+    if spelling == "old_keywords":
+        with pytest.warns(DeprecationWarning, match="hamecho.value_and_grad"):
+            he.nn.keywords.WARNED.clear()
+            loss, grads = he.value_and_grad(model, x, y, **choices)
+        choices = {"integrator": choices_from_keywords(**choices).integrator}
+    else:
+        loss, grads = he.value_and_grad(model, x, y, **choices)
     assert_same(case, "loss", loss, golden[f"{case}/loss"])
     leaves = arrays(grads)
     assert len(leaves) == entry["grads"]
     for i, leaf in enumerate(leaves):
         assert_same(case, f"grad {i}", leaf, golden[f"{case}/grad{i:03d}"])
 
-    layer = model.blocks[0].hru
-    u = jax.random.normal(jax.random.PRNGKey(9), (LENGTH, BATCH, 6), entry["dtype"])
-    if spelling == "old_keywords":
-        retrace = he.retrace_error(layer.hamiltonian, layer.core_parameters(), layer.drives(u),
-                                   he.CoreOptions(**choices))
-    else:
-        retrace = he.retrace_error(layer, u, integrator=choices.get("integrator"))
+    retrace = he.retrace_error(model.blocks[0].hru, record.retrace_input(entry["dtype"]),
+                               integrator=choices.get("integrator"))
     assert_same(case, "retrace", retrace, golden[f"{case}/retrace"])
 
 

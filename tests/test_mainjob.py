@@ -87,7 +87,7 @@ def test_main_job_end_to_end_tiny(tmp_path):
 def test_nonlinear_core_share_at_initial_step(step, low, high):
     """Why the main job's nonlinear HSSM starts at step 0.1: at the paper's 1e-4 and L = 29 the core's part of
     the HRU output (C·φ) is ~1e-7 of the D·u skip, so the Hamiltonian core barely takes part."""
-    from hamecho import CoreOptions
+    from hamecho import BPTT
     from hamecho.nn.layers import NonlinearHRU
 
     jax.config.update("jax_enable_x64", True)
@@ -97,7 +97,7 @@ def test_nonlinear_core_share_at_initial_step(step, low, high):
     @jax.jit
     def share_of_core(hru, u):
         skip = hru.D * u
-        return jax.numpy.linalg.norm(hru(u, CoreOptions(algo="bptt")) - skip) / jax.numpy.linalg.norm(skip)
+        return jax.numpy.linalg.norm(hru(u, gradient=BPTT()) - skip) / jax.numpy.linalg.norm(skip)
 
     share = float(share_of_core(hru, u))
     assert low < share < high

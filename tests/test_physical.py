@@ -268,7 +268,7 @@ def test_device_from_table():
 
 @pytest.mark.parametrize("table,match", [
     ({}, "device.kind is missing: one of 'ideal', 'simulated'"),
-    ({"kind": "analog"}, "device.kind must be one of 'ideal', 'simulated'; got 'analog'"),
+    ({"kind": "analog"}, "device.kind must be one of 'ideal', 'simulated', 'circuit'; got 'analog'"),
     ({"kind": "ideal", "noise": 0.1}, "device.noise: the ideal device has no knobs"),
     ({"kind": "simulated", "temperature": 1}, "device.temperature is not a device key; the keys are kind, seed, noise"),
     ({"kind": "simulated", "noise": -1}, "device.noise must be a finite number ≥ 0"),

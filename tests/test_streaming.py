@@ -18,7 +18,7 @@ import pytest
 
 import hamecho as he
 from hamecho.core.choices import Choices
-from hamecho.keywords import choices_from
+from hamecho.nn.keywords import choices_from_keywords
 from hamecho.nn.streaming import chunk_plan, stream_retrace_error
 from hamecho.tools.gradcheck import compare_gradients
 
@@ -89,8 +89,7 @@ def test_nonlinear_streaming_rhel_is_bptt_within_rhel_bias_and_is_rhel():
 
 def test_gradient_with_respect_to_the_input_streams_too():
     model, x, y = problem("linear", "regression", blocks=1)
-    loss = lambda x, memory: he.nn.api.training_loss(
-        model, x, y, Choices(gradient=he.RHEL(), memory=memory))[0]
+    loss = lambda x, memory: he.nn.api.training_loss(model, x, y, gradient=he.RHEL(), memory=memory)[0]
     grad = jax.jit(jax.grad(loss), static_argnums=1)
     reference = grad(x, None)
     streamed = grad(x, he.Streaming(12))
@@ -141,12 +140,12 @@ def test_streaming_is_refused_with_its_reason():
         model.blocks[0](jnp.zeros((LENGTH, BATCH, HIDDEN)), memory=he.Streaming(8))
     with pytest.raises(ValueError, match="norm must be one of"):
         he.HSSM(in_dim=1, out_dim=2, norm="group", key=jax.random.PRNGKey(0))
-    # the old-keyword spelling (what a TOML [train] key translates through)
-    assert choices_from(stream_chunk=12) == Choices(memory=he.Streaming(12))
+    # the keyword spelling (what a TOML [train] key translates through)
+    assert choices_from_keywords(stream_chunk=12) == Choices(memory=he.Streaming(12))
     with pytest.raises(ValueError, match="block_chunk and stream_chunk .* choose one"):
-        choices_from(block_chunk=8, stream_chunk=12)
+        choices_from_keywords(block_chunk=8, stream_chunk=12)
     with pytest.raises(ValueError, match="works with RHEL only"):
-        choices_from(algo="bptt", stream_chunk=12)
+        choices_from_keywords(algo="bptt", stream_chunk=12)
 
 
 # --- the norm "layer" model -----------------------------------------------------------------------------
@@ -174,8 +173,7 @@ def test_layer_norm_model_trains_and_predicts():
 # --- the memory contract --------------------------------------------------------------------------------
 
 def _temp_bytes(model, x, y, memory) -> int:
-    loss = lambda m, x, y: he.nn.api.training_loss(m, x, y, Choices(memory=memory),
-                                                   jax.random.PRNGKey(0))[0]
+    loss = lambda m, x, y: he.nn.api.training_loss(m, x, y, memory=memory, key=jax.random.PRNGKey(0))[0]
     fn = eqx.filter_jit(eqx.filter_value_and_grad(loss))
     return fn.lower(model, x, y).compile().compiled.memory_analysis().temp_size_in_bytes
 

@@ -219,12 +219,12 @@ def test_nonlinear_trains_where_the_default_scan_is_parallel(tmp_path, monkeypat
     """On accelerators the default scan is parallel, which only the linear HRU supports; the loop must keep
     the nonlinear HRU sequential (simulated here on CPU)."""
     import hamecho.core.choices
-    from hamecho import CoreOptions
+    from hamecho import RHEL, AffineLeapfrog, AutoLeapfrog, Leapfrog
     from hamecho.core.hamiltonians import LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN
 
     monkeypatch.setattr(hamecho.core.choices, "default_scan", lambda: "parallel")
-    assert CoreOptions().scan_for(LINEAR_HAMILTONIAN) == "parallel"
-    assert CoreOptions().scan_for(NONLINEAR_HAMILTONIAN) == "sequential"
+    assert AutoLeapfrog(dtype="float64").resolve(LINEAR_HAMILTONIAN, RHEL()) == AffineLeapfrog(dtype="float64")
+    assert AutoLeapfrog(dtype="float64").resolve(NONLINEAR_HAMILTONIAN, RHEL()) == Leapfrog(dtype="float64")
     config = tiny(name="gpu-like", steps=4, eval_every=2, dtype="float32", batch_size=4)
     assert read_result(run_one(config, "rhel", 3, tmp_path, progress=False))["steps"] == 4
 

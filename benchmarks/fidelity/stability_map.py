@@ -17,6 +17,7 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
+from hamecho.core.gradients import BPTT  # noqa: E402
 from hamecho.nn.api import value_and_grad  # noqa: E402
 from hamecho.tools.gradcheck import random_problem  # noqa: E402
 
@@ -32,7 +33,7 @@ for step in STEPS:
         model, x, y = random_problem(hru="nonlinear", blocks=6, hidden=64, state=16, length=length, batch=4,
                                      in_dim=6, classes=5, task="classification", output_step=1, step=step,
                                      seed=0, dtype=jnp.float64)
-        _, grads = value_and_grad(model, x, y, algo="bptt")
+        _, grads = value_and_grad(model, x, y, gradient=BPTT())
         leaves = [np.asarray(g) for g in jax.tree_util.tree_leaves(grads)]
         norm = float(np.sqrt(sum(np.sum(np.square(g)) for g in leaves)))
         retrace = max(float(b.hru.retrace_error(u)) for b, u in zip(model.blocks, model.hru_inputs(x)))

@@ -131,7 +131,8 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
 
     import hamecho as he
-    from hamecho.nn.api import _train_step, _value_and_grad, training_loss
+    from hamecho.core.choices import Choices
+    from hamecho.nn.api import _train_step, _value_and_grad, loss_and_statistics
     from hamecho.tools.timing import interleave, machine_state, ratio, spread
     from hamecho.training import optimizer_for
 
@@ -143,10 +144,8 @@ def main(argv=None) -> int:
     optimizer = optimizer_for(1e-3)
     opt_state = he.init_optimizer(optimizer, model)
     key = jax.random.PRNGKey(1)
-    from hamecho.keywords import choices_from
-
-    choices = choices_from(None, gradient=he.RHEL() if args.algo == "rhel" else he.BPTT(),
-                           memory=he.Streaming() if args.memory == "streaming" else None)
+    choices = Choices(gradient=he.RHEL() if args.algo == "rhel" else he.BPTT(),
+                      memory=he.Streaming() if args.memory == "streaming" else None)
     step_args = (model, opt_state, x, y, optimizer, choices, key)
     compiled = _train_step.lower(*step_args).compile()
     step = lambda: compiled(*step_args)
@@ -157,7 +156,7 @@ def main(argv=None) -> int:
               "machine": machine_state(), "command": " ".join(sys.argv)}
     result["profile"] = profile_step(step, compiled.compiled.as_text(), "jit__train_step", args.steps)
     if args.interleaved:
-        forward = eqx.filter_jit(lambda m, x, y, c, k: training_loss(m, x, y, c, k)[0])
+        forward = eqx.filter_jit(lambda m, x, y, c, k: loss_and_statistics(m, x, y, c, k)[0])
         cases = {"forward": lambda: forward(model, x, y, choices, key),
                  "value_and_grad": lambda: _value_and_grad(model, x, y, choices, key),
                  "train_step": step}

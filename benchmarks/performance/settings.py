@@ -36,8 +36,8 @@ def child(args) -> int:
     import jax.numpy as jnp
 
     import hamecho as he
-    from hamecho.keywords import choices_from
-    from hamecho.nn.api import _train_step, training_loss
+    from hamecho.core.choices import Choices
+    from hamecho.nn.api import _train_step, loss_and_statistics
     from hamecho.tools.bench import process_peak_rss
     from hamecho.tools.timing import interleave, machine_state, ratio, spread
     from hamecho.training import optimizer_for
@@ -51,8 +51,8 @@ def child(args) -> int:
     opt_state = he.init_optimizer(optimizer, model)
     key = jax.random.PRNGKey(1)
     memory = he.Streaming() if args.memory == "streaming" else None
-    choices = choices_from(None, gradient=he.RHEL() if args.algo == "rhel" else he.BPTT(), memory=memory)
-    forward = eqx.filter_jit(lambda m, x, y, k: training_loss(m, x, y, choices, k)[0])
+    choices = Choices(gradient=he.RHEL() if args.algo == "rhel" else he.BPTT(), memory=memory)
+    forward = eqx.filter_jit(lambda m, x, y, k: loss_and_statistics(m, x, y, choices, k)[0])
     times = interleave({"forward": lambda: forward(model, x, y, key),
                         "step": lambda: _train_step(model, opt_state, x, y, optimizer, choices, key)},
                        rounds=args.rounds)

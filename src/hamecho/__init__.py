@@ -5,9 +5,10 @@
     loss, grads = he.value_and_grad(model, x, y, gradient=he.RHEL(eps=0.1))
     model, opt_state, loss = he.train_step(model, opt_state, x, y, optimizer, key=key)
 
-Choices are small objects (docs/api.md): gradient ``RHEL`` | ``BPTT``; integrator ``Leapfrog`` |
-``AffineLeapfrog`` | ``FixedPointLeapfrog``; memory ``None`` | ``RecomputeBlocks`` | ``TimeChunks`` |
-``Streaming`` (the whole stack with memory flat in the sequence length: RHEL, ``HSSM(norm="layer")``).
+Choices are small objects (docs/api.md): gradient ``RHEL`` | ``BPTT``; integrator ``AutoLeapfrog`` (the
+default: the leapfrog, its scan chosen per Hamiltonian) | ``Leapfrog`` | ``AffineLeapfrog`` |
+``FixedPointLeapfrog``; memory ``None`` | ``RecomputeBlocks`` | ``TimeChunks`` | ``Streaming`` (the whole
+stack with memory flat in the sequence length: RHEL, ``HSSM(norm="layer")``).
 The layout of the package is described in docs/design.md.
 """
 __version__ = "0.1.0"
@@ -19,26 +20,28 @@ import importlib
 # before anything heavy is imported (``hamecho.runtime``), and a restart after JAX had loaded would cost a second.
 _PUBLIC = {
     "AffineLeapfrog": "core.affine",
+    "AutoLeapfrog": "core.choices",
     "hamiltonian_core": "core.engine",
     "FixedPointLeapfrog": "core.fixed_point",
     "BPTT": "core.gradients", "RHEL": "core.gradients", "AbstractGradient": "core.gradients",
     "SeparableHamiltonian": "core.hamiltonians",
     "AbstractIntegrator": "core.integrators", "Leapfrog": "core.integrators",
-    "CoreOptions": "keywords",
+    "AbstractMemory": "core.memory",
+    "CoreOptions": "nn.keywords",
     "init_optimizer": "nn.api", "predict": "nn.api", "train_step": "nn.api", "value_and_grad": "nn.api",
     "HSSM": "nn.hssm", "cast": "nn.hssm", "count_parameters": "nn.hssm", "trainable": "nn.hssm",
     "HRU": "nn.layers", "LinearHRU": "nn.layers", "NonlinearHRU": "nn.layers", "retrace_error": "nn.layers",
-    "AbstractMemory": "nn.memory", "RecomputeBlocks": "nn.memory", "TimeChunks": "nn.memory",
+    "RecomputeBlocks": "nn.memory", "TimeChunks": "nn.memory",
     "Streaming": "nn.streaming",
     "enable_compilation_cache": "runtime",
 }
-_SUBPACKAGES = ("cli", "continuous", "core", "data", "keywords", "nn", "physical", "runtime", "tools", "training")
+_SUBPACKAGES = ("cli", "continuous", "core", "data", "nn", "physical", "runtime", "tools", "training")
 
-__all__ = ["AbstractGradient", "AbstractIntegrator", "AbstractMemory", "AffineLeapfrog", "BPTT", "CoreOptions",
-           "FixedPointLeapfrog", "HRU", "HSSM", "Leapfrog", "LinearHRU", "NonlinearHRU", "RHEL", "RecomputeBlocks",
-           "SeparableHamiltonian", "Streaming", "TimeChunks", "cast", "count_parameters", "enable_compilation_cache",
-           "hamiltonian_core", "init_optimizer", "predict", "retrace_error", "train_step", "trainable",
-           "value_and_grad", "__version__"]
+__all__ = ["AbstractGradient", "AbstractIntegrator", "AbstractMemory", "AffineLeapfrog", "AutoLeapfrog", "BPTT",
+           "CoreOptions", "FixedPointLeapfrog", "HRU", "HSSM", "Leapfrog", "LinearHRU", "NonlinearHRU", "RHEL",
+           "RecomputeBlocks", "SeparableHamiltonian", "Streaming", "TimeChunks", "cast", "count_parameters",
+           "enable_compilation_cache", "hamiltonian_core", "init_optimizer", "predict", "retrace_error", "train_step",
+           "trainable", "value_and_grad", "__version__"]
 
 
 def __getattr__(name: str):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ..keywords import ALGOS
+from ..nn.keywords import ALGOS
 from ..tools.sweep import build_sweep, load_sweep, pending_runs, print_selection, run_local, run_ray, select
 from ..training.config import parse_override
 

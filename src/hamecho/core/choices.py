@@ -3,18 +3,21 @@
 This module is the one place where
 
 1. **combinations are checked** (:func:`check_compatible`): every illegal combination of a gradient
-   method, an integrator, a memory strategy, a Hamiltonian and a starting state is rejected here and
-   nowhere else (the old keywords of ``hamecho.keywords`` and the TOML configuration call it too);
+   method, an integrator, a memory strategy, a Hamiltonian, a starting state, the model's norm and
+   whether a block runs alone is rejected here and nowhere else (the keyword spellings of
+   ``hamecho.nn.keywords``, the TOML configuration and ``hamecho bench`` call it too);
 2. **defaults are resolved** (the ``"auto"`` rules):
 
    - ``gradient=None`` → ``RHEL()`` (ε = 0.1, two-sided);
-   - ``integrator=None`` → per Hamiltonian (:func:`default_integrator`): ``AffineLeapfrog`` (the
-     parallel scan) when the Hamiltonian declares itself affine, JAX's default backend is an
-     accelerator and nothing needs a sequential scan (checkpointed BPTT, a starting state, time
-     chunks, streaming); ``Leapfrog`` otherwise — on CPU the sequential scan is the faster one;
-   - ``dtype="auto"`` → the core integrates in float64 when JAX's x64 mode is on (a float32 model keeps
-     float32 parameters and activations; its cores run in float64), else in the input's dtype
-     (:func:`compute_dtype`; why: a float32 oscillator drifts in phase, see docs/precision.md);
+   - ``integrator=None`` → ``AutoLeapfrog()``, the leapfrog with its scan chosen per Hamiltonian
+     (:meth:`AutoLeapfrog.resolve`): ``AffineLeapfrog`` (the parallel scan) when the Hamiltonian
+     declares itself affine, JAX's default backend is an accelerator and nothing needs a sequential scan
+     (checkpointed BPTT, a starting state, time chunks, streaming); ``Leapfrog`` otherwise — on CPU the
+     sequential scan is the faster one;
+   - ``dtype="auto"`` (of ``Leapfrog``, ``AffineLeapfrog``, ``AutoLeapfrog``) → the core integrates in
+     float64 when JAX's x64 mode is on (a float32 model keeps float32 parameters and activations; its
+     cores run in float64), else in the input's dtype (:func:`compute_dtype`; why: a float32 oscillator
+     drifts in phase, see docs/precision.md);
    - ``RHEL(difference="auto")`` → ``"quadrature"`` for affine Hamiltonians (exact there), float32
      cores and ε < 1e-3; ``"direct"`` subtraction for other float64 cores (:func:`difference_rule`).
 
@@ -24,7 +27,7 @@ reuse compiled functions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -33,91 +36,128 @@ from .affine import AffineLeapfrog
 from .gradients import BPTT, RHEL, AbstractGradient, check_one_of
 from .hamiltonians import SeparableHamiltonian
 from .integrators import CORE_DTYPES, AbstractIntegrator, Leapfrog
+from .memory import AbstractMemory
 
 # difference="auto" subtracts the two echoes directly only in float64 and for ε at least this large.
 DIRECT_MIN_EPS = 1e-3
 
 
 @dataclass(frozen=True)
-class Choices:
-    """A checked (gradient, integrator, memory) triple.
+class AutoLeapfrog(AbstractIntegrator):
+    """The default integrator: the leapfrog, its scan chosen per Hamiltonian (module docstring, rule 2).
 
-    integrator None means the default for each Hamiltonian (:func:`default_integrator`), integrating in
-    ``dtype`` (one of ``CORE_DTYPES``); memory None keeps every activation for autodiff.
+    ``integrator=None`` stands for ``AutoLeapfrog()``; ``AutoLeapfrog(dtype="float64")`` is "the default
+    integrator for this Hamiltonian, in float64". dtype: as ``Leapfrog``'s (``"auto"``, ``"input"`` or
+    ``"float64"``), handed to the integrator it resolves to. It runs nothing itself: each core resolves it
+    (:meth:`resolve`), and the combination is checked once resolved.
     """
 
-    gradient: AbstractGradient = RHEL()
-    integrator: AbstractIntegrator | None = None
-    memory: Any = None
+    per_hamiltonian: ClassVar[bool] = True
     dtype: str = "auto"
 
     def __post_init__(self):
         check_one_of("dtype", self.dtype, CORE_DTYPES)
-        if self.integrator is not None:  # dtype belongs to the default integrator only: equal choices compare equal
-            object.__setattr__(self, "dtype", "auto")
+
+    def resolve(self, ham: SeparableHamiltonian, gradient: AbstractGradient, memory=None, *,
+                initial_state: bool = False) -> AbstractIntegrator:
+        """``AffineLeapfrog(dtype)`` or ``Leapfrog(dtype)`` for a core of ``ham`` (module docstring, rule 2)."""
+        needs_sequential = (initial_state or (memory is not None and (memory.carries_state or memory.whole_stack))
+                            or (isinstance(gradient, BPTT) and gradient.checkpoint_every is not None))
+        if ham.is_affine and not needs_sequential and default_scan() == "parallel":
+            return AffineLeapfrog(dtype=self.dtype)
+        return Leapfrog(dtype=self.dtype)
+
+
+@dataclass(frozen=True)
+class Choices:
+    """A checked (gradient, integrator, memory) triple.
+
+    gradient None means ``RHEL()``; integrator None means ``AutoLeapfrog()`` (the default for each
+    Hamiltonian); memory None keeps every activation for autodiff. The defaults are filled in, so
+    ``Choices()`` equals ``Choices(gradient=RHEL(), integrator=AutoLeapfrog())``.
+    """
+
+    gradient: AbstractGradient | None = None
+    integrator: AbstractIntegrator | None = None
+    memory: AbstractMemory | None = None
+
+    def __post_init__(self):
+        if self.gradient is None:
+            object.__setattr__(self, "gradient", RHEL())
+        if self.integrator is None:
+            object.__setattr__(self, "integrator", AutoLeapfrog())
         for value, base, family, examples in (
                 (self.gradient, AbstractGradient, "gradient", "hamecho.RHEL(), hamecho.BPTT()"),
                 (self.integrator, AbstractIntegrator, "integrator",
-                 "hamecho.Leapfrog(), hamecho.AffineLeapfrog(), hamecho.FixedPointLeapfrog()")):
+                 "hamecho.Leapfrog(), hamecho.AffineLeapfrog(), hamecho.FixedPointLeapfrog(), hamecho.AutoLeapfrog()"),
+                (self.memory, AbstractMemory, "memory",
+                 "hamecho.RecomputeBlocks(), hamecho.TimeChunks(1024), hamecho.Streaming(256)")):
             if value is not None and not isinstance(value, base):
                 raise ValueError(f"{family} must be an instance of {base.__name__}, such as {examples}; got {value!r}")
-        if self.memory is not None and not hasattr(self.memory, "run_block"):
-            raise ValueError("memory must be None or a memory strategy such as hamecho.RecomputeBlocks(), "
-                             f"hamecho.TimeChunks(1024), hamecho.Streaming(256); got {self.memory!r}")
         check_compatible(self.gradient, self.integrator, self.memory)
 
 
 def check_compatible(gradient: AbstractGradient, integrator: AbstractIntegrator | None, memory=None, *,
                      hamiltonian: SeparableHamiltonian | None = None, initial_state: bool = False,
-                     norm: str | None = None) -> None:
+                     norm: str | None = None, block_alone: bool = False) -> None:
     """Raise ``ValueError`` for an illegal combination; the message names both sides and the way out.
 
-    integrator None (the default, chosen per Hamiltonian later) is checked once it is resolved.
-    ``initial_state``: the core starts from a given state (time chunks do this for every block).
-    ``norm``: the model's norm ("batch" | "layer"), checked where the model is known (``HSSM.apply``).
-    The memory strategy declares what it needs: ``carries_state``, ``needs_rhel`` (it runs RHEL's echo
+    integrator None or ``AutoLeapfrog`` (chosen per Hamiltonian) is checked once resolved, that is when
+    ``hamiltonian`` is given. ``initial_state``: the core starts from a given state (time chunks do this
+    for every block). ``norm``: the model's norm ("batch" | "layer"), checked where the model is known
+    (``HSSM.apply``, the TOML configuration, ``hamecho bench``). ``block_alone``: one block runs on its
+    own (``Block.__call__``), not inside an HSSM. The memory strategy declares what it needs
+    (``hamecho.core.memory.AbstractMemory``): ``carries_state``, ``needs_rhel`` (it runs RHEL's echo
     itself), ``whole_stack`` (it runs the whole stack, stretch by stretch: an integrator that ``streams``
     and a norm local in time).
     """
     checkpointed = isinstance(gradient, BPTT) and gradient.checkpoint_every is not None
-    carries_state = initial_state or bool(getattr(memory, "carries_state", False))
-    what_carries = repr(memory) if getattr(memory, "carries_state", False) else "a core with an initial state"
-    whole_stack = bool(getattr(memory, "whole_stack", False))
-    if getattr(memory, "needs_rhel", False) and not isinstance(gradient, RHEL):
+    memory_carries = memory is not None and memory.carries_state
+    carries_state = initial_state or memory_carries
+    what_carries = repr(memory) if memory_carries else "a core with an initial state"
+    whole_stack = memory is not None and memory.whole_stack
+    if memory is not None and memory.needs_rhel and not isinstance(gradient, RHEL):
         raise ValueError(
             f"{memory!r} works with RHEL only: it keeps no activations and rebuilds every block's inputs by "
             f"running the Hamiltonian cores backwards during RHEL's echo, while {gradient!r} differentiates "
-            "through activations it would have to store. Use gradient=hamecho.RHEL() (algo='rhel'), or for BPTT "
-            "memory=hamecho.TimeChunks(n) (block_chunk=n), which keeps each block's input")
+            "through activations it would have to store. Use gradient=hamecho.RHEL(), or for BPTT "
+            "memory=hamecho.TimeChunks(n), which keeps each block's input")
+    if whole_stack and block_alone:
+        raise ValueError(f"{memory!r} runs a whole HSSM stack at once (HSSM.apply): a block alone cannot rebuild "
+                         "its input; call the HSSM, or give the block memory=hamecho.TimeChunks(n)")
     if whole_stack and norm is not None and norm != "layer":
         raise ValueError(
             f"{memory!r} needs HSSM(norm='layer'); got norm={norm!r}. BatchNorm normalises over all (time, "
             "batch), so every step's input gradient depends on the cotangents of every step (their mean over "
             "time), which a single reverse pass over time chunks knows only at its end; norm='layer' "
             "normalises each step over its features, so every block is local in time and can stream")
-    if integrator is not None:
+    if integrator is None:
+        integrator = AutoLeapfrog()
+    if integrator.per_hamiltonian and hamiltonian is not None:
+        integrator = integrator.resolve(hamiltonian, gradient, memory, initial_state=initial_state)
+    if not integrator.per_hamiltonian:
         if whole_stack and not integrator.streams:
             raise ValueError(f"{memory!r} rebuilds each chunk with a sequential scan run backwards from its final "
-                             f"state: use hamecho.Leapfrog() (scan='sequential') or hamecho.FixedPointLeapfrog(); "
+                             f"state: use hamecho.Leapfrog() or hamecho.FixedPointLeapfrog(); "
                              f"got {integrator.label()}")
         if isinstance(gradient, BPTT) and not integrator.differentiable:
             raise ValueError(
                 f"{integrator.label()} cannot be differentiated by BPTT ({integrator.not_differentiable_because}); "
-                "it works with RHEL only: use algo='rhel' (gradient=hamecho.RHEL()), or integrator='float' "
-                "(hamecho.Leapfrog()) for a BPTT reference")
+                "it works with RHEL only: use gradient=hamecho.RHEL(), or hamecho.Leapfrog() for a BPTT reference")
         if checkpointed and integrator.parallel:
-            raise ValueError(f"{gradient!r} (checkpoint_chunk: BPTT with gradient checkpointing over time) needs "
-                             f"a sequential scan (hamecho.Leapfrog(), scan='sequential'); got {integrator!r}")
+            raise ValueError(f"{gradient!r} (BPTT with gradient checkpointing over time) needs a sequential scan "
+                             f"(hamecho.Leapfrog()); got {integrator!r}")
         if carries_state and not integrator.starts_from_state:
-            raise ValueError(f"{what_carries} (time chunks, block_chunk > 0: blocks run over time chunks) needs a "
-                             f"sequential scan and integrator='float' (hamecho.Leapfrog()); got {integrator.label()}")
+            raise ValueError(f"{what_carries} (blocks run over time chunks) needs a sequential scan in floating "
+                             f"point (hamecho.Leapfrog()); got {integrator.label()}")
         if hamiltonian is not None and integrator.parallel and not hamiltonian.is_affine:
-            raise ValueError(f"{integrator!r} (scan='parallel') needs a Hamiltonian that declares itself affine "
+            raise ValueError(f"{integrator!r} (the parallel scan) needs a Hamiltonian that declares itself affine "
                              f"(affine_stiffness, a time-invariant affine step, like the linear HRU); Hamiltonian "
-                             f"{hamiltonian.name!r} is not: use hamecho.Leapfrog() (scan='sequential')")
+                             f"{hamiltonian.name!r} is not: use hamecho.Leapfrog()")
     if checkpointed and carries_state:
-        raise ValueError(f"{gradient!r} (checkpoint_chunk) runs whole sequences from the zero state and cannot be "
-                         f"combined with {what_carries}: time chunks already keep only each chunk's start state")
+        raise ValueError(f"{gradient!r} (BPTT with gradient checkpointing) runs whole sequences from the zero state "
+                         f"and cannot be combined with {what_carries}: time chunks already keep only each chunk's "
+                         "start state")
 
 
 def default_scan() -> str:
@@ -125,22 +165,10 @@ def default_scan() -> str:
     return "sequential" if jax.default_backend() == "cpu" else "parallel"
 
 
-def default_integrator(ham: SeparableHamiltonian, choices: Choices, *, initial_state: bool = False):
-    """The integrator ``integrator=None`` stands for with this Hamiltonian (module docstring, rule 2)."""
-    gradient, memory = choices.gradient, choices.memory
-    needs_sequential = (initial_state or getattr(memory, "carries_state", False)
-                        or getattr(memory, "whole_stack", False)
-                        or (isinstance(gradient, BPTT) and gradient.checkpoint_every is not None))
-    if ham.is_affine and not needs_sequential and default_scan() == "parallel":
-        return AffineLeapfrog(dtype=choices.dtype)
-    return Leapfrog(dtype=choices.dtype)
-
-
 def integrator_for(ham: SeparableHamiltonian, choices: Choices, *, initial_state: bool = False):
-    """The integrator a core of ``ham`` runs with under ``choices``, checked against the Hamiltonian."""
-    integrator = choices.integrator
-    if integrator is None:
-        integrator = default_integrator(ham, choices, initial_state=initial_state)
+    """The integrator a core of ``ham`` runs with under ``choices`` (``AutoLeapfrog`` resolved), checked
+    against the Hamiltonian."""
+    integrator = choices.integrator.resolve(ham, choices.gradient, choices.memory, initial_state=initial_state)
     check_compatible(choices.gradient, integrator, choices.memory, hamiltonian=ham, initial_state=initial_state)
     return integrator
 

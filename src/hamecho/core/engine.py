@@ -52,7 +52,7 @@ def run_core(ham: SeparableHamiltonian, choices: Choices, theta, drives, initial
     """Positions (L, N, P) of the HRU driven by ``drives`` (L, N, U), from zero or ``initial_state``.
 
     Returns positions, or (positions, final state (φ, π)) when ``initial_state`` is given. The
-    integrator is ``choices.integrator`` or the default for ``ham`` (``choices.integrator_for``).
+    integrator is ``choices.integrator``, resolved for ``ham`` (``choices.integrator_for``).
     """
     integrator = integrator_for(ham, choices, initial_state=initial_state is not None)
     gradient = choices.gradient
@@ -76,7 +76,7 @@ def hamiltonian_core(ham: SeparableHamiltonian, theta, drives, *, gradient=None,
                      initial_state=None):
     """``run_core`` with the choices given as keywords: gradient (default ``RHEL()``), integrator (default:
     per Hamiltonian, see ``hamecho.core.choices``) and an optional initial state (φ, π), each (N, P)."""
-    choices = Choices(gradient=RHEL() if gradient is None else gradient, integrator=integrator)
+    choices = Choices(gradient=gradient, integrator=integrator)
     return run_core(ham, choices, theta, drives, initial_state)
 
 
@@ -141,14 +141,14 @@ def relative_retrace_error(end_state, start_state, final_state) -> jax.Array:
     return gap / jnp.sqrt(jnp.sum(final_q**2) + jnp.sum(final_p**2))
 
 
-def retrace_error(ham: SeparableHamiltonian, theta, drives, integrator: AbstractIntegrator | None = None,
-                  *, dtype: str = "auto") -> jax.Array:
+def retrace_error(ham: SeparableHamiltonian, theta, drives, integrator: AbstractIntegrator | None = None
+                  ) -> jax.Array:
     """Run forward from zero, flip the momentum, echo with ε = 0: :func:`relative_retrace_error`.
 
-    Computed in the integrator's dtype (integrator None: the default for ``ham`` integrating in ``dtype``);
+    Computed in the integrator's dtype (integrator None: ``AutoLeapfrog()``, the default for ``ham``);
     with ``FixedPointLeapfrog`` the echo is bit-exact and this is exactly 0.0.
     """
-    integrator = integrator_for(ham, Choices(integrator=integrator, dtype=dtype))
+    integrator = integrator_for(ham, Choices(integrator=integrator))
     theta, drives = to_compute_dtype(integrator, theta, drives)
     positions, final_state = integrator.forward(ham, theta, drives)
     echo = echo_pass(ham, RHEL(), integrator, theta, drives, final_state, jnp.zeros_like(positions))

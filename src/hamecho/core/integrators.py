@@ -55,8 +55,11 @@ class AbstractIntegrator:
 
     Class attributes say what the integrator supports; ``choices.check_compatible`` reads them:
     ``differentiable`` (BPTT can differentiate it), ``starts_from_state`` (it runs from a given initial
-    state and hands the echo across time chunks), ``parallel`` (an associative scan). ``dtype`` is the
-    precision choice (one of ``CORE_DTYPES``; a field where the user chooses it).
+    state and hands the echo across time chunks), ``streams`` (it implements ``rebuild``, ``echo_start``,
+    ``echo_stretch`` and ``echo_gradient`` for ``hamecho.Streaming``), ``parallel`` (an associative scan),
+    ``per_hamiltonian`` (a choice that :meth:`resolve` turns into a concrete integrator per Hamiltonian,
+    ``choices.AutoLeapfrog``). ``dtype`` is the precision choice (one of ``CORE_DTYPES``; a field where the
+    user chooses it).
     """
 
     differentiable: ClassVar[bool] = True
@@ -64,13 +67,25 @@ class AbstractIntegrator:
     starts_from_state: ClassVar[bool] = False
     streams: ClassVar[bool] = False
     parallel: ClassVar[bool] = False
+    per_hamiltonian: ClassVar[bool] = False
 
     def label(self) -> str:
         """How messages name this integrator."""
         return repr(self)
 
+    def resolve(self, ham: SeparableHamiltonian, gradient, memory=None, *, initial_state: bool = False):
+        """The integrator a core of ``ham`` runs with: this one (``per_hamiltonian`` ones choose)."""
+        return self
+
     def forward(self, ham: SeparableHamiltonian, theta, drives, initial_state=None):
+        """Positions (L, N, P) and the final state, from ``initial_state`` (default: zero)."""
         raise NotImplementedError
+
+    def forward_checkpointed(self, ham: SeparableHamiltonian, theta, drives, every: int):
+        """Positions (L, N, P) from the zero state whose autodiff keeps the state every ``every`` steps only:
+        how ``BPTT(checkpoint_every=every)`` runs (``engine.run_core``). Needed where BPTT can run a
+        sequential scan (``differentiable`` and not ``parallel``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not run BPTT with gradient checkpointing")
 
     def echo(self, ham: SeparableHamiltonian, rhel: RHEL, rule: str, theta, drives, final_state, cotangents,
              final_state_cotangent=None) -> EchoResult:

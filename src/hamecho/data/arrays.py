@@ -41,14 +41,16 @@ import numpy as np
 
 from .errors import DataFormatError, DataInputError
 from .processing import (
+    DEFAULT_SEED,
     DatasetSplits,
     dedup_cases,
     default_split_dir,
     encode_labels,
     pad_cases,
     split_indices,
+    splits_from_parts,
+    subset_indices,
 )
-from .registry import DEFAULT_SEED, splits_from_parts, subset_indices
 
 __all__ = ["MISSING_RULES", "TASKS", "SeriesSet", "from_arrays"]
 

@@ -41,13 +41,12 @@ import numpy as np
 
 from .arrays import MISSING_RULES, SeriesSet, as_cases, as_targets, run_protocol
 from .errors import DataFormatError, DataNotFoundError
-from .formats import read_arff, read_ts, read_ucr_tsv
-from .processing import DatasetSplits
-from .registry import DEFAULT_SEED
+from .formats import ARCHIVE_READERS
+from .processing import DEFAULT_SEED, DatasetSplits
 
 __all__ = ["FILE_SUFFIXES", "load_file", "looks_like_path"]
 
-ARCHIVE_SUFFIXES = {".ts": read_ts, ".arff": read_arff, ".tsv": read_ucr_tsv}
+ARCHIVE_SUFFIXES = tuple(ARCHIVE_READERS)
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 FILE_SUFFIXES = (".npz", *TABLE_SUFFIXES, *ARCHIVE_SUFFIXES)
 NPZ_KEYS = ("X", "y", "X_test", "y_test", "lengths", "lengths_test")
@@ -416,7 +415,7 @@ def _read_any(path: Path, table_options: dict, missing: str | None):
         columns, rows, where = _read_csv(path) if suffix == ".csv" else _read_parquet(path)
         train, task = _long_table(path, columns, rows, where, missing=missing or "error", **table_options)
         return train, None, task, "error"
-    X, y = ARCHIVE_SUFFIXES[suffix](path)
+    X, y = ARCHIVE_READERS[suffix](path)
     if len(y) != len(X):
         raise DataFormatError(path, None, "has no class labels or targets (for .ts: '@classLabel false' or no "
                                           "@targetLabel); expected a labelled dataset (missing labels)")

@@ -565,3 +565,7 @@ def read_idx(path: str | Path, labels_path: str | Path | None = None):
                               f"{labels.shape}", where="byte")
     flat = (images.reshape(images.shape[0], -1, 1).astype(np.float32) / 255.0)
     return list(flat), labels.astype(str)
+
+
+# The archive formats by file suffix: the one map the dataset registry and your own files read with.
+ARCHIVE_READERS = {".ts": read_ts, ".arff": read_arff, ".tsv": read_ucr_tsv}

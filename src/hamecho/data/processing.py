@@ -29,9 +29,12 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "DatasetSplits", "fill_missing", "pad_cases", "dedup_cases", "encode_labels", "split_indices",
-    "add_time_channel", "default_split_dir",
+    "DEFAULT_SEED", "DatasetSplits", "fill_missing", "pad_cases", "dedup_cases", "encode_labels", "split_indices",
+    "add_time_channel", "default_split_dir", "splits_from_parts", "subset_indices",
 ]
+
+# The seed of the split (and of a subset) when none is given: the first of the paper's seeds.
+DEFAULT_SEED = 2345
 
 
 @dataclass(frozen=True)
@@ -201,3 +204,25 @@ def add_time_channel(x: np.ndarray) -> np.ndarray:
     n, length, _ = x.shape
     t = np.broadcast_to((np.arange(length, dtype=np.float32) / length)[None, :, None], (n, length, 1))
     return np.concatenate([t, x], axis=2)
+
+
+def subset_indices(n_total: int, num_samples: int | None, seed: int) -> np.ndarray:
+    """All indices, or a seeded subset of ``num_samples`` of them (kept in original order)."""
+    if num_samples is None or num_samples >= n_total:
+        return np.arange(n_total)
+    if num_samples < 3:
+        raise ValueError(f"num_samples must be at least 3, got {num_samples}")
+    return np.sort(np.random.Generator(np.random.PCG64(seed)).permutation(n_total)[:num_samples])
+
+
+def splits_from_parts(name, task, parts, x, y, *, num_classes, out_dim, output_step, class_names, source, time_channel):
+    """A ``DatasetSplits`` from all cases x (N, L, C) and y, and the split ``parts`` (index arrays per split)."""
+    if time_channel:
+        x = add_time_channel(x)
+    return DatasetSplits(
+        name=name, task=task,
+        x_train=x[parts["train"]], y_train=y[parts["train"]],
+        x_val=x[parts["val"]], y_val=y[parts["val"]],
+        x_test=x[parts["test"]], y_test=y[parts["test"]],
+        num_classes=num_classes, out_dim=out_dim, output_step=output_step, class_names=class_names, source=source,
+    )

@@ -25,10 +25,12 @@ import numpy as np
 
 from . import sources
 from .errors import DataNotFoundError
-from .formats import read_arff, read_idx, read_ts, read_ucr_tsv
+from .files import load_file, looks_like_path
+from .formats import ARCHIVE_READERS, read_idx
 from .ppg import OUTPUT_STEP as PPG_STEP
 from .ppg import ppg_windows
 from .processing import (
+    DEFAULT_SEED,
     DatasetSplits,
     add_time_channel,
     dedup_cases,
@@ -36,16 +38,15 @@ from .processing import (
     encode_labels,
     pad_cases,
     split_indices,
+    splits_from_parts,
+    subset_indices,
 )
 from .synthetic import SYNTHETIC_TASKS, make_first_segment, make_ppg_like
 
 __all__ = ["check_dataset_name", "list_datasets", "load", "read_pair"]
 
-DEFAULT_SEED = 2345
 SYNTHETIC_LENGTH = 1_000
 SYNTHETIC_SAMPLES = 512
-
-_READERS = {".ts": read_ts, ".arff": read_arff, ".tsv": read_ucr_tsv}
 
 # The names of the single datasets, with their accepted spellings (compared in lower case).
 PPG_NAMES = ("ppg", "ppg-dalia", "ppg_dalia")
@@ -55,30 +56,8 @@ ARCHIVES = ("uea", "ucr")
 
 def read_pair(train: Path, test: Path):
     """Read an archive TRAIN/TEST pair with the reader for its extension; returns ``(X, y)`` for each."""
-    reader = _READERS[train.suffix]
+    reader = ARCHIVE_READERS[train.suffix]
     return reader(train), reader(test)
-
-
-def subset_indices(n_total: int, num_samples: int | None, seed: int) -> np.ndarray:
-    """All indices, or a seeded subset of ``num_samples`` of them (kept in original order)."""
-    if num_samples is None or num_samples >= n_total:
-        return np.arange(n_total)
-    if num_samples < 3:
-        raise ValueError(f"num_samples must be at least 3, got {num_samples}")
-    return np.sort(np.random.Generator(np.random.PCG64(seed)).permutation(n_total)[:num_samples])
-
-
-def splits_from_parts(name, task, parts, x, y, *, num_classes, out_dim, output_step, class_names, source, time_channel):
-    """A ``DatasetSplits`` from all cases x (N, L, C) and y, and the split ``parts`` (index arrays per split)."""
-    if time_channel:
-        x = add_time_channel(x)
-    return DatasetSplits(
-        name=name, task=task,
-        x_train=x[parts["train"]], y_train=y[parts["train"]],
-        x_val=x[parts["val"]], y_val=y[parts["val"]],
-        x_test=x[parts["test"]], y_test=y[parts["test"]],
-        num_classes=num_classes, out_dim=out_dim, output_step=output_step, class_names=class_names, source=source,
-    )
 
 
 def _load_archive(kind, ds, name, root, seed, time_channel, length, num_samples, split_dir, download):
@@ -202,8 +181,6 @@ def load(name: str | Path, root: str | Path | None = None, *, seed: int = DEFAUL
     Raises :class:`DataNotFoundError` (saying what was tried and how to provide the data) when the files are absent,
     :class:`DataFormatError` for malformed files and ``ValueError`` for an unknown name.
     """
-    from .files import load_file, looks_like_path
-
     if looks_like_path(name):
         return load_file(name, seed=seed, time_channel=time_channel, length=length, num_samples=num_samples,
                          split_dir=split_dir, **file_options)

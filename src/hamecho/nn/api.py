@@ -21,9 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.choices import Choices
-from ..core.gradients import RHEL
-from ..keywords import choices_from
 from .hssm import HSSM, has_running_statistics, norm_statistics_untouched, trainable
+from .keywords import choices_at_entry
 
 # --- losses ---------------------------------------------------------------------------------------
 
@@ -36,11 +35,16 @@ def loss_from_outputs(task: str, outputs, y):
     return jnp.mean(jnp.square(outputs - y))
 
 
-def training_loss(model: HSSM, x, y, options=None, key=None):
-    """(loss, norm statistics) in training mode (batch-statistics norm; dropout when ``key``).
+def training_loss(model: HSSM, x, y, *, gradient=None, integrator=None, memory=None, key=None):
+    """(loss, norm statistics) in training mode (batch-statistics norm; dropout when ``key``), x (N, L, in_dim).
 
-    ``options``: a ``Choices`` (or the old ``CoreOptions``; default RHEL)."""
-    outputs, stats = model.apply(x, choices_from(options), train=True, key=key)
+    The choices as for :func:`value_and_grad` (default ``RHEL()``)."""
+    return loss_and_statistics(model, x, y, Choices(gradient=gradient, integrator=integrator, memory=memory), key)
+
+
+def loss_and_statistics(model: HSSM, x, y, choices: Choices, key=None):
+    """:func:`training_loss` with checked choices."""
+    outputs, stats = model.apply(x, choices, train=True, key=key)
     with jax.named_scope("loss"):
         return loss_from_outputs(model.task, outputs, y), stats
 
@@ -131,7 +135,7 @@ def check_inputs(model: HSSM, x, y=None):
 
 @eqx.filter_jit
 def _value_and_grad(model, x, y, choices, key):
-    loss_fn = lambda m: training_loss(m, x, y, choices, key)
+    loss_fn = lambda m: loss_and_statistics(m, x, y, choices, key)
     return eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
 
 
@@ -145,21 +149,25 @@ def value_and_grad(model: HSSM, x, y, options=None, *, gradient=None, integrator
     memory flat in the sequence length). ``key``: enables dropout (deterministic without).
     ``return_stats``: also return the norm statistics the training step updated, as
     ``((loss, stats), grads)``; keep them with ``model.with_norm_stats(stats)`` (``train_step`` does),
-    or ``predict`` normalises with the initial statistics. The old keywords (``algo=``, ``eps=``, …)
-    still work (``hamecho.keywords``). ``grads`` has the structure ``eqx.filter_grad`` gives (running
-    norm statistics get zero gradient).
+    or ``predict`` normalises with the initial statistics. ``grads`` has the structure ``eqx.filter_grad``
+    gives (running norm statistics get zero gradient).
+
+    Deprecated: the old keywords (``algo=``, ``eps=``, ``block_chunk=``, …) or a ``CoreOptions`` as
+    ``options`` still give the same results, with a ``DeprecationWarning`` naming the strategy objects to
+    write instead (``hamecho.nn.keywords``).
     """
     check_inputs(model, x, y)
-    choices = choices_from(options, gradient=gradient, integrator=integrator, memory=memory, **keywords)
+    choices = choices_at_entry("value_and_grad", options, keywords, gradient=gradient, integrator=integrator,
+                               memory=memory)
     (loss, stats), grads = _value_and_grad(model, x, y, choices, key)
     return ((loss, stats), grads) if return_stats else (loss, grads)
 
 
 @eqx.filter_jit
 def _train_step(model, opt_state, x, y, optimizer, choices, key):
-    loss_fn = lambda m: training_loss(m, x, y, choices, key)
+    spec = optimizer_selection(optimizer, model, opt_state)
+    loss_fn = lambda m: loss_and_statistics(m, x, y, choices, key)
     (loss, stats), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
-    spec = trainable(model)
     with jax.named_scope("optimizer"):  # what the profiler reports the update under (docs/performance.md)
         updates, opt_state = optimizer.update(eqx.filter(grads, spec), opt_state, eqx.filter(model, spec))
         model = eqx.apply_updates(model, updates)
@@ -167,20 +175,40 @@ def _train_step(model, opt_state, x, y, optimizer, choices, key):
 
 
 def init_optimizer(optimizer, model):
-    """The optax state for ``model``'s trainable arrays (what ``train_step`` expects)."""
+    """The optax state for ``model``'s trainable arrays (what ``train_step`` expects; the Equinox idiom
+    ``optimizer.init(eqx.filter(model, eqx.is_inexact_array))`` works too)."""
     return optimizer.init(eqx.filter(model, trainable(model)))
+
+
+def optimizer_selection(optimizer, model, opt_state):
+    """The arrays of ``model`` that ``opt_state`` was built over, as a bool pytree: ``trainable(model)``
+    (:func:`init_optimizer`) or every inexact array (the Equinox idiom, which includes the norm running
+    statistics: the step overwrites them with its own statistics, whatever the optimiser did to them).
+
+    Decided from the structure of the state (while tracing: free under ``jit``); ``ValueError`` naming
+    :func:`init_optimizer` when it matches neither.
+    """
+    target = jax.tree_util.tree_structure(opt_state)
+    for spec in (trainable(model), jax.tree_util.tree_map(eqx.is_inexact_array, model)):
+        if jax.tree_util.tree_structure(jax.eval_shape(optimizer.init, eqx.filter(model, spec))) == target:
+            return spec
+    raise ValueError("opt_state does not fit this model and optimizer: build it with "
+                     "hamecho.init_optimizer(optimizer, model) (or optimizer.init(eqx.filter(model, "
+                     "eqx.is_inexact_array))) from the same model and the same optimizer")
 
 
 def train_step(model: HSSM, opt_state, x, y, optimizer, options=None, *, gradient=None, integrator=None,
                memory=None, key=None, **keywords):
     """One optimiser step: (new model with updated norm statistics, new optimiser state, loss).
 
-    ``optimizer``: an optax ``GradientTransformation`` (build it once: a new one compiles anew);
-    ``opt_state``: from :func:`init_optimizer`. ``key``: enables dropout. The choices as in
-    :func:`value_and_grad`.
+    ``optimizer``: an optax ``GradientTransformation`` (``optax.chain``, ``optax.MultiSteps`` too; build it
+    once: a new one compiles anew); ``opt_state``: from :func:`init_optimizer`, or the Equinox idiom
+    ``optimizer.init(eqx.filter(model, eqx.is_inexact_array))``. ``key``: enables dropout. The choices
+    as in :func:`value_and_grad` (the old keywords likewise deprecated).
     """
     check_inputs(model, x, y)
-    choices = choices_from(options, gradient=gradient, integrator=integrator, memory=memory, **keywords)
+    choices = choices_at_entry("train_step", options, keywords, gradient=gradient, integrator=integrator,
+                               memory=memory)
     return _train_step(model, opt_state, x, y, optimizer, choices, key)
 
 
@@ -205,4 +233,4 @@ def predict(model: HSSM, x, *, integrator=None):
                       "so inputs are normalised as if they were standard; train with hamecho.train_step, or "
                       "keep the statistics value_and_grad(..., return_stats=True) returns "
                       "(model.with_norm_stats(stats))", UserWarning, stacklevel=2)
-    return _predict(model, x, Choices(gradient=RHEL(), integrator=integrator))
+    return _predict(model, x, Choices(integrator=integrator))

@@ -22,8 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core.choices import Choices
-from ..keywords import choices_from
+from ..core.choices import Choices, check_compatible
 from .layers import (
     GLU,
     HRU,
@@ -65,11 +64,13 @@ class Block(eqx.Module):
         self.hru = HRU_KINDS[hru](hidden, state, key=hru_key, dtype=dtype, **(hru_kwargs or {}))
         self.glu = GLU(hidden, key=glu_key, dtype=dtype)
 
-    def __call__(self, x, options=None, *, gradient=None, integrator=None, memory=None, train: bool = False,
-                 key=None, batch_first: bool = False):
+    def __call__(self, x, *, gradient=None, integrator=None, memory=None, train: bool = False, key=None,
+                 batch_first: bool = False):
         """x (L, N, H) → (x', (running mean, running var)); (N, L, H) with ``batch_first=True`` and one
-        sequence (L, H) too. ``train``: batch statistics; ``key``: dropout. The choices as for ``HSSM``."""
-        choices = choices_from(options, gradient=gradient, integrator=integrator, memory=memory)
+        sequence (L, H) too. ``train``: batch statistics; ``key``: dropout. The choices as for ``HSSM``
+        (a whole-stack memory, ``Streaming``, needs the HSSM)."""
+        choices = Choices(gradient=gradient, integrator=integrator, memory=memory)
+        check_compatible(choices.gradient, choices.integrator, choices.memory, block_alone=True)
         x, restore = time_major(x, batch_first)
         out, stats = self.apply(x, choices, train=train, key=key)
         return restore(out), stats
@@ -174,20 +175,20 @@ class HSSM(eqx.Module):
         kept = h[self.output_step - 1::self.output_step]
         return jnp.swapaxes(jnp.tanh(self.head(kept)), 0, 1)
 
-    def __call__(self, x, options=None, *, gradient=None, integrator=None, memory=None, train: bool = False,
-                 key=None):
+    def __call__(self, x, *, gradient=None, integrator=None, memory=None, train: bool = False, key=None):
         """x (N, L, in_dim) → (outputs, norm statistics per block).
 
         ``train``: normalise with batch statistics (and return updated running statistics); ``key``:
-        enables dropout. gradient / integrator / memory: the strategy objects (``hamecho.core.choices``);
-        ``options``: the old ``CoreOptions``.
+        enables dropout. gradient / integrator / memory: the strategy objects (``hamecho.core.choices``;
+        defaults ``RHEL()``, ``AutoLeapfrog()``, None).
         """
-        choices = choices_from(options, gradient=gradient, integrator=integrator, memory=memory)
-        return self.apply(x, choices, train=train, key=key)
+        return self.apply(x, Choices(gradient=gradient, integrator=integrator, memory=memory), train=train, key=key)
 
     def apply(self, x, choices: Choices, *, train: bool = False, key=None):
-        """``__call__`` with checked choices. A whole-stack memory strategy (``Streaming``) runs the stack."""
-        if getattr(choices.memory, "whole_stack", False):
+        """``__call__`` with checked choices (the model's norm checked against them here). A whole-stack memory
+        strategy (``Streaming``) runs the stack."""
+        check_compatible(choices.gradient, choices.integrator, choices.memory, norm=self.norm)
+        if choices.memory is not None and choices.memory.whole_stack:
             return choices.memory.run_stack(self, x, choices, train=train, key=key)
         block_keys = [None] * len(self.blocks) if key is None else jax.random.split(key, len(self.blocks))
         h = self.encode(x)
@@ -197,9 +198,10 @@ class HSSM(eqx.Module):
             stats.append(block_stats)
         return self.decode(h), tuple(stats)
 
-    def hru_inputs(self, x, options=None):
-        """The normalised input (L, N, H) each block's HRU sees (training-mode norm, no dropout)."""
-        choices = choices_from(options)
+    def hru_inputs(self, x, *, integrator=None):
+        """The normalised input (L, N, H) each block's HRU sees (training-mode norm, no dropout), the cores
+        run by ``integrator`` (default ``AutoLeapfrog()``)."""
+        choices = Choices(integrator=integrator)
         h = self.encode(x)
         inputs = []
         for block in self.blocks:

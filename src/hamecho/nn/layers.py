@@ -29,7 +29,6 @@ from ..core.choices import Choices
 from ..core.engine import retrace_error as core_retrace_error
 from ..core.engine import run_core
 from ..core.hamiltonians import LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN, SeparableHamiltonian, validate_hamiltonian
-from ..keywords import choices_from
 
 PyTree = Any
 
@@ -288,11 +287,11 @@ class HRU(eqx.Module):
         """B·u for u (L, N, H) → (L, N, P)."""
         return u @ self.B.T
 
-    def __call__(self, u, options=None, *, gradient=None, integrator=None, batch_first: bool = False):
+    def __call__(self, u, *, gradient=None, integrator=None, batch_first: bool = False):
         """u (L, N, H) → y (L, N, H), the core differentiated by ``gradient`` (default ``RHEL()``) and run
-        by ``integrator`` (default: per Hamiltonian, ``hamecho.core.choices``). Also (N, L, H) with
-        ``batch_first=True`` and one sequence (L, H) → (L, H). ``options``: the old ``CoreOptions``."""
-        choices = choices_from(options, gradient=gradient, integrator=integrator)
+        by ``integrator`` (default ``AutoLeapfrog()``: per Hamiltonian, ``hamecho.core.choices``). Also
+        (N, L, H) with ``batch_first=True`` and one sequence (L, H) → (L, H)."""
+        choices = Choices(gradient=gradient, integrator=integrator)
         u, restore = time_major(u, batch_first)
         return restore(self.apply(u, choices))
 
@@ -308,14 +307,12 @@ class HRU(eqx.Module):
         """y = C·φ + D ⊙ u for positions (L, N, P) and the layer's input u (L, N, H) → (L, N, H)."""
         return positions @ self.C.T + self.D * u
 
-    def retrace_error(self, u, options=None, *, integrator=None, batch_first: bool = False):
+    def retrace_error(self, u, *, integrator=None, batch_first: bool = False):
         """How far the free (ε = 0) echo of input u (L, N, H) misses the initial state (relative; see
-        ``hamecho.core.engine.relative_retrace_error``), with ``integrator`` (default: per Hamiltonian).
+        ``hamecho.core.engine.relative_retrace_error``), with ``integrator`` (default ``AutoLeapfrog()``).
         u in any layout ``__call__`` takes."""
-        choices = choices_from(options, integrator=integrator)
         u, _ = time_major(u, batch_first)
-        return core_retrace_error(self.hamiltonian, self.core_parameters(), self.drives(u), choices.integrator,
-                                  dtype=choices.dtype)
+        return core_retrace_error(self.hamiltonian, self.core_parameters(), self.drives(u), integrator)
 
 
 def _readout_init(key, hidden, state, dtype):
@@ -375,16 +372,11 @@ class NonlinearHRU(HRU):
 HRU_KINDS: dict[str, Callable[..., HRU]] = {"linear": LinearHRU, "nonlinear": NonlinearHRU}
 
 
-def retrace_error(layer, *args, integrator=None, batch_first: bool = False):
-    """``retrace_error(layer, u, integrator=None)``: how far the free echo of ``layer`` driven by u (L, N, H)
-    misses its initial state (relative norm; exactly 0 with ``FixedPointLeapfrog``).
-
-    The old form ``retrace_error(hamiltonian, theta, drives, options=None)`` is accepted too.
-    """
-    if isinstance(layer, HRU):
-        return layer.retrace_error(*args, integrator=integrator, batch_first=batch_first)
-    if isinstance(layer, SeparableHamiltonian):
-        theta, drives, *options = args
-        choices = choices_from(*options, integrator=integrator)
-        return core_retrace_error(layer, theta, drives, choices.integrator, dtype=choices.dtype)
-    raise ValueError(f"retrace_error needs an HRU layer (or a SeparableHamiltonian); got {type(layer).__name__}")
+def retrace_error(layer, u, *, integrator=None, batch_first: bool = False):
+    """How far the free echo of the HRU ``layer`` driven by u (L, N, H) misses its initial state (relative
+    norm; exactly 0 with ``FixedPointLeapfrog``): ``layer.retrace_error(u, integrator=...)``. For a bare
+    Hamiltonian: ``hamecho.core.engine.retrace_error(hamiltonian, theta, drives, integrator)``."""
+    if not isinstance(layer, HRU):
+        raise ValueError(f"retrace_error needs an HRU layer; got {type(layer).__name__} (for a bare Hamiltonian: "
+                         "hamecho.core.engine.retrace_error(hamiltonian, theta, drives, integrator))")
+    return layer.retrace_error(u, integrator=integrator, batch_first=batch_first)

@@ -8,7 +8,8 @@
     memory=Streaming(256)     the whole stack runs over time chunks, forward and backward; nothing of
                               length L is kept but the input (RHEL, norm="layer"; ``hamecho.nn.streaming``)
 
-Each strategy is a small hashable value under :class:`AbstractMemory` with one method,
+Each strategy is a small hashable value under ``hamecho.core.memory.AbstractMemory`` (the base and its
+flags live in ``core/`` beside the other two families) with one method,
 ``run_block(block, x, choices, train=..., key=...)``, that returns what ``Block.forward`` returns.
 Which strategies combine with which gradient methods and integrators is checked in
 ``hamecho.core.choices.check_compatible`` (it reads ``carries_state``).
@@ -26,25 +27,7 @@ import jax.numpy as jnp
 from ..core.choices import compute_dtype, integrator_for
 from ..core.engine import run_core
 from ..core.gradients import check_positive_int
-
-
-@dataclass(frozen=True)
-class AbstractMemory:
-    """Base class of the memory strategies (hashable values, static under ``jax.jit``).
-
-    ``carries_state``: the strategy runs each HRU core from a given starting state (needs an integrator
-    that can, ``Leapfrog``). ``whole_stack``: the strategy runs the whole HSSM stack (``run_stack``,
-    called by ``HSSM.apply``) rather than one block at a time. ``needs_rhel``: it works with RHEL only.
-    ``hamecho.core.choices.check_compatible`` reads all three.
-    """
-
-    carries_state: ClassVar[bool] = False
-    whole_stack: ClassVar[bool] = False
-    needs_rhel: ClassVar[bool] = False
-
-    def run_block(self, block, x, choices, *, train: bool, key=None):
-        """x (L, N, H) → (block output (L, N, H), norm statistics), as ``block.forward``."""
-        raise NotImplementedError
+from ..core.memory import AbstractMemory
 
 
 @dataclass(frozen=True)
@@ -68,7 +51,7 @@ class TimeChunks(AbstractMemory):
     size: int = 1024
 
     def __post_init__(self):
-        check_positive_int("block_chunk", self.size, " (the TimeChunks size)")
+        check_positive_int("TimeChunks size", self.size, " (time steps per chunk)")
 
     def run_block(self, block, x, choices, *, train: bool, key=None):
         return forward_in_chunks(block, x, choices, self.size, train=train, key=key)

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from ..core.choices import Choices, check_compatible, compute_dtype, difference_rule, integrator_for
 from ..core.engine import relative_retrace_error, to_compute_dtype
 from ..core.gradients import RHEL, check_positive_int
-from .memory import AbstractMemory
+from ..core.memory import AbstractMemory
 
 DEFAULT_CHUNK = 512
 
@@ -65,13 +65,9 @@ class Streaming(AbstractMemory):
     def __post_init__(self):
         check_positive_int("chunk", self.chunk, " (the Streaming chunk, in time steps)")
 
-    def run_block(self, block, x, choices, *, train: bool, key=None):
-        raise ValueError(f"{self!r} runs a whole HSSM stack at once (HSSM.apply): a block alone cannot rebuild its "
-                         "input; call the HSSM, or give the block memory=hamecho.TimeChunks(n)")
-
     def run_stack(self, model, x, choices, *, train: bool, key=None):
-        """x (N, L, in_dim) → (outputs, one empty statistics tuple per block), as ``HSSM.apply``."""
-        check_compatible(choices.gradient, choices.integrator, self, norm=model.norm)
+        """x (N, L, in_dim) → (outputs, one empty statistics tuple per block), as ``HSSM.apply`` (which has
+        checked the model's norm)."""
         return streamed_stack(model, x, choices, self.chunk, train=train, key=key), tuple(() for _ in model.blocks)
 
 

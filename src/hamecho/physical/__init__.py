@@ -14,14 +14,18 @@ engine's gradients). ``SimulatedDevice``: NumPy, no JAX inside, reached through 
 with knobs noise, readout_noise, mismatch (+ drift), bits (+ full_scale), damping, repeats.
 ``HostDevice``: the base to subclass for another simulator or an instrument (docs/physical.md).
 ``DampedLeapfrog``: the damped model in JAX, for the BPTT gradient a perfect learner of a lossy device
-would follow. ``device_from_table``: a device from a ``[device]`` configuration table.
+would follow. ``CircuitDevice``: the linear HRU as LC tanks simulated by ngspice (issue #26),
+and ``ExactFlow``, its continuous-time model in JAX (the BPTT reference).
+``device_from_table``: a device from a ``[device]`` configuration table.
 """
+from .circuit import CircuitDevice
 from .damped import DampedLeapfrog, damped_leapfrog_step
 from .device import Device, IdealDevice, Measurement, measured_estimates
+from .exact import ExactFlow
 from .host import HostDevice
 from .simulated import PHYSICS, NumpyPhysics, SimulatedDevice, physics_for, register_physics
 from .table import device_from_table
 
-__all__ = ["DampedLeapfrog", "Device", "HostDevice", "IdealDevice", "Measurement", "NumpyPhysics", "PHYSICS",
-           "SimulatedDevice", "damped_leapfrog_step", "device_from_table", "measured_estimates", "physics_for",
-           "register_physics"]
+__all__ = ["CircuitDevice", "DampedLeapfrog", "Device", "ExactFlow", "HostDevice", "IdealDevice", "Measurement",
+           "NumpyPhysics", "PHYSICS", "SimulatedDevice", "damped_leapfrog_step", "device_from_table",
+           "measured_estimates", "physics_for", "register_physics"]

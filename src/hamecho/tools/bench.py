@@ -54,7 +54,7 @@ MODELS = ("linear", "nonlinear")
 LENGTHS = (1000, 4000, 17984, 49920)
 BATCHES = (4, 32)
 QUICK = {"algos": QUICK_ALGOS, "models": MODELS, "lengths": (1000,), "batches": (4,), "reps": 5}
-BLOCK_CHUNK = 1024  # time steps per chunk for the *_chunked cases (CoreOptions.block_chunk)
+BLOCK_CHUNK = 1024  # time steps per chunk for the *_chunked cases (hamecho.TimeChunks)
 STREAM_CHUNK = DEFAULT_CHUNK  # time steps per chunk for rhel_streaming (hamecho.Streaming's default)
 NORMS = tuple(NORM_CLASSES)  # the HSSM's norms, "batch" and "layer"
 SHAPE = {"blocks": 6, "hidden": 64, "state": 16, "in_dim": 6, "classes": 5}
@@ -66,16 +66,43 @@ DEFAULT_MEMORY_LIMIT_GIB = 20.0
 
 # --- one case, in a child process --------------------------------------------------------------------
 
+def case_choices(algo: str, length: int, core_dtype: str, block_chunk: int = BLOCK_CHUNK,
+                 stream_chunk: int = STREAM_CHUNK) -> dict:
+    """The strategy objects of case ``algo`` (one of ALGOS, module docstring) at sequence length ``length``,
+    as the ``gradient=``, ``integrator=``, ``memory=`` keywords of ``hamecho.train_step``."""
+    from ..core.choices import AutoLeapfrog
+    from ..core.gradients import BPTT, RHEL
+    from ..nn.memory import RecomputeBlocks, TimeChunks
+    from ..nn.streaming import Streaming
+
+    if algo not in ALGOS:
+        raise ValueError(f"algo must be one of {', '.join(map(repr, ALGOS))}; got {algo!r}")
+    method, _, memory = algo.partition("_")
+    if memory == "ckpt":
+        gradient = BPTT(checkpoint_every=max(1, math.isqrt(length - 1) + 1))
+    else:
+        gradient = RHEL() if method == "rhel" else BPTT()
+    memory = {"": None, "ckpt": None, "recompute": RecomputeBlocks(), "chunked": TimeChunks(block_chunk),
+              "streaming": Streaming(stream_chunk)}[memory]
+    return {"gradient": gradient, "integrator": AutoLeapfrog(dtype=core_dtype), "memory": memory}
+
+
 def norm_for(algos, norm: str | None = None) -> str:
     """The norm every case of a run uses: ``norm`` if given, else "layer" when rhel_streaming is among
-    ``algos`` (module docstring), else "batch"; a streaming case with norm "batch" is refused here."""
+    ``algos`` (module docstring), else "batch". A case that cannot run with the norm is refused by the
+    central rule (``hamecho.core.choices.check_compatible``)."""
+    from ..core.choices import check_compatible
+
     if norm is None:
         return "layer" if "rhel_streaming" in algos else "batch"
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(map(repr, NORMS))}; got {norm!r}")
-    if norm != "layer" and "rhel_streaming" in algos:
-        raise ValueError("rhel_streaming (hamecho.Streaming) needs HSSM(norm='layer'); got --norm batch: "
-                         "leave --norm out, or give --norm layer")
+    for algo in algos:
+        choices = case_choices(algo, 2, "auto")
+        try:
+            check_compatible(choices["gradient"], choices["integrator"], choices["memory"], norm=norm)
+        except ValueError as error:
+            raise ValueError(f"{algo} with --norm {norm}: {error}") from None
     return norm
 
 
@@ -88,7 +115,6 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
         jax.config.update("jax_enable_x64", True)  # float64 cores, float32 model: the CLI default
     import jax.numpy as jnp
 
-    from ..keywords import CoreOptions
     from ..nn.api import init_optimizer, train_step
     from ..nn.hssm import HSSM
     from ..training import optimizer_for
@@ -98,17 +124,10 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
                  blocks=SHAPE["blocks"], hru=model, dtype=jnp.float32, norm=norm, key=key_model)
     x = jax.random.normal(key_x, (batch, length, SHAPE["in_dim"]), jnp.float32)
     y = jax.random.randint(key_y, (batch,), 0, SHAPE["classes"])
-    if algo == "bptt_ckpt":
-        options = CoreOptions("bptt", checkpoint_chunk=max(1, math.isqrt(length - 1) + 1),
-                              core_dtype=core_dtype, scan="sequential")
-    else:
-        core_algo, _, memory = algo.partition("_")
-        options = CoreOptions(core_algo, core_dtype=core_dtype, recompute_blocks=memory == "recompute",
-                              block_chunk=block_chunk if memory == "chunked" else None,
-                              stream_chunk=stream_chunk if memory == "streaming" else None)
+    choices = case_choices(algo, length, core_dtype, block_chunk, stream_chunk)
     optimizer = optimizer_for(1e-3)
     opt_state = init_optimizer(optimizer, hssm)
-    step = lambda model, opt_state, x, y, key: train_step(model, opt_state, x, y, optimizer, options, key=key)
+    step = lambda model, opt_state, x, y, key: train_step(model, opt_state, x, y, optimizer, key=key, **choices)
     dropout_key = jax.random.PRNGKey(1)
     baseline = process_peak_rss()
     for _ in range(2):  # compile, then one warm step

@@ -10,8 +10,8 @@ r (autodiff through the same forward pass):
 The reference is BPTT in float64 of the same model and batch (for a float32 run: the float32
 parameters and inputs, widened to float64). For a float32 run, all-float32 BPTT (its Hamiltonian
 cores included) is compared with the same reference too ("floor" columns): what plain float32
-autodiff achieves. RHEL's cores run in float64 by default (``CoreOptions.core_dtype``), so RHEL
-can beat that floor.
+autodiff achieves. RHEL's cores run in float64 by default (``AutoLeapfrog(dtype=core_dtype)``, "auto"),
+so RHEL can beat that floor.
 """
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core.choices import AutoLeapfrog
+from ..core.gradients import BPTT, RHEL
 from ..nn.hssm import trainable
 from ..training.config import DTYPES
 
@@ -122,42 +124,39 @@ def prepare_problem(*, hru="linear", blocks=3, hidden=16, state=8, length=1000, 
         model, x = model64, x64
     y_run = y if task == "classification" else y.astype(x.dtype)
     start = time.perf_counter()
-    _, reference = jax.block_until_ready(value_and_grad(model64, x64, y, algo="bptt"))
+    _, reference = jax.block_until_ready(value_and_grad(model64, x64, y, gradient=BPTT()))
     timing = {"bptt_float64": time.perf_counter() - start}
     floor_rows = None
     if dtype == "float32":
         start = time.perf_counter()
-        _, floor = jax.block_until_ready(value_and_grad(model, x, y_run, algo="bptt", core_dtype="input"))
+        _, floor = jax.block_until_ready(value_and_grad(model, x, y_run, gradient=BPTT(),
+                                                               integrator=AutoLeapfrog(dtype="input")))
         timing["bptt_float32"] = time.perf_counter() - start
         floor_rows = compare_gradients(floor, reference)
     return {"model": model, "x": x, "y": y_run, "reference": reference, "floor_rows": floor_rows,
             "timing_s": timing}
 
 
-def rhel_against_reference(problem: dict, *, eps=0.1, estimator="two_sided", difference="auto",
-                           core_dtype="auto") -> dict:
-    """Rows comparing RHEL with the problem's reference, the retrace error and the RHEL time."""
-    from ..keywords import CoreOptions
+def rhel_against_reference(problem: dict, *, gradient: RHEL | None = None, integrator=None) -> dict:
+    """Rows comparing ``gradient`` (an ``RHEL``; default ``RHEL()``) with the problem's reference, the
+    retrace error of the cores run by ``integrator`` (default ``AutoLeapfrog()``) and the RHEL time."""
     from ..nn.api import value_and_grad
 
     model, x = problem["model"], problem["x"]
     start = time.perf_counter()
-    _, rhel = jax.block_until_ready(value_and_grad(model, x, problem["y"], algo="rhel", eps=eps,
-                                                   estimator=estimator, difference=difference,
-                                                   core_dtype=core_dtype))
+    _, rhel = jax.block_until_ready(value_and_grad(model, x, problem["y"], gradient=gradient, integrator=integrator))
     elapsed = time.perf_counter() - start
     rows = compare_gradients(rhel, problem["reference"])
     if problem["floor_rows"] is not None:
         for row, floor_row in zip(rows, problem["floor_rows"], strict=True):
             row.update({f"floor_{k}": floor_row[k] for k in ("cosine", "norm_ratio", "rel_err")})
-    options = CoreOptions(core_dtype=core_dtype)
-    retrace = max(float(block.hru.retrace_error(u, options))
+    retrace = max(float(block.hru.retrace_error(u, integrator=integrator))
                   for block, u in zip(model.blocks, model.hru_inputs(x)))
     return {"params": rows, "retrace_error": retrace, "rhel_s": elapsed}
 
 
-def run_gradcheck(*, eps=0.1, estimator="two_sided", difference="auto", core_dtype="auto",
-                  **problem_config) -> dict:
+def run_gradcheck(*, eps=RHEL.eps, estimator=RHEL.estimator, difference=RHEL.difference,
+                  core_dtype=AutoLeapfrog.dtype, **problem_config) -> dict:
     """Build a random problem, compute RHEL (in ``dtype``) and float64 BPTT, and compare them.
 
     ``problem_config``: the keyword arguments of ``prepare_problem`` (shapes, hru, task, dtype, seed).
@@ -166,8 +165,8 @@ def run_gradcheck(*, eps=0.1, estimator="two_sided", difference="auto", core_dty
     floor_cosine, floor_norm_ratio, floor_rel_err.
     """
     problem = prepare_problem(**problem_config)
-    result = rhel_against_reference(problem, eps=eps, estimator=estimator, difference=difference,
-                                    core_dtype=core_dtype)
+    result = rhel_against_reference(problem, gradient=RHEL(eps, estimator, difference),
+                                    integrator=AutoLeapfrog(dtype=core_dtype))
     defaults = {k: v.default for k, v in inspect.signature(prepare_problem).parameters.items()}
     config = {**defaults, **problem_config, "eps": eps, "estimator": estimator, "difference": difference,
               "core_dtype": core_dtype, "backend": jax.default_backend()}
@@ -186,8 +185,8 @@ def summarize(rows: list[dict], prefix: str = "") -> dict:
 SWEEP_DEFAULTS = {"eps": (1e-4, 1e-3, 1e-2, 0.1, 1.0), "length": (250, 1000, 4000)}
 
 
-def run_sweep(kind: str, values, *, eps=0.1, estimator="two_sided", difference="auto",
-              core_dtype="auto", progress=None, **problem_config) -> list[dict]:
+def run_sweep(kind: str, values, *, eps=RHEL.eps, estimator=RHEL.estimator, difference=RHEL.difference,
+              core_dtype=AutoLeapfrog.dtype, progress=None, **problem_config) -> list[dict]:
     """Summaries of RHEL (float32 and float64) and of all-float32 BPTT, against ε or against L.
 
     One row per (value, dtype): {"sweep", "value", "dtype", "min_cosine", "max_norm_ratio_dev",
@@ -204,8 +203,8 @@ def run_sweep(kind: str, values, *, eps=0.1, estimator="two_sided", difference="
         for dtype in DTYPES:
             problem = prepare_problem(length=int(length), dtype=dtype, **problem_config)
             for eps_value in (values if kind == "eps" else [eps]):
-                result = rhel_against_reference(problem, eps=float(eps_value), estimator=estimator,
-                                                difference=difference, core_dtype=core_dtype)
+                result = rhel_against_reference(problem, gradient=RHEL(float(eps_value), estimator, difference),
+                                                integrator=AutoLeapfrog(dtype=core_dtype))
                 row = {"sweep": kind, "value": float(eps_value) if kind == "eps" else int(length),
                        "dtype": dtype, "length": int(length), "eps": float(eps_value),
                        **summarize(result["params"]), "retrace_error": result["retrace_error"]}

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runtime
-from ..keywords import ALGOS
+from ..nn.keywords import ALGOS
 from ..training import Interrupted, load_config, read_result, run_one, run_paths
 from ..training.checkpoints import atomic_write_bytes, atomic_write_json
 from ..training.config import read_toml

@@ -11,10 +11,10 @@ loop state a checkpoint holds), ``evaluation`` (evaluation and early stopping), 
 from .checkpoints import load_checkpoint
 from .config import Config, ConfigError, config_from_dict, load_config
 from .evaluation import metric_name
-from .loop import Interrupted, build_model, load_data, optimizer_for, options_for, run_one, train_config
+from .loop import Interrupted, build_model, choices_for, load_data, optimizer_for, run_one, train_config
 from .results import RESULT_FORMAT, format_metric, read_result, run_paths
 from .state import LoopState
 
 __all__ = ["Config", "ConfigError", "Interrupted", "LoopState", "RESULT_FORMAT", "build_model", "config_from_dict",
            "format_metric", "load_checkpoint", "load_config", "load_data", "metric_name", "optimizer_for",
-           "options_for", "read_result", "run_one", "run_paths", "train_config"]
+           "choices_for", "read_result", "run_one", "run_paths", "train_config"]

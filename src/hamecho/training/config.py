@@ -46,17 +46,18 @@ from typing import Any
 
 __all__ = [
     "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "Config", "load_config", "config_from_dict",
-    "parse_override", "PAPER_SEEDS", "ALGOS", "DTYPES", "with_device",
+    "parse_override", "PAPER_SEEDS", "ALGOS", "DTYPES", "train_choices",
 ]
 
-from ..core.choices import check_compatible
-from ..core.gradients import DIFFERENCES, ESTIMATORS
+from ..core.choices import Choices, check_compatible
+from ..core.fixed_point import FixedPointLeapfrog
+from ..core.gradients import DIFFERENCES, ESTIMATORS, RHEL
 from ..core.integrators import CORE_DTYPES
 from ..data.files import FILE_SUFFIXES
 from ..data.registry import check_dataset_name
-from ..keywords import ALGOS, INTEGRATORS, CoreOptions
+from ..nn.keywords import ALGOS, INTEGRATORS, choices_from_keywords
 from ..nn.layers import HRU_KINDS, NORMS
-from ..nn.streaming import DEFAULT_CHUNK
+from ..nn.streaming import Streaming
 
 DTYPES = ("float32", "float64")
 HRUS = tuple(HRU_KINDS)
@@ -132,6 +133,18 @@ def _non_empty_path(value):
     return None if value.strip() else "must be a non-empty path"
 
 
+def _accepted_by(build):
+    """A check that asks a strategy class: None when ``build(value)`` accepts the value, else what it says
+    (its ranges live in the class, one place)."""
+    def check(value):
+        try:
+            build(value)
+        except ValueError as error:
+            return "is refused: " + str(error).rsplit("; got ", 1)[0]
+        return None
+    return check
+
+
 def key(default: Any = dataclasses.MISSING, check=None):
     """A configuration key, as a dataclass field: ``default`` (leave it out: the key must be given) and
     ``check(value)``. Its kind of value (string, integer, number, boolean, list) is the annotation."""
@@ -179,7 +192,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """[train]: the loop, and the gradient choices (the old keywords of ``hamecho.keywords``)."""
+    """[train]: the loop, and the gradient choices (keywords translated by :func:`train_choices`; their
+    defaults and ranges are the strategy classes', except ``core_dtype``, float64 here)."""
 
     lr: float = key(check=_positive_finite)
     batch_size: int = key(32, _positive)
@@ -189,9 +203,9 @@ class TrainConfig:
     patience: int = key(10, _non_negative)
     seeds: tuple[int, ...] = key(PAPER_SEEDS, _seeds)
     algos: tuple[str, ...] = key(("bptt", "rhel"), _subset_of(ALGOS))
-    eps: float = key(0.1, _positive_finite)
-    estimator: str = key("two_sided", _one_of(ESTIMATORS))
-    difference: str = key("auto", _one_of(DIFFERENCES))
+    eps: float = key(RHEL.eps, _accepted_by(lambda v: RHEL(eps=v)))
+    estimator: str = key(RHEL.estimator, _one_of(ESTIMATORS))
+    difference: str = key(RHEL.difference, _one_of(DIFFERENCES))
     dtype: str = key("float32", _one_of(DTYPES))
     # Precision the Hamiltonian cores integrate in: "float64" (default; the model and the stored drives keep
     # ``dtype``, each step costs more, and float32 phase drift on long sequences is gone) or "input" (= ``dtype``).
@@ -206,10 +220,11 @@ class TrainConfig:
     # steps, forward and backward, keeping nothing of length L but the input (hamecho.Streaming; RHEL only,
     # model.norm = "layer" only; docs/memory.md).
     memory: str = key("none", _one_of(MEMORIES))
-    stream_chunk: int = key(DEFAULT_CHUNK, _positive)
+    stream_chunk: int = key(Streaming.chunk, _accepted_by(lambda v: Streaming(chunk=v)))
     # "fixed_point": exactly reversible cores on an int64 grid of 2**-fraction_bits (RHEL only; README).
     integrator: str = key("float", _one_of(INTEGRATORS))
-    fraction_bits: int = key(32, lambda v: None if 1 <= v <= 62 else "must be between 1 and 62")
+    fraction_bits: int = key(FixedPointLeapfrog.fraction_bits,
+                             _accepted_by(lambda v: FixedPointLeapfrog(fraction_bits=v)))
     eval_batch_size: int = key(256, _positive)
     eval_train: bool = key(False)
     time_limit_s: float | None = key(None, _positive_finite)
@@ -388,14 +403,20 @@ def _check_data_source(data: dict, source: str) -> None:
                           f"own), not both; got name {data['name']!r} and path {data['path']!r}")
 
 
-def core_options(train, algo: str) -> CoreOptions:
-    """The ``CoreOptions`` the [train] keys (a ``TrainConfig`` or its dict) stand for with ``algo``."""
+def train_choices(train, algo: str, device=None) -> Choices:
+    """The strategy objects the [train] keys (a ``TrainConfig`` or its dict) stand for with ``algo``, with
+    ``device`` (from a [device] table) in the integrator's place: the one translation of the TOML keys
+    (through ``hamecho.nn.keywords.choices_from_keywords``, the translation of the keyword spelling).
+    ``ValueError`` for an illegal combination."""
     t = train if isinstance(train, dict) else dataclasses.asdict(train)
-    return CoreOptions(algo=algo, eps=t["eps"], estimator=t["estimator"], difference=t["difference"],
-                       core_dtype=t["core_dtype"], recompute_blocks=t["recompute_blocks"],
-                       block_chunk=t["block_chunk"] or None, integrator=t["integrator"],
-                       fraction_bits=t["fraction_bits"],
-                       stream_chunk=t["stream_chunk"] if t["memory"] == "streaming" else None)
+    if device is not None and t["integrator"] != "float":
+        raise ValueError("a [device] table takes the integrator's place: leave train.integrator at 'float'; "
+                         f"got {t['integrator']!r}")
+    choices = choices_from_keywords(
+        algo=algo, eps=t["eps"], estimator=t["estimator"], difference=t["difference"], core_dtype=t["core_dtype"],
+        recompute_blocks=t["recompute_blocks"], block_chunk=t["block_chunk"] or None, integrator=t["integrator"],
+        fraction_bits=t["fraction_bits"], stream_chunk=t["stream_chunk"] if t["memory"] == "streaming" else None)
+    return choices if device is None else Choices(gradient=choices.gradient, integrator=device, memory=choices.memory)
 
 
 def _device_from(table, source: str):
@@ -411,17 +432,11 @@ def _device_from(table, source: str):
 
 
 def _check_train_choices(train: dict, model: dict, source: str, device=None) -> None:
-    """The [train] keys are the old keywords: one translation, one set of checks (``hamecho.keywords``);
-    a [device] takes the integrator's place, and the model's norm is checked against the memory strategy,
-    by the same central rule (``hamecho.core.choices.check_compatible``)."""
-    if device is not None and train["integrator"] != "float":
-        raise ConfigError(f"{source}: a [device] table takes the integrator's place: leave train.integrator at "
-                          f"'float'; got {train['integrator']!r}")
+    """Every algorithm of train.algos translated (:func:`train_choices`) and checked against the model's norm
+    by the central rule (``hamecho.core.choices.check_compatible``)."""
     for algo in train["algos"]:
         try:
-            choices = core_options(train, algo).choices
-            if device is not None:
-                choices = with_device(choices, device)
+            choices = train_choices(train, algo, device)
             check_compatible(choices.gradient, choices.integrator, choices.memory, norm=model["norm"])
         except ValueError as error:
             keys = "[train] and model.norm" if train["memory"] == "streaming" else "[train]"
@@ -429,13 +444,6 @@ def _check_train_choices(train: dict, model: dict, source: str, device=None) -> 
     if train["eval_every"] > train["steps"]:
         raise ConfigError(f"{source}: train.eval_every must be <= train.steps ({train['steps']}); "
                           f"got {train['eval_every']}")
-
-
-def with_device(choices, device):
-    """``choices`` with ``device`` in the integrator's place (``Choices`` checks the combination)."""
-    from ..core.choices import Choices
-
-    return Choices(gradient=choices.gradient, integrator=device, memory=choices.memory)
 
 
 def config_from_dict(raw: dict, *, source: str = "<dict>", default_name: str | None = None,

@@ -33,18 +33,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..core.choices import Choices
-from ..core.gradients import RHEL
-from ..keywords import ALGOS, CoreOptions
 from ..nn.api import init_optimizer, train_step
 from ..nn.hssm import HSSM, count_parameters
+from ..nn.keywords import ALGOS
 from .checkpoints import atomic_write_json, resume_checkpoint, save_checkpoint
-from .config import Config, core_options, with_device
+from .config import Config, train_choices
 from .evaluation import INFERENCE, EarlyStopping, Evaluator
 from .results import build_result, read_result, run_paths
 from .state import LoopState
 
 __all__ = ["Interrupted", "Run", "TrainingBatches", "batch_indices", "build_model", "choices_for", "load_data",
-           "optimizer_for", "options_for", "run_one", "set_precision", "train_config"]
+           "optimizer_for", "run_one", "set_precision", "train_config"]
 
 
 class Interrupted(Exception):
@@ -101,18 +100,10 @@ def optimizer_for(lr: float):
     return _OPTIMIZERS[lr]
 
 
-def options_for(config: Config, algo: str) -> CoreOptions:
-    """The ``CoreOptions`` (the [train] keys, translated in ``hamecho.keywords``) a run of ``config`` with
-    ``algo`` trains with; ``.choices`` are the strategy objects."""
-    return core_options(config.train, algo)
-
-
 def choices_for(config: Config, algo: str) -> Choices:
-    """The strategy objects a run of ``config`` with ``algo`` trains with: ``options_for(...).choices``,
-    with the [device] table's device in the integrator's place when there is one."""
-    choices = options_for(config, algo).choices
-    device = config.physical_device()
-    return choices if device is None else with_device(choices, device)
+    """The strategy objects a run of ``config`` with ``algo`` trains with (the [train] keys translated by
+    ``config.train_choices``), with the [device] table's device in the integrator's place when there is one."""
+    return train_choices(config.train, algo, config.physical_device())
 
 
 def batch_indices(seed: int, step: int, n: int, batch: int) -> np.ndarray:
@@ -195,8 +186,7 @@ class Run:
         dropout_key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
         choices = choices_for(config, algo)
         # a run on a physical device is evaluated on it, too (inference is a forward pass: RHEL's choice)
-        eval_choices = (Choices(gradient=RHEL(), integrator=choices.integrator) if config.device is not None
-                        else INFERENCE)
+        eval_choices = Choices(integrator=choices.integrator) if config.device is not None else INFERENCE
         state = LoopState(seed=seed)
         if checkpoint_path.exists():
             if not resume:
@@ -219,7 +209,9 @@ class Run:
         """One optimiser step on the batch of ``state.step``; returns its loss (not finite: diverged)."""
         step = self.state.step
         x, y = self.batches.at(step)
-        self.model, self.opt_state, loss = train_step(self.model, self.opt_state, x, y, self.optimizer, self.choices,
+        c = self.choices
+        self.model, self.opt_state, loss = train_step(self.model, self.opt_state, x, y, self.optimizer,
+                                                      gradient=c.gradient, integrator=c.integrator, memory=c.memory,
                                                       key=jax.random.fold_in(self.dropout_key, step))
         loss = float(loss)
         self.state.record_step(loss)
