@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -108,3 +109,15 @@ def test_interleaved_rounds_rotate_the_order_and_ratios_are_taken_per_round():
     assert (s["median"], s["min"], s["max"], s["n"]) == (2.5, 1.0, 10.0, 4)
     state = timing.machine_state()
     assert state["huge_pages"] in ("on", "off") and state["cpus"] >= 1
+
+
+def test_the_cpu_clock_counts_work_not_waiting():
+    """``clock="cpu"`` (what the measurements on a shared core use) counts this process's processor time:
+    a sleep costs next to none of it, a fixed amount of arithmetic its own share whatever the load."""
+    cases = {"sleep": lambda: time.sleep(0.05), "work": lambda: sum(i * i for i in range(3_000_000))}
+    cpu = timing.interleave(cases, rounds=2, warmup=0, clock="cpu")
+    wall = timing.interleave({"sleep": cases["sleep"]}, rounds=1, warmup=0, clock="wall")
+    assert wall["sleep"][0] >= 0.05
+    assert min(cpu["work"]) > max(cpu["sleep"]) + 0.02  # os.times ticks in hundredths of a second
+    with pytest.raises(ValueError, match="clock must be one of"):
+        timing.interleave(cases, rounds=1, clock="gpu")

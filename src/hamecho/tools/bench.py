@@ -168,8 +168,12 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
 
 
 def run_group(algos, model: str, batch: int, length: int, rounds: int, core_dtype: str,
-              block_chunk: int = BLOCK_CHUNK, norm: str = "batch", stream_chunk: int = STREAM_CHUNK) -> dict:
+              block_chunk: int = BLOCK_CHUNK, norm: str = "batch", stream_chunk: int = STREAM_CHUNK,
+              clock: str = "wall") -> dict:
     """Every case of ``algos`` and the forward pass, one model, timed interleaved in this process.
+
+    ``clock``: "wall" (what ``hamecho bench`` reports) or "cpu" (this process's processor seconds: on a
+    core other jobs share, nearly blind to them; ``hamecho.tools.timing.interleave``).
 
     Returns {"forward": spread, "steps": {algo: {"spread", "over_forward"}}, "per_round": {name: [s]},
     "machine": ...}: the spreads of ``hamecho.tools.timing.spread``, the step's per-round ratio to the
@@ -203,8 +207,8 @@ def run_group(algos, model: str, batch: int, length: int, rounds: int, core_dtyp
     for algo in algos:
         choices = case_choices(algo, length, core_dtype, block_chunk, stream_chunk)
         cases[algo] = lambda choices=choices: train_step(hssm, opt_state, x, y, optimizer, key=key, **choices)
-    times = interleave(cases, rounds=rounds)
-    machine = machine_state()
+    times = interleave(cases, rounds=rounds, clock=clock)
+    machine = {**machine_state(), "clock": clock}
 
     def brief(r):
         return {k: v for k, v in r.items() if k != "per_round"}
