@@ -1,7 +1,7 @@
 """Where one training step spends its time: JAX's profiler, each compiled kernel attributed to a part of the model.
 
-    python benchmarks/performance/breakdown.py --hru nonlinear --norm batch --length 17984 \
-        --out benchmarks/performance/results/breakdown-nonlinear-batch.json
+    python benchmarks/performance/breakdown.py --hru nonlinear --norm batch --length 1000 \
+        --out benchmarks/performance/results/breakdown-nonlinear-batch-L1000.json
 
 Compiles the jitted training step (``hamecho.train_step``: value and gradient and the Adam update) of the
 paper's long-sequence model (6 blocks, hidden 64, state 16, batch 4, float32 model, float64 cores), runs
@@ -23,6 +23,10 @@ loop's condition and the hand-over between iterations) is reported as "loop cont
 per event (~a microsecond per kernel call) inflates the many tiny kernels inside the scans, so the shares
 are to be read together with the interleaved timings (``--interleaved``: the forward pass, the value and
 gradient, the training step and the cores alone, timed round after round in this process).
+
+Reading the trace back holds every event in memory: at L = 17,984 (about 3 million events per step) that
+took over 10 GiB, so profile a shorter sequence (``--length 1000``); everything but the optimiser and
+the loss grows linearly in L, so the shares carry over.
 """
 from __future__ import annotations
 
