@@ -1,6 +1,18 @@
-"""Shared fixtures. Modules opt in with ``pytestmark = pytest.mark.usefixtures(...)``."""
+"""Shared fixtures. Modules opt in with ``pytestmark = pytest.mark.usefixtures(...)``.
+
+The suite uses JAX's persistent compilation cache, as the CLI does (``hamecho.runtime``): the per-user
+folder, or ``HAMECHO_COMPILE_CACHE`` (``off`` compiles everything afresh, as a fresh machine does).
+Processes the tests start use the same folder.
+"""
+import os
+
 import jax
 import pytest
+
+from hamecho import runtime
+
+_cache = runtime.enable_compilation_cache()
+os.environ[runtime.COMPILE_CACHE_ENV] = str(_cache) if _cache is not None else "off"
 
 
 @pytest.fixture(scope="module")

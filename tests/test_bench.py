@@ -16,7 +16,8 @@ ROW_TYPES = {"algo": str, "model": str, "batch": int, "length": int, "step_time_
 ])
 def test_quick_json_schema(tmp_path, extra, algos, models, length):
     done = subprocess.run([sys.executable, "-m", "hamecho.cli", "bench", "--quick", "--json", "--reps", "1",
-                           *extra, "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+                           "--rounds", "2", *extra, "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(done.stdout.strip().splitlines()[-1])
     assert isinstance(rows, list) and len(rows) == len(algos) * len(models)
@@ -27,15 +28,25 @@ def test_quick_json_schema(tmp_path, extra, algos, models, length):
         assert row["algo"] in ("rhel", "bptt", "bptt_ckpt") and row["model"] in ("linear", "nonlinear")
         assert (row["batch"], row["length"]) == (4, length)
         assert row["step_time_s"] > 0 and row["peak_mem_bytes"] > row["baseline_bytes"] > 0
+        # timed interleaved with the forward pass in one process; the fresh process's time kept beside it
+        assert row["timing"] == "interleaved" and row["rounds"] == 2 and row["fresh_step_time_s"] > 0
+        assert row["step_spread"]["n"] == 2 and row["step_spread"]["min"] <= row["step_time_s"]
+        assert row["step_over_forward"]["median"] > 0 and row["forward_time_s"] > 0
+        assert row["machine"]["huge_pages"] in ("on", "off") and row["huge_pages"] == row["machine"]["huge_pages"]
     assert {(r["algo"], r["model"]) for r in rows} == {(a, m) for a in algos for m in models}
     assert json.loads((tmp_path / "bench.json").read_text()) == rows
     assert (tmp_path / "bench.csv").read_text().count("\n") == len(rows) + 1
-    assert f"| linear | 4 | {length} | rhel |" in (tmp_path / "bench.md").read_text()
+    markdown = (tmp_path / "bench.md").read_text()
+    assert f"| linear | 4 | {length} | rhel |" in markdown and "interleaved over rounds" in markdown
 
 
 def _row(algo, model="linear", batch=4, length=17984, time_s=1.0, mem=2**30):
     return {"algo": algo, "model": model, "batch": batch, "length": length, "step_time_s": time_s,
-            "peak_mem_bytes": mem, "reps": 5, "core_dtype": "auto"}
+            "peak_mem_bytes": mem, "reps": 5, "core_dtype": "auto", "rounds": 5}
+
+
+def _no_group(*args, **kwargs):
+    raise AssertionError("no interleaved timing expected here")
 
 
 def test_resume_reuses_measured_rows_and_remeasures_skipped_ones(monkeypatch):
@@ -46,30 +57,43 @@ def test_resume_reuses_measured_rows_and_remeasures_skipped_ones(monkeypatch):
         return _row(algo, model, batch, length)
 
     monkeypatch.setattr(bench, "run_case_subprocess", fake_subprocess)
+    monkeypatch.setattr(bench, "run_group_subprocess", lambda algos, *rest: {"skipped": "not timed in this test"})
     previous = [_row("rhel"), {**_row("bptt"), "skipped": "timed out"}, {**_row("bptt_ckpt"), "reps": 3}]
     rows = bench.run_grid(bench.QUICK_ALGOS, ("linear",), (17984,), (4,), previous=previous)
     assert rows[0] == previous[0]
     assert measured == [("bptt", "linear"), ("bptt_ckpt", "linear")]  # skipped and other-reps rows re-run
 
 
-def test_rounds_measure_every_case_round_after_round_and_report_the_median_time(monkeypatch):
-    measured, written = [], []
-    times = iter([3.0, 1.0, 9.0, 5.0, 2.0, 4.0])  # rhel, bptt, rhel, bptt, rhel, bptt
+def test_memory_in_fresh_processes_time_interleaved_per_group_and_ratios_per_round(monkeypatch):
+    fresh, groups, written = [], [], []
 
     def fake_subprocess(algo, model, batch, length, reps, core_dtype, timeout, *chunk_and_norm):
-        measured.append(algo)
-        return _row(algo, model, batch, length, time_s=next(times), mem=len(measured) * 2**20)
+        fresh.append((algo, model))
+        return _row(algo, model, batch, length, time_s=9.0, mem=len(fresh) * 2**20)
+
+    def fake_group(algos, model, batch, length, rounds, *rest):
+        groups.append((tuple(algos), model, rounds))
+        per_round = {"forward": [1.0, 2.0, 1.0], "rhel": [3.0, 4.0, 2.0], "bptt": [2.0, 8.0, 1.0]}
+        spread = lambda v: {"median": sorted(v)[1], "min": min(v), "max": max(v), "q1": 0, "q3": 0, "n": 3}
+        return {"forward": spread(per_round["forward"]), "per_round": per_round, "machine": {"load": [1.0]},
+                "steps": {a: {"spread": spread(per_round[a]), "over_forward": {"median": 2.0, "min": 1, "max": 3}}
+                          for a in algos}}
 
     monkeypatch.setattr(bench, "run_case_subprocess", fake_subprocess)
-    rows = bench.run_grid(("rhel", "bptt"), ("linear",), (17984,), (4,), rounds=3,
+    monkeypatch.setattr(bench, "run_group_subprocess", fake_group)
+    rows = bench.run_grid(("rhel", "bptt"), ("linear", "nonlinear"), (17984,), (4,), rounds=3,
                           on_row=lambda rows: written.append(len(rows)))
-    assert measured == ["rhel", "bptt"] * 3  # round after round, not case after case
-    assert [r["algo"] for r in rows] == ["rhel", "bptt"]
-    assert rows[0]["round_step_times_s"] == [3.0, 9.0, 2.0] and rows[0]["step_time_s"] == 3.0
-    assert rows[1]["round_step_times_s"] == [1.0, 5.0, 4.0] and rows[1]["step_time_s"] == 4.0
-    assert rows[0]["peak_mem_bytes"] == 5 * 2**20 and rows[1]["peak_mem_bytes"] == 6 * 2**20  # largest
-    assert rows[0]["rounds"] == rows[1]["rounds"] == 3
-    assert written == [1, 2, 2, 2, 2, 2]  # partial outputs after every measurement
+    assert fresh == [("rhel", "linear"), ("bptt", "linear"), ("rhel", "nonlinear"), ("bptt", "nonlinear")]
+    assert groups == [(("rhel", "bptt"), "linear", 3), (("rhel", "bptt"), "nonlinear", 3)]  # one process each
+    rhel, bptt = rows[0], rows[1]
+    assert (rhel["step_time_s"], rhel["fresh_step_time_s"], rhel["timing"]) == (3.0, 9.0, "interleaved")
+    assert rhel["peak_mem_bytes"] == 2**20 and bptt["peak_mem_bytes"] == 2 * 2**20  # from the fresh processes
+    assert rhel["step_over_forward"]["median"] == 2.0 and rhel["forward_time_s"] == 1.0
+    # RHEL / BPTT is the median of the per-round ratios (1.5, 0.5, 2.0), not the ratio of the medians (3/2)
+    assert bench.time_ratio(rhel, bptt) == 1.5
+    assert "| linear | 4 | 17984 | rhel | 3.000 | 1.50 |" in bench.format_markdown(rows)
+    assert written == [1, 2, 3, 4, 4, 4]  # partial outputs after every measurement
+    assert bench.run_grid(("rhel",), ("linear",), (17984,), (4,), rounds=0)[0]["timing"] == "fresh"
 
 
 @pytest.mark.parametrize("rhel_time, rhel_mem, expect", [(0.9, 2**30, "met"), (1.1, 2**30, "MISSED")])
@@ -109,13 +133,17 @@ def test_grid_hands_the_norm_and_the_stream_chunk_to_every_case(monkeypatch):
         return {**_row(algo, model, batch, length), "norm": norm}
 
     monkeypatch.setattr(bench, "run_case_subprocess", fake_subprocess)
+    monkeypatch.setattr(bench, "run_group_subprocess", lambda algos, model, batch, length, rounds, core_dtype,
+                        timeout, block_chunk, norm, stream_chunk: seen.append(("group", norm, block_chunk,
+                                                                             stream_chunk)) or {"skipped": "-"})
     bench.run_grid(("rhel_streaming", "bptt_chunked"), ("linear",), (17984,), (4,), stream_chunk=256)
-    assert seen == [("rhel_streaming", "layer", 1024, 256), ("bptt_chunked", "layer", 1024, 256)]
+    assert seen == [("rhel_streaming", "layer", 1024, 256), ("bptt_chunked", "layer", 1024, 256),
+                    ("group", "layer", 1024, 256)]
     # a norm "batch" row of the same case is not reused for a norm "layer" run, and the other way round
     seen.clear()
     previous = [_row("rhel"), {**_row("bptt"), "norm": "layer"}]
     rows = bench.run_grid(("rhel", "bptt"), ("linear",), (17984,), (4,), previous=previous)
-    assert rows[0] == previous[0] and [s[0] for s in seen] == ["bptt"]
+    assert rows[0] == previous[0] and [s[0] for s in seen] == ["bptt", "group"]
 
 
 @pytest.mark.parametrize("streaming_time, expect", [(0.7, ["0.70× rhel met", "0.35× bptt met"]),
@@ -130,7 +158,7 @@ def test_markdown_marks_the_streaming_speed_target(streaming_time, expect):
 def test_streaming_case_runs(tmp_path):
     """One real rhel_streaming case, tiny: its row says norm "layer" and the chunk; --norm batch is refused."""
     command = [sys.executable, "-m", "hamecho.cli", "bench", "--algos", "rhel_streaming", "--models", "linear",
-               "--lengths", "40", "--batch", "2", "--reps", "1", "--stream-chunk", "16", "--json",
+               "--lengths", "40", "--batch", "2", "--reps", "1", "--rounds", "0", "--stream-chunk", "16", "--json",
                "--out", str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -13,24 +13,48 @@ The layout of the package is described in docs/design.md.
 """
 __version__ = "0.1.0"
 
-from .core.affine import AffineLeapfrog  # noqa: E402
-from .core.choices import AutoLeapfrog  # noqa: E402
-from .core.engine import hamiltonian_core  # noqa: E402
-from .core.fixed_point import FixedPointLeapfrog  # noqa: E402
-from .core.gradients import BPTT, RHEL, AbstractGradient  # noqa: E402
-from .core.hamiltonians import SeparableHamiltonian  # noqa: E402
-from .core.integrators import AbstractIntegrator, Leapfrog  # noqa: E402
-from .core.memory import AbstractMemory  # noqa: E402
-from .nn.api import init_optimizer, predict, train_step, value_and_grad  # noqa: E402
-from .nn.hssm import HSSM, cast, count_parameters, trainable  # noqa: E402
-from .nn.keywords import CoreOptions  # noqa: E402
-from .nn.layers import HRU, LinearHRU, NonlinearHRU, retrace_error  # noqa: E402
-from .nn.memory import RecomputeBlocks, TimeChunks  # noqa: E402
-from .nn.parallel import DataParallel, data_parallel  # noqa: E402
-from .nn.streaming import Streaming  # noqa: E402
+import importlib
+
+# Where each public name lives. They are imported on first use (PEP 562), so that ``import hamecho`` and the
+# ``hamecho`` command start without loading JAX: the command restarts itself once with huge pages for malloc
+# before anything heavy is imported (``hamecho.runtime``), and a restart after JAX had loaded would cost a second.
+_PUBLIC = {
+    "AffineLeapfrog": "core.affine",
+    "AutoLeapfrog": "core.choices",
+    "hamiltonian_core": "core.engine",
+    "FixedPointLeapfrog": "core.fixed_point",
+    "BPTT": "core.gradients", "RHEL": "core.gradients", "AbstractGradient": "core.gradients",
+    "SeparableHamiltonian": "core.hamiltonians",
+    "AbstractIntegrator": "core.integrators", "Leapfrog": "core.integrators",
+    "AbstractMemory": "core.memory",
+    "CoreOptions": "nn.keywords",
+    "init_optimizer": "nn.api", "predict": "nn.api", "train_step": "nn.api", "value_and_grad": "nn.api",
+    "HSSM": "nn.hssm", "cast": "nn.hssm", "count_parameters": "nn.hssm", "trainable": "nn.hssm",
+    "HRU": "nn.layers", "LinearHRU": "nn.layers", "NonlinearHRU": "nn.layers", "retrace_error": "nn.layers",
+    "RecomputeBlocks": "nn.memory", "TimeChunks": "nn.memory",
+    "Streaming": "nn.streaming",
+    "DataParallel": "nn.parallel", "data_parallel": "nn.parallel",
+    "enable_compilation_cache": "runtime",
+}
+_SUBPACKAGES = ("cli", "continuous", "core", "data", "nn", "physical", "runtime", "tools", "training")
 
 __all__ = ["AbstractGradient", "AbstractIntegrator", "AbstractMemory", "AffineLeapfrog", "AutoLeapfrog", "BPTT",
-           "CoreOptions", "DataParallel", "FixedPointLeapfrog", "HRU", "HSSM", "Leapfrog", "LinearHRU",
-           "NonlinearHRU", "RHEL", "RecomputeBlocks", "SeparableHamiltonian", "Streaming", "TimeChunks", "cast",
-           "count_parameters", "data_parallel", "hamiltonian_core", "init_optimizer", "predict", "retrace_error",
-           "train_step", "trainable", "value_and_grad", "__version__"]
+           "CoreOptions", "DataParallel", "FixedPointLeapfrog", "HRU", "HSSM", "Leapfrog", "LinearHRU", "NonlinearHRU",
+           "RHEL", "RecomputeBlocks", "SeparableHamiltonian", "Streaming", "TimeChunks", "cast", "count_parameters",
+           "data_parallel", "enable_compilation_cache", "hamiltonian_core", "init_optimizer", "predict",
+           "retrace_error", "train_step", "trainable", "value_and_grad", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'hamecho' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC) | set(_SUBPACKAGES))

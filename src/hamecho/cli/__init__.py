@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
+import os
 import sys
 import warnings
 from pathlib import Path
+
+from .. import runtime
 
 # Modules that contribute sub-commands, in the order they appear in ``--help``.
 COMMAND_MODULES = (
@@ -37,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
             "side by side with backpropagation through time (BPTT)."
         ),
     )
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="compile everything afresh: no persistent compilation cache (default: on, in "
+                             "$HAMECHO_COMPILE_CACHE or ~/.cache/hamecho/jax; HAMECHO_COMPILE_CACHE=off does the same)")
+    parser.add_argument("--no-huge-pages", action="store_true",
+                        help="leave glibc's malloc as it is (default: the hamecho command restarts itself once with "
+                             "GLIBC_TUNABLES=glibc.malloc.hugetlb=1, transparent huge pages for its arrays; "
+                             "HAMECHO_HUGE_PAGES=off does the same); docs/performance.md")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMAND_MODULES:
@@ -63,6 +74,10 @@ def one_line_warnings(command: str):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.no_compile_cache:
+        os.environ[runtime.COMPILE_CACHE_ENV] = "off"  # for the processes this one starts, too
+    else:
+        runtime.enable_compilation_cache()
     try:
         with warnings.catch_warnings():
             warnings.showwarning = one_line_warnings(args.command)
@@ -72,5 +87,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def console() -> None:
+    """The ``hamecho`` command: :func:`main` with huge pages for malloc (module ``hamecho.runtime``: the
+    process restarts itself once to get them, before JAX is loaded), unless ``--no-huge-pages`` comes before
+    the command or ``HAMECHO_HUGE_PAGES=off``."""
+    argv = sys.argv[1:]
+    if "--no-huge-pages" in itertools.takewhile(lambda arg: arg.startswith("-"), argv):
+        os.environ[runtime.HUGE_PAGES_ENV] = "off"  # for the processes this one starts, too
+    runtime.reexec_with_huge_pages(argv)
+    sys.exit(main(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

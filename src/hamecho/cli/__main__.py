@@ -1,6 +1,4 @@
 """``python -m hamecho.cli``: the same as the ``hamecho`` command."""
-import sys
+from . import console
 
-from . import main
-
-sys.exit(main())
+console()

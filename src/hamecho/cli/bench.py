@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..tools import bench
-from .arguments import positive_int
+from .arguments import non_negative_int, positive_int
 
 
 def add_command(subparsers) -> None:
@@ -25,10 +25,13 @@ def add_command(subparsers) -> None:
     parser.add_argument("--models", nargs="+", choices=bench.MODELS)
     parser.add_argument("--lengths", nargs="+", type=positive_int)
     parser.add_argument("--batch", nargs="+", type=positive_int, help="batch sizes (default 4 32)")
-    parser.add_argument("--reps", type=positive_int, help="timed steps per case (default 5; median reported)")
-    parser.add_argument("--rounds", type=positive_int, default=1,
-                        help="measure the whole grid this many times, round after round; report each case's "
-                             "median step time over rounds (robust to slow periods of a shared machine)")
+    parser.add_argument("--reps", type=positive_int,
+                        help="steps of each case's fresh process, where its peak memory is read (default 3)")
+    parser.add_argument("--rounds", type=non_negative_int, default=5,
+                        help="rounds of the interleaved timing: the cases of each (model, batch, L) and their "
+                             "forward pass run once per round in one process, in rotating order; each row "
+                             "reports the median, the range and the step's ratio to the forward pass (default 5; "
+                             "0: no interleaved timing, the fresh processes' times)")
     parser.add_argument("--block-chunk", type=positive_int, default=bench.BLOCK_CHUNK,
                         help=f"time steps per chunk of the *_chunked cases (default {bench.BLOCK_CHUNK})")
     parser.add_argument("--stream-chunk", type=positive_int, default=bench.STREAM_CHUNK,
@@ -49,7 +52,7 @@ def add_command(subparsers) -> None:
 
 def _print_row(row: dict) -> None:
     measured = (f"skipped: {row['skipped']}" if "skipped" in row else
-                f"{row['step_time_s']:.3f} s/step, peak {row['peak_mem_bytes'] / 2**30:.2f} GiB")
+                f"{row['step_time_s']:.3f} s/step (one fresh process), peak {row['peak_mem_bytes'] / 2**30:.2f} GiB")
     print(f"  {row['model']:>9} b{row['batch']:<3} L={row['length']:<6} {row['algo']:<14} " + measured, flush=True)
 
 
@@ -59,7 +62,7 @@ def main(args) -> int:
     models = args.models or quick.get("models", bench.MODELS)
     lengths = args.lengths or quick.get("lengths", bench.LENGTHS)
     batches = args.batch or quick.get("batches", bench.BATCHES)
-    reps = args.reps or 5
+    reps = args.reps or 3
     try:
         bench.norm_for(algos, args.norm)
     except ValueError as error:

@@ -29,6 +29,7 @@ from .gradients import (
     step_energy_gradients,
 )
 from .hamiltonians import SeparableHamiltonian, batched_force, batched_velocity
+from .tracing import trace_once
 
 # The precision a floating-point integrator runs in: "auto" (float64 under JAX's x64 mode, else the
 # input's), "input" (the input's dtype) or "float64" (needs x64). Resolved by ``choices.compute_dtype``.
@@ -132,6 +133,10 @@ def run_leapfrog(ham: SeparableHamiltonian, theta, drives, position, momentum, *
     after the step with drives[k]. With ``per_sample_sums()`` every sample steps with its own copy of θ,
     so that BPTT's derivative sums θ's cotangent over the batch once, after the reverse scan.
     """
+    return _leapfrog_scan(ham, reverse, theta, drives, position, momentum)
+
+
+def _scan_leapfrog(ham: SeparableHamiltonian, reverse: bool, theta, drives, position, momentum):
     if per_sample_sums():
         copies = jax.tree_util.tree_map(lambda t: jnp.broadcast_to(t, (drives.shape[1],) + jnp.shape(t)), theta)
         one = lambda th, q, p, u: drift_kick_drift(q, p, lambda p_: ham.velocity(th, p_),
@@ -304,7 +309,7 @@ class Leapfrog(AbstractIntegrator):
         return jax.tree_util.tree_map(lambda a: scale * a, acc)
 
 
-def echo_steps(ham: SeparableHamiltonian, rhel: RHEL, rule: str, theta, drives, mean, half, acc, nudges):
+def _echo_steps(ham: SeparableHamiltonian, rhel: RHEL, rule: str, theta, drives, mean, half, acc, nudges):
     """The ±ε echo's steps over drives (L, N, U), last step first, carried as mean and half-difference.
 
     mean, half: (φ, π) of (Φ₊ + Φ₋)/2 and (Φ₊ − Φ₋)/2 before the echo step that undoes drives[L−1],
@@ -352,3 +357,10 @@ def per_sample_zeros(theta, samples: int):
 def add_sample_sums(total, per_sample):
     """``total`` + the per-sample sums summed over the samples (one reduction over the batch)."""
     return jax.tree_util.tree_map(lambda t, s: t + jnp.sum(s, axis=0), total, per_sample)
+
+
+# Traced once per signature, replayed for every other core of the same shapes (the blocks of a model):
+# ``hamecho.core.tracing``. The same operations either way; only the Python work of tracing is saved. Whether the
+# sums are kept per sample (``per_sample_sums``, read when tracing) is part of the signature.
+_leapfrog_scan = trace_once(_scan_leapfrog, static_argnums=(0, 1), context=lambda: per_sample_sums())
+echo_steps = trace_once(_echo_steps, static_argnums=(0, 1, 2), context=lambda: per_sample_sums())

@@ -45,7 +45,8 @@ def training_loss(model: HSSM, x, y, *, gradient=None, integrator=None, memory=N
 def loss_and_statistics(model: HSSM, x, y, choices: Choices, key=None):
     """:func:`training_loss` with checked choices."""
     outputs, stats = model.apply(x, choices, train=True, key=key)
-    return loss_from_outputs(model.task, outputs, y), stats
+    with jax.named_scope("loss"):
+        return loss_from_outputs(model.task, outputs, y), stats
 
 
 # --- input validation -----------------------------------------------------------------------------
@@ -184,8 +185,9 @@ def _train_step(model, opt_state, x, y, optimizer, choices, key):
     spec = optimizer_selection(optimizer, model, opt_state)
     loss_fn = lambda m: loss_and_statistics(m, x, y, choices, key)
     (loss, stats), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
-    updates, opt_state = optimizer.update(eqx.filter(grads, spec), opt_state, eqx.filter(model, spec))
-    model = eqx.apply_updates(model, updates)
+    with jax.named_scope("optimizer"):  # what the profiler reports the update under (docs/performance.md)
+        updates, opt_state = optimizer.update(eqx.filter(grads, spec), opt_state, eqx.filter(model, spec))
+        model = eqx.apply_updates(model, updates)
     return model.with_norm_stats(stats), opt_state, loss
 
 

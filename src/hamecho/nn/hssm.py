@@ -88,8 +88,10 @@ class Block(eqx.Module):
 
     def forward(self, x, choices: Choices, *, train: bool, key=None):
         """The block's computation, every activation kept for autodiff."""
-        normed, stats = self.norm(x, train)
-        return self.after_hru(x, self.hru.apply(normed, choices), self.dropout_masks(key, x.shape)), stats
+        with jax.named_scope("norm"):
+            normed, stats = self.norm(x, train)
+        hru_output = self.hru.apply(normed, choices)
+        return self.after_hru(x, hru_output, self.dropout_masks(key, x.shape)), stats
 
     @property
     def time_local(self) -> bool:
@@ -102,16 +104,18 @@ class Block(eqx.Module):
         Time-local blocks draw each step's mask from ``fold_in(key, step)``, steps ``start`` … ``start + L − 1``
         (``start`` may be traced); otherwise one draw for the whole ``shape``.
         """
-        keys = (None, None) if key is None else jax.random.split(key)
-        if self.time_local:
-            steps = start + jnp.arange(shape[0])
-            return tuple(step_keep_masks(k, DROPOUT_RATE, steps, shape[1:]) for k in keys)
-        return tuple(dropout_keep_mask(k, DROPOUT_RATE, shape) for k in keys)
+        with jax.named_scope("dropout_masks"):
+            keys = (None, None) if key is None else jax.random.split(key)
+            if self.time_local:
+                steps = start + jnp.arange(shape[0])
+                return tuple(step_keep_masks(k, DROPOUT_RATE, steps, shape[1:]) for k in keys)
+            return tuple(dropout_keep_mask(k, DROPOUT_RATE, shape) for k in keys)
 
     def after_hru(self, x, hru_output, keep_masks):
         """Everything after the HRU layer, local in time: GELU → dropout → GLU → dropout → x + ·."""
-        h = apply_dropout(jax.nn.gelu(hru_output), keep_masks[0], DROPOUT_RATE)
-        return x + apply_dropout(self.glu(h), keep_masks[1], DROPOUT_RATE)
+        with jax.named_scope("gelu_glu"):
+            h = apply_dropout(jax.nn.gelu(hru_output), keep_masks[0], DROPOUT_RATE)
+            return x + apply_dropout(self.glu(h), keep_masks[1], DROPOUT_RATE)
 
 
 class HSSM(eqx.Module):

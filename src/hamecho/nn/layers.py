@@ -180,10 +180,32 @@ NORMS = {"batch": BatchNorm, "layer": LayerNorm}
 
 
 def dropout_keep_mask(key, rate: float, shape):
-    """The boolean keep-mask ``dropout`` draws for ``key`` (True: kept), or None without dropout."""
+    """The boolean keep-mask ``dropout`` draws for ``key`` (True: kept), or None without dropout.
+
+    The mask is packed into bits and unpacked again (:func:`packed_bits`; the same booleans): XLA otherwise
+    fuses the draw's comparison into every use of the mask, so the two 32-bit random words behind each
+    element stayed alive from the forward pass to the backward, 8 bytes per element where the packed mask
+    keeps 1 bit (docs/performance.md: a sixth of the paper's nonlinear model's peak).
+    """
     if key is None or rate == 0.0:
         return None
-    return jax.random.bernoulli(key, 1.0 - rate, shape)
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+    return unpacked_bits(packed_bits(keep), shape[-1]) if shape else keep
+
+
+def packed_bits(mask):
+    """Booleans (..., n) → uint8 (..., ⌈n/8⌉), eight to a byte along the last axis (element i of a byte is
+    bit i). A reduction, so XLA stores its result instead of fusing the mask's computation into its users."""
+    pad = -mask.shape[-1] % 8
+    bits = jnp.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, pad)]).astype(jnp.uint8)
+    bits = bits.reshape(mask.shape[:-1] + (-1, 8))
+    return jnp.sum(bits << jnp.arange(8, dtype=jnp.uint8), axis=-1, dtype=jnp.uint8)
+
+
+def unpacked_bits(packed, n: int):
+    """The booleans (..., n) :func:`packed_bits` packed."""
+    bits = (packed[..., None] >> jnp.arange(8, dtype=jnp.uint8)) & jnp.uint8(1)
+    return bits.reshape(packed.shape[:-1] + (-1,))[..., :n].astype(bool)
 
 
 def _mix32(h):
@@ -280,8 +302,11 @@ class HRU(eqx.Module):
 
     def apply(self, u, choices: Choices):
         """``__call__`` with checked choices: u (L, N, H) → y (L, N, H)."""
-        positions = run_core(self.hamiltonian, choices, self.core_parameters(), self.drives(u))
-        return self.readout(positions, u)
+        with jax.named_scope("hru_linear"):  # B·u (named scopes: docs/performance.md)
+            theta, drives = self.core_parameters(), self.drives(u)
+        positions = run_core(self.hamiltonian, choices, theta, drives)
+        with jax.named_scope("hru_linear"):  # C·φ + D⊙u
+            return self.readout(positions, u)
 
     def readout(self, positions, u):
         """y = C·φ + D ⊙ u for positions (L, N, P) and the layer's input u (L, N, H) → (L, N, H)."""

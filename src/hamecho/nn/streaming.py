@@ -175,8 +175,9 @@ class _Stack:
         for b, block in enumerate(self.model.blocks):
             u = self.normed(block, h)
             drives = self.drives(block, u)
-            positions, state = self.integrators[b].forward(block.hru.hamiltonian, self.thetas[b],
-                                                           drives.astype(self.core_dtype), states[b])
+            with jax.named_scope("core_forward"):  # named scopes: docs/performance.md (no effect on the arithmetic)
+                positions, state = self.integrators[b].forward(block.hru.hamiltonian, self.thetas[b],
+                                                               drives.astype(self.core_dtype), states[b])
             h = self.after_core(block, h, u, positions.astype(drives.dtype), self.keep_masks(b, start, size))
             new_states.append(state)
         return new_states, self.accumulate_head(head_acc, h, start, size)
@@ -214,7 +215,8 @@ class _Stack:
                 u = self.normed(block, h)
                 drives, norm_vjp, drives_vjp = self.drives(block, u), None, None
             drives_c = drives.astype(self.core_dtype)
-            positions, state = self.integrators[b].rebuild(ham, self.thetas[b], drives_c, free[b])
+            with jax.named_scope("core_rebuild"):
+                positions, state = self.integrators[b].rebuild(ham, self.thetas[b], drives_c, free[b])
             positions = positions.astype(drives.dtype)
             if with_vjps:
                 h, after_vjp = jax.vjp(after, block, h, u, positions)
@@ -233,9 +235,10 @@ class _Stack:
             block = self.model.blocks[b]
             norm_vjp, drives_vjp, after_vjp, drives_c, drives_dtype = pieces[b]
             g_after, g, g_u, g_positions = after_vjp(g)
-            new_echoes[b], new_thetas[b], g_drives = self.integrators[b].echo_stretch(
-                block.hru.hamiltonian, self.rhel, self.rules[b], self.thetas[b], drives_c, echoes[b],
-                g_positions.astype(self.core_dtype), thetas[b])
+            with jax.named_scope("core_echo"):
+                new_echoes[b], new_thetas[b], g_drives = self.integrators[b].echo_stretch(
+                    block.hru.hamiltonian, self.rhel, self.rules[b], self.thetas[b], drives_c, echoes[b],
+                    g_positions.astype(self.core_dtype), thetas[b])
             g_drives_block, g_u_drives = drives_vjp(g_drives.astype(drives_dtype))
             (g_below,) = norm_vjp(g_u + g_u_drives)
             block_grads[b] = _add(block_grads[b], g_after, g_drives_block)

@@ -4,15 +4,30 @@
     hamecho bench --quick                 # a small subset
     hamecho bench --algos rhel bptt --models linear --lengths 17984 --batch 4 --json
 
-Each case runs in a fresh subprocess (so peak memory does not mix between cases): it builds a
-6-block HSSM (hidden 64, state 16, float32 parameters, the default core precision), one random
-batch, and the same jitted Adam training step ``hamecho train`` uses; compiles and warms up with two
-steps, then times ``--reps`` steps (median). Peak memory (``peak_mem_bytes``) is the child's peak
-resident set size during the timed steps: after the warm-up the compiler's freed heap is returned to
-the OS (``malloc_trim``) and the kernel's mark (VmHWM) is reset, so compilation's own peak is
-excluded, while the JAX runtime, the compiled code, the model, the data and everything the step
-allocates are included. Also recorded: ``process_peak_bytes`` (the whole process's peak, VmHWM read
-before the reset: compilation included) and ``baseline_bytes`` (before the first step).
+Every case is measured twice (docs/performance.md says why):
+
+- **Time, interleaved in one process.** For each (model, batch, L) one child process builds the 6-block
+  HSSM (hidden 64, state 16, float32 parameters, the default core precision) and one random batch,
+  compiles every case's jitted Adam training step (the one ``hamecho train`` uses) and the model's
+  forward pass (the training loss in training mode, dropout on), and runs ``--rounds`` rounds, each
+  running every case once in an order that rotates from round to round (``hamecho.tools.timing``).
+  ``step_time_s`` is the median over rounds, ``step_spread`` its median, quartiles and extremes, and
+  ``step_over_forward`` the per-round ratio of the step to the same model's forward pass (median and
+  range); the ratios between cases in the tables are per-round ratios too. A busy period of a shared
+  machine then hits every case of the round alike; the absolute times still move with the load, which
+  every row records (``machine``: load average, cores, whether malloc had huge pages, the kernel's
+  transparent-huge-page mode). ``--rounds 0`` skips this part.
+- **Memory, one fresh process per case** (so peaks do not mix): it builds the same model, compiles and
+  warms up with two steps, then runs ``--reps`` steps. ``peak_mem_bytes`` is the child's peak resident
+  set during those steps: after the warm-up the compiler's freed heap is returned to the OS
+  (``malloc_trim``) and the kernel's mark (VmHWM) is reset, so compilation's own peak is excluded, while
+  the JAX runtime, the compiled code, the model, the data and everything the step allocates are
+  included. Also recorded: ``process_peak_bytes`` (the whole process's peak, VmHWM read before the reset:
+  compilation included), ``baseline_bytes`` (before the first step) and ``fresh_step_time_s`` (the
+  median of those steps: what the older results called the step time).
+
+Every child runs with huge pages for malloc (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, as the
+``hamecho`` command does; ``HAMECHO_HUGE_PAGES=off`` turns them off) and without the compilation cache.
 
 Algorithms: ``rhel``; ``bptt`` (autodiff through the scan); ``bptt_ckpt`` (autodiff with
 ``jax.checkpoint`` over chunks of ⌈√L⌉ steps: stores chunk-boundary states, recomputes the rest);
@@ -21,8 +36,7 @@ chunks of ``--block-chunk`` steps, recomputed in the backward pass, so a block k
 ``rhel_recompute`` and ``bptt_recompute`` (``recompute_blocks``: whole blocks recomputed; not in the
 default grid); ``rhel_streaming`` (``memory=hamecho.Streaming(--stream-chunk)``: the whole stack over
 time chunks forward and backward, nothing of length L kept but the input; RHEL only, and it needs
-``HSSM(norm="layer")``). ``--quick`` runs the first three; ``--rounds R`` measures the grid R times
-round after round and reports each case's median.
+``HSSM(norm="layer")``). ``--quick`` runs the first three.
 
 Norm: ``--norm layer`` or ``batch`` for every case; by default ``layer`` when ``rhel_streaming`` is in
 the run (it cannot stream with BatchNorm, and the other cases then train the same model, so the
@@ -43,6 +57,7 @@ from pathlib import Path
 
 from ..nn.layers import NORMS as NORM_CLASSES
 from ..nn.streaming import DEFAULT_CHUNK
+from ..runtime import COMPILE_CACHE_ENV, huge_pages_state, with_huge_pages
 from ..training.checkpoints import atomic_write_bytes
 
 ALGOS = ("rhel", "bptt", "bptt_ckpt", "rhel_chunked", "bptt_chunked", "rhel_recompute", "bptt_recompute",
@@ -148,7 +163,76 @@ def run_case(algo: str, model: str, batch: int, length: int, reps: int, core_dty
             "step_time_s": statistics.median(times), "peak_mem_bytes": int(step_peak),
             "process_peak_bytes": int(process_peak), "baseline_bytes": int(baseline), "reps": reps,
             "loss": float(loss), "core_dtype": core_dtype, "backend": jax.default_backend(), "norm": norm,
+            "huge_pages": huge_pages_state(),
             **_chunk_keys(algo, block_chunk, stream_chunk)}
+
+
+def run_group(algos, model: str, batch: int, length: int, rounds: int, core_dtype: str,
+              block_chunk: int = BLOCK_CHUNK, norm: str = "batch", stream_chunk: int = STREAM_CHUNK,
+              clock: str = "wall") -> dict:
+    """Every case of ``algos`` and the forward pass, one model, timed interleaved in this process.
+
+    ``clock``: "wall" (what ``hamecho bench`` reports) or "cpu" (this process's processor seconds: on a
+    core other jobs share, nearly blind to them; ``hamecho.tools.timing.interleave``).
+
+    Returns {"forward": spread, "steps": {algo: {"spread", "over_forward"}}, "per_round": {name: [s]},
+    "machine": ...}: the spreads of ``hamecho.tools.timing.spread``, the step's per-round ratio to the
+    forward pass (``timing.ratio`` without its list), and the raw per-round seconds (for ratios between
+    cases).
+    """
+    import jax
+
+    if core_dtype == "auto":
+        jax.config.update("jax_enable_x64", True)
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    from ..core.choices import AutoLeapfrog, Choices
+    from ..nn.api import init_optimizer, loss_and_statistics, train_step
+    from ..nn.hssm import HSSM
+    from ..training import optimizer_for
+    from .timing import interleave, machine_state, ratio, spread
+
+    key_model, key_x, key_y = jax.random.split(jax.random.PRNGKey(0), 3)
+    hssm = HSSM(in_dim=SHAPE["in_dim"], out_dim=SHAPE["classes"], hidden=SHAPE["hidden"], state=SHAPE["state"],
+                 blocks=SHAPE["blocks"], hru=model, dtype=jnp.float32, norm=norm, key=key_model)
+    x = jax.random.normal(key_x, (batch, length, SHAPE["in_dim"]), jnp.float32)
+    y = jax.random.randint(key_y, (batch,), 0, SHAPE["classes"])
+    optimizer = optimizer_for(1e-3)
+    opt_state = init_optimizer(optimizer, hssm)
+    key = jax.random.PRNGKey(1)
+    forward_choices = Choices(integrator=AutoLeapfrog(dtype=core_dtype))
+    forward = eqx.filter_jit(lambda m, x, y, k: loss_and_statistics(m, x, y, forward_choices, k)[0])
+    cases = {"forward": lambda: forward(hssm, x, y, key)}
+    for algo in algos:
+        choices = case_choices(algo, length, core_dtype, block_chunk, stream_chunk)
+        cases[algo] = lambda choices=choices: train_step(hssm, opt_state, x, y, optimizer, key=key, **choices)
+    times = interleave(cases, rounds=rounds, clock=clock)
+    machine = {**machine_state(), "clock": clock}
+
+    def brief(r):
+        return {k: v for k, v in r.items() if k != "per_round"}
+
+    return {"forward": spread(times["forward"]), "per_round": times, "machine": machine,
+            "steps": {algo: {"spread": spread(times[algo]), "over_forward": brief(ratio(times, algo, "forward"))}
+                      for algo in algos}}
+
+
+def run_group_subprocess(algos, model, batch, length, rounds, core_dtype, timeout, block_chunk=BLOCK_CHUNK,
+                         norm="batch", stream_chunk=STREAM_CHUNK) -> dict:
+    """:func:`run_group` in a fresh interpreter; {"skipped": reason} when it fails or times out."""
+    group = json.dumps({"algos": list(algos), "model": model, "batch": batch, "length": length, "rounds": rounds,
+                        "core_dtype": core_dtype, "block_chunk": block_chunk, "norm": norm,
+                        "stream_chunk": stream_chunk})
+    try:
+        done = subprocess.run([sys.executable, "-m", "hamecho.tools.bench", "--run-group", group], capture_output=True,
+                              text=True, timeout=timeout * (len(algos) + 1), env=_child_env())
+    except subprocess.TimeoutExpired:
+        return {"skipped": "interleaved timing timed out"}
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"skipped": "killed (out of memory?)" if done.returncode in (-9, 137) else f"failed: {tail}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _chunk_keys(algo: str, block_chunk: int, stream_chunk: int) -> dict:
@@ -215,11 +299,10 @@ def read_status_bytes(field: str) -> int | None:
 
 
 def _child_env() -> dict:
-    env = dict(os.environ)
     # First-touch page faults are expensive on virtual machines; huge pages for malloc make the memory-heavy
-    # cases markedly faster (benchmarks/README.md). Applied to every case alike.
-    env.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
-    return env
+    # cases markedly faster (docs/performance.md). Applied to every case alike (unless HAMECHO_HUGE_PAGES=off),
+    # and recorded in each row. No compilation cache: a case's process peak includes its compilation.
+    return {**with_huge_pages(os.environ), COMPILE_CACHE_ENV: "off"}
 
 
 def run_case_subprocess(algo, model, batch, length, reps, core_dtype, timeout, block_chunk=BLOCK_CHUNK,
@@ -256,87 +339,104 @@ def _same_case(row: dict, case: dict) -> bool:
 
 def run_grid(algos, models, lengths, batches, reps=5, core_dtype="auto", timeout=1800.0,
              memory_limit_gib=DEFAULT_MEMORY_LIMIT_GIB, progress=None, previous=(), on_row=None,
-             rounds=1, block_chunk=BLOCK_CHUNK, norm=None, stream_chunk=STREAM_CHUNK) -> list[dict]:
-    """Every case of the grid, one subprocess each, the whole grid ``rounds`` times round after round.
+             rounds=5, block_chunk=BLOCK_CHUNK, norm=None, stream_chunk=STREAM_CHUNK) -> list[dict]:
+    """Every case of the grid: its memory in a fresh subprocess each, then the time of the cases of each
+    (model, batch, L) interleaved over ``rounds`` rounds in one subprocess (module docstring; ``rounds=0``:
+    no interleaved timing, the rows keep the fresh processes' step times).
 
-    With several rounds a case's row reports the median of its per-round step times (each a median of
-    ``reps`` steps) and the largest of its per-round peaks, and lists the per-round times: slow periods
-    of a shared machine then hit every algorithm alike instead of one case. ``previous``: rows of an
-    earlier run; a measured row of the same case (same reps, rounds and core precision) is reused.
-    ``on_row(rows)`` is called after each measurement with the rows so far (to write partial outputs).
-    ``norm``: None chooses by :func:`norm_for`.
+    ``previous``: rows of an earlier run; a measured row of the same case (same reps, rounds and core
+    precision) is reused, and a group whose rows are all reused is not timed again. ``on_row(rows)`` is
+    called after each measurement with the rows so far (to write partial outputs). ``norm``: None chooses
+    by :func:`norm_for`.
     """
     norm = norm_for(algos, norm)
     # norm "batch" is left out of a case's keys: rows recorded before the norm option match it
     cases = [{"algo": algo, "model": model, "batch": batch, "length": length, "reps": reps, "core_dtype": core_dtype,
               **_chunk_keys(algo, block_chunk, stream_chunk), **({"norm": norm} if norm != "batch" else {})}
              for batch in batches for length in lengths for model in models for algo in algos]
-    measured: dict[int, list[dict]] = {}
     rows: dict[int, dict] = {}
-    for _ in range(rounds):
+    for i, case in enumerate(cases):
+        algo, model, batch, length = case["algo"], case["model"], case["batch"], case["length"]
+        reuse = next((r for r in previous if "skipped" not in r and _same_case(r, case)
+                      and r.get("rounds", 0) == rounds), None)
+        estimate = estimated_bptt_bytes(model, batch, length)
+        if reuse is not None:
+            row = {**reuse, "reused": True}
+        elif algo == "bptt" and estimate > memory_limit_gib * 2**30:
+            row = {"algo": algo, "model": model, "batch": batch, "length": length,
+                   "skipped": f"BPTT needs ~{estimate / 2**30:.0f} GiB (limit {memory_limit_gib:g})"}
+        else:
+            row = run_case_subprocess(algo, model, batch, length, reps, core_dtype, timeout, block_chunk, norm,
+                                      stream_chunk)
+            if "skipped" not in row:
+                row = {**row, "fresh_step_time_s": row["step_time_s"], "timing": "fresh", "rounds": 0}
+        rows[i] = row
+        if progress:
+            progress(row)
+        if on_row:
+            on_row(_finished(rows))
+    if rounds:
+        groups: dict[tuple, list[int]] = {}
         for i, case in enumerate(cases):
-            algo, model, batch, length = case["algo"], case["model"], case["batch"], case["length"]
-            if i in rows and ("skipped" in rows[i] or rows[i].get("reused")):
-                continue  # a skipped case is not retried in later rounds; a reused row is complete
-            reuse = next((r for r in previous if "skipped" not in r and _same_case(r, case)
-                          and r.get("rounds", 1) == rounds), None)
-            estimate = estimated_bptt_bytes(model, batch, length)
-            if reuse is not None:
-                row = {**reuse, "reused": True}
-            elif algo == "bptt" and estimate > memory_limit_gib * 2**30:
-                row = {"algo": algo, "model": model, "batch": batch, "length": length,
-                       "skipped": f"BPTT needs ~{estimate / 2**30:.0f} GiB (limit {memory_limit_gib:g})"}
-            else:
-                row = run_case_subprocess(algo, model, batch, length, reps, core_dtype, timeout, block_chunk, norm,
-                                          stream_chunk)
-            if "skipped" in row or row.get("reused"):
-                rows[i] = row
-            else:
-                measured.setdefault(i, []).append(row)
-                rows[i] = combine_rounds(measured[i])
-            if progress:
-                progress(row)
+            if "skipped" not in rows[i] and not rows[i].get("reused"):
+                groups.setdefault((case["batch"], case["length"], case["model"]), []).append(i)
+        for (batch, length, model), members in groups.items():
+            timed = run_group_subprocess([cases[i]["algo"] for i in members], model, batch, length, rounds,
+                                         core_dtype, timeout, block_chunk, norm, stream_chunk)
+            for i in members:
+                rows[i] = with_group_timing(rows[i], timed, rounds)
             if on_row:
                 on_row(_finished(rows))
     return _finished(rows)
+
+
+def with_group_timing(row: dict, timed: dict, rounds: int) -> dict:
+    """A fresh-process row with its group's interleaved timing (:func:`run_group`) in place of its time."""
+    if "skipped" in timed:
+        return {**row, "timing_skipped": timed["skipped"]}
+    step = timed["steps"][row["algo"]]
+    return {**row, "step_time_s": step["spread"]["median"], "step_spread": step["spread"],
+            "forward_time_s": timed["forward"]["median"], "forward_spread": timed["forward"],
+            "step_over_forward": step["over_forward"], "round_step_times_s": timed["per_round"][row["algo"]],
+            "round_forward_times_s": timed["per_round"]["forward"], "machine": timed["machine"],
+            "timing": "interleaved", "rounds": rounds}
 
 
 def _finished(rows: dict[int, dict]) -> list[dict]:
     return [{k: v for k, v in rows[i].items() if k != "reused"} for i in sorted(rows)]
 
 
-def combine_rounds(round_rows: list[dict]) -> dict:
-    """One row from the same case measured in several rounds: median step time, largest peak memory."""
-    if len(round_rows) == 1:
-        return dict(round_rows[0])
-    row = dict(round_rows[-1])
-    times = [r["step_time_s"] for r in round_rows]
-    row["step_time_s"] = statistics.median(times)
-    row["round_step_times_s"] = times
-    for key in ("peak_mem_bytes", "process_peak_bytes"):
-        if all(key in r for r in round_rows):
-            row[key] = max(r[key] for r in round_rows)
-    row["rounds"] = len(round_rows)
-    return row
-
-
 # --- output ------------------------------------------------------------------------------------------
 
-def _ratio(rows, row, key):
-    base = next((r for r in rows if r["algo"] == "bptt" and r["model"] == row["model"] and r["batch"] == row["batch"]
-                 and r["length"] == row["length"] and "skipped" not in r), None)
+def _ratio(rows, row, key, base_algo="bptt"):
+    base = next((r for r in rows if r["algo"] == base_algo and r["model"] == row["model"]
+                 and r["batch"] == row["batch"] and r["length"] == row["length"] and "skipped" not in r
+                 and r.get("norm", "batch") == row.get("norm", "batch")), None)
     if base is None or "skipped" in row:
         return None
-    return row[key] / base[key]
+    return time_ratio(row, base) if key == "step_time_s" else row[key] / base[key]
+
+
+def time_ratio(row: dict, base: dict) -> float:
+    """``row``'s step time over ``base``'s: the median of the per-round ratios when both were timed in the
+    same interleaved rounds (``hamecho.tools.timing.ratio``), else the ratio of the two times."""
+    a, b = row.get("round_step_times_s"), base.get("round_step_times_s")
+    if a and b and len(a) == len(b) and row.get("round_forward_times_s") == base.get("round_forward_times_s"):
+        return statistics.median(x / y for x, y in zip(a, b))
+    return row["step_time_s"] / base["step_time_s"]
 
 
 def format_markdown(rows: list[dict]) -> str:
-    lines = ["| model | batch | L | algo | step time (s) | × BPTT | peak memory (GiB) | × BPTT | target |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """The rows as a table: step time (interleaved median, range over rounds) and its ratios to BPTT and to the
+    forward pass, peak memory and its ratio to BPTT, the targets; a line on the machine first."""
+    lines = [machine_line(rows),
+             "| model | batch | L | algo | step time (s) | × BPTT | peak memory (GiB) | × BPTT | target "
+             "| range (s) | × forward (range) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "skipped" in r:
             lines.append(f"| {r['model']} | {r['batch']} | {r['length']} | {r['algo']} | skipped: {r['skipped']} "
-                         "| | | | |")
+                         "| | | | | | |")
             continue
         t_ratio, m_ratio = _ratio(rows, r, "step_time_s"), _ratio(rows, r, "peak_mem_bytes")
         target = ""
@@ -347,9 +447,30 @@ def format_markdown(rows: list[dict]) -> str:
         if r["algo"] == "rhel_streaming" and r["batch"] == 4 and r["length"] == 17984:
             target = streaming_time_target(rows, r)
         fmt = lambda v: "" if v is None else f"{v:.2f}"
+        spread = r.get("step_spread")
+        spread = f"{spread['min']:.3f}–{spread['max']:.3f}" if spread else ""
+        forward = r.get("step_over_forward")
+        forward = f"{forward['median']:.2f} ({forward['min']:.2f}–{forward['max']:.2f})" if forward else ""
         lines.append(f"| {r['model']} | {r['batch']} | {r['length']} | {r['algo']} | {r['step_time_s']:.3f} | "
-                     f"{fmt(t_ratio)} | {r['peak_mem_bytes'] / 2**30:.2f} | {fmt(m_ratio)} | {target} |")
+                     f"{fmt(t_ratio)} | {r['peak_mem_bytes'] / 2**30:.2f} | {fmt(m_ratio)} | {target} | {spread} "
+                     f"| {forward} |")
     return "\n".join(lines)
+
+
+def machine_line(rows: list[dict]) -> str:
+    """What the timings depend on besides the code: the machine state the interleaved rows recorded."""
+    states = [r["machine"] for r in rows if r.get("machine")]
+    timed = {r.get("timing", "fresh") for r in rows if "skipped" not in r}
+    how = ("step times interleaved over rounds in one process per (model, batch, L); peaks from one fresh "
+           "process per case" if timed == {"interleaved"} else "step times and peaks from one fresh process per case")
+    if not states:
+        pages = {r.get("huge_pages", "?") for r in rows if "skipped" not in r}
+        return f"Measured: {how}; huge pages {', '.join(sorted(pages))}.\n"
+    loads = [s["load"][0] for s in states if s.get("load")]
+    load = f"load average {min(loads):.1f}–{max(loads):.1f}" if loads else "load unknown"
+    pages = ", ".join(sorted({str(s.get("huge_pages")) for s in states}))
+    return (f"Measured: {how}; {states[0].get('cpus')} cores, {load}, huge pages {pages} "
+            f"(kernel THP mode {states[0].get('thp')}).\n")
 
 
 def streaming_time_target(rows: list[dict], row: dict) -> str:
@@ -359,7 +480,7 @@ def streaming_time_target(rows: list[dict], row: dict) -> str:
         base = next((r for r in rows if r["algo"] == base_algo and "skipped" not in r
                      and all(r.get(k) == row.get(k) for k in ("model", "batch", "length", "norm"))), None)
         if base is not None:
-            ratio = row["step_time_s"] / base["step_time_s"]
+            ratio = time_ratio(row, base)
             parts.append(f"{ratio:.2f}× {base_algo} {'met' if ratio <= 1.0 else 'MISSED'}")
     return "time ≤ 1.0× rhel and bptt: " + ", ".join(parts) if parts else ""
 
@@ -385,7 +506,8 @@ def format_side_by_side(rows: list[dict]) -> str:
         base = row["bptt"]
         cells = ([model, str(batch), f"{length:,}"] + [cell(row[a], "step_time_s", 1) for a in algos]
                  + [cell(row[a], "peak_mem_bytes", 2.0**-30) for a in algos]
-                 + [ratio(row[a], base, "step_time_s") for a in algos if a.startswith("rhel")]
+                 + ["–" if row[a] is None or base is None else f"{time_ratio(row[a], base):.2f}"
+                    for a in algos if a.startswith("rhel")]
                  + [ratio(row[a], base, "peak_mem_bytes") for a in algos if a.startswith("rhel")])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -399,7 +521,7 @@ def write_outputs(rows: list[dict], out: Path) -> list[Path]:
     written[0].write_text(format_markdown(rows) + "\n" + (f"\n{side_by_side}\n" if side_by_side else ""),
                           encoding="utf-8")
     fields = ["algo", "model", "batch", "length", "step_time_s", "peak_mem_bytes", "process_peak_bytes",
-              "baseline_bytes", "skipped"]
+              "baseline_bytes", "fresh_step_time_s", "forward_time_s", "timing", "rounds", "huge_pages", "skipped"]
     with open(written[1], "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -440,6 +562,9 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--run-case":
         case = json.loads(sys.argv[2])
         print(json.dumps(run_case(**case)))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--run-group":
+        print(json.dumps(run_group(**json.loads(sys.argv[2]))))
     else:
-        print("usage: hamecho bench ... (this module's entry point is for one benchmark case)", file=sys.stderr)
+        print("usage: hamecho bench ... (this module's entry point is for one benchmark case or group)",
+              file=sys.stderr)
         sys.exit(2)

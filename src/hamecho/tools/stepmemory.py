@@ -18,6 +18,7 @@ inherits from a big parent), the first step's time
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -98,6 +99,7 @@ def run_here(method: str, length: int, *, steps: int = 1, chunk: int = STREAM_CH
 
     import hamecho as he
 
+    from ..runtime import huge_pages_state
     from .bench import process_peak_rss
 
     jax.config.update("jax_enable_x64", True)   # float64 cores, float32 model: the CLI default
@@ -116,7 +118,7 @@ def run_here(method: str, length: int, *, steps: int = 1, chunk: int = STREAM_CH
     row = {"method": method, "length": length, "steps": steps, "hru": hru,
            "chunk": chunk if method == "rhel_streaming" else None, "input_bytes": input_bytes(length, shape),
            "process_peak_bytes": process_peak_rss(),
-           "first_step_s": times[0], "loss": float(loss)}
+           "first_step_s": times[0], "loss": float(loss), "huge_pages": huge_pages_state()}
     if shape:
         row["shape"] = dict(shape)
     if steps > 1:
@@ -131,7 +133,7 @@ def measure(method: str, length: int, *, steps: int = 1, chunk: int = STREAM_CHU
     choices(method)   # an unknown method fails here, not in the child
     try:
         done = subprocess.run([sys.executable, "-m", "hamecho.tools.stepmemory", json.dumps(case)],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, env=child_env())
     except subprocess.TimeoutExpired:
         return {"method": method, "length": length, "skipped": f"timed out after {timeout:.0f} s"}
     if done.returncode != 0:
@@ -139,6 +141,14 @@ def measure(method: str, length: int, *, steps: int = 1, chunk: int = STREAM_CHU
         reason = "killed (out of memory?)" if done.returncode in (-9, 137) else f"failed: {tail}"
         return {"method": method, "length": length, "skipped": reason}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def child_env() -> dict:
+    """A case's environment: huge pages for malloc as the ``hamecho`` command has them (unless
+    ``HAMECHO_HUGE_PAGES=off``), no compilation cache (the process peak includes compiling the step)."""
+    from ..runtime import COMPILE_CACHE_ENV, with_huge_pages
+
+    return {**with_huge_pages(os.environ), COMPILE_CACHE_ENV: "off"}
 
 
 def label(row: dict) -> str:

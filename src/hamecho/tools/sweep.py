@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import runtime
 from ..nn.keywords import ALGOS
 from ..training import Interrupted, load_config, read_result, run_one, run_paths
 from ..training.checkpoints import atomic_write_bytes, atomic_write_json
@@ -264,6 +265,7 @@ def execute_run(spec: RunSpec, devices: int = 1) -> dict:
     """Train (or skip, or resume) one run, data-parallel over ``devices`` devices of this worker; return a small
     summary and the result JSON text (``{"busy": message}`` for a run another process is training)."""
     request_cpu_devices(devices)   # a fresh worker: before JAX starts (on an accelerator its own devices count)
+    runtime.enable_compilation_cache()  # a worker process: the driver's cache folder, from the environment
     try:
         return _execute_run(spec, devices)
     except RunBusy as busy:
@@ -427,7 +429,8 @@ def run_ray(sweep: Sweep, address: str | None = None, log=print, local_cpus: int
     if not pending:
         progress.close()
         return outcome
-    env = {k: os.environ[k] for k in (KILL_ENV, "HAMECHO_DATA", "HAMECHO_CACHE", "PYTHONPATH") if k in os.environ}
+    env = {k: os.environ[k] for k in (KILL_ENV, "HAMECHO_DATA", "HAMECHO_CACHE", runtime.COMPILE_CACHE_ENV,
+                                           runtime.HUGE_PAGES_ENV, "PYTHONPATH") if k in os.environ}
     options = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
                    runtime_env={"env_vars": env} if env else None)
     if address is None:
