@@ -13,7 +13,9 @@ from .arguments import non_negative_int, positive_int
 def add_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "bench", help="time and memory of a training step: RHEL vs BPTT (vs checkpointed BPTT)",
-        description=bench.__doc__.split("\n\n")[2] + " Writes bench.md, bench.csv, bench.json and bench.png to --out.",
+        description=bench.__doc__.split("\n\n")[0] + " Time is measured interleaved in one process, "
+        "memory in one fresh process per case (docs/performance.md says why). Writes bench.md, bench.csv, "
+        "bench.json and bench.png to --out.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     q = bench.QUICK
     parser.add_argument("--quick", action="store_true",
