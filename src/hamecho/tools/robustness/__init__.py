@@ -40,11 +40,11 @@ from .problems import PROBLEMS, GradientSetup, make_problem, nudge_rms, position
 from .rules import RHEL_RULE, RULES, LearningRule
 from .run import RobustnessResult, quick_settings, robustness, write_outputs
 from .selection import after_last_core, compare, core_arrays, echo_dependent, selection
-from .training import TrainingSetup, train_on_device, training_runs
+from .training import TrainingSetup, load_training_data, train_on_device, training_runs
 
 __all__ = ["DAMPING_LENGTHS", "GradientSetup", "KNOBS", "KNOB_LEVELS", "KNOB_TITLES", "LearningRule", "NOISE_EPS",
            "PROBLEMS", "REPEATS_NOISE", "RHEL_RULE", "RULES", "RobustnessResult", "STOCHASTIC", "TRAINING_LEVELS",
            "TrainingSetup", "after_last_core", "compare", "core_arrays", "count_gradient_points", "device_for",
-           "echo_dependent", "gradient_sweep", "make_problem", "markdown_report", "nudge_rms", "plot_all",
-           "position_cotangents", "quick_settings", "robustness", "selection", "summarize_gradients",
+           "echo_dependent", "gradient_sweep", "load_training_data", "make_problem", "markdown_report", "nudge_rms",
+           "plot_all", "position_cotangents", "quick_settings", "robustness", "selection", "summarize_gradients",
            "train_on_device", "training_runs", "write_outputs"]
