@@ -19,7 +19,8 @@ import pytest
 import hamecho as he
 from hamecho.core.choices import Choices
 from hamecho.nn.keywords import choices_from_keywords
-from hamecho.nn.streaming import chunk_plan, stream_retrace_error
+from hamecho.nn.memory import chunk_plan
+from hamecho.nn.streaming import stream_retrace_error
 from hamecho.tools.gradcheck import compare_gradients
 
 pytestmark = pytest.mark.usefixtures("x64")
