@@ -21,6 +21,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ..core.choices import Choices, check_compatible
 from .layers import (
@@ -38,6 +40,11 @@ from .layers import (
 )
 
 TASKS = ("classification", "regression")
+
+# The model's arrays (jaxtyping, for readers and type checkers; nothing checks them at run time): the input, and
+# the output of classification (logits) or of regression (a prediction every output_step steps).
+Inputs = Float[ArrayLike, "batch length in_dim"]
+Outputs = Float[Array, "batch out_dim"] | Float[Array, "batch outputs out_dim"]
 DROPOUT_RATE = 0.05
 
 
@@ -190,7 +197,8 @@ class HSSM(eqx.Module):
         k = self.output_step
         return (steps + 1) % k == 0, (steps + 1) // k - 1
 
-    def __call__(self, x, *, gradient=None, integrator=None, memory=None, train: bool = False, key=None):
+    def __call__(self, x: Inputs, *, gradient=None, integrator=None, memory=None, train: bool = False,
+                 key: PRNGKeyArray | None = None) -> tuple[Outputs, PyTree]:
         """x (N, L, in_dim) → (outputs, norm statistics per block).
 
         ``train``: normalise with batch statistics (and return updated running statistics); ``key``:
