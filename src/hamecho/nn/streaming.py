@@ -93,7 +93,7 @@ class _Stack:
             theta, probe = to_compute_dtype(integrator, block.hru.core_parameters(), probe)
             self.integrators.append(integrator)
             self.thetas.append(theta)
-            self.rules.append(difference_rule(self.rhel, ham, probe.dtype))
+            self.rules.append(difference_rule(self.rhel))
         self.core_dtype = compute_dtype(self.integrators[0].dtype, self.dtype, who=self.integrators[0].label())
         # gradient and head sums in the cores' precision when it is wider (float64 cores, float32 model)
         self.acc_dtype = jnp.promote_types(self.dtype, self.core_dtype)
