@@ -10,7 +10,7 @@ from hamecho.core.choices import Choices
 from hamecho.core.engine import run_core
 from hamecho.nn.api import training_loss
 from hamecho.nn.layers import LinearHRU, NonlinearHRU
-from hamecho.nn.memory import chunk_layout
+from hamecho.nn.memory import chunk_plan
 from hamecho.tools.gradcheck import compare_gradients, random_problem
 
 pytestmark = pytest.mark.usefixtures("x64")
@@ -71,9 +71,13 @@ def test_core_with_state_is_the_whole_sequence_split_in_two():
 @pytest.mark.parametrize("length,chunk,expected", [(1000, 1024, (1, 1000)), (17984, 1024, (32, 562)),
                                                   (49920, 1024, (52, 960)), (130, 7, (26, 5)),
                                                   (131, 64, (3, 44)), (5, 100, (1, 5))])
-def test_chunk_layout(length, chunk, expected):
-    n_chunks, size = chunk_layout(length, chunk)
-    assert (n_chunks, size) == expected
+def test_padded_chunk_plan(length, chunk, expected):
+    """TimeChunks' plan: whole chunks, padded after the end where no divisor fits (the unpadded plan of
+    Streaming is tested in tests/test_streaming.py; the divisor, when there is one, is the same)."""
+    n_chunks, size, rest = chunk_plan(length, chunk, padded=True)
+    assert (n_chunks, size) == expected and rest == 0
+    if length % size == 0:
+        assert chunk_plan(length, chunk) == (n_chunks, size, 0)
     assert n_chunks * size >= length > (n_chunks - 1) * size and size <= max(chunk, 1)
 
 

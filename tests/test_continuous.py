@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import hamecho as he
 from hamecho import continuous as c
 
 pytestmark = pytest.mark.usefixtures("x64")  # tests/conftest.py
@@ -40,7 +41,7 @@ def test_toy_rhel_adjoint_autodiff_agree(zero_init):
     theta = c.oscillator_params(jax.random.PRNGKey(2))
     phi0, pi0 = (jnp.zeros(c.N_OSC), jnp.zeros(c.N_OSC)) if zero_init else _init()
     T, n = 10.0, 1000
-    rhel = c.rhel_gradient(system, theta, phi0, pi0, T, n, eps=1e-4)
+    rhel = c.rhel_gradient(system, theta, phi0, pi0, T, n, he.RHEL(eps=1e-4))
     adj = c.adjoint_gradient(system, theta, phi0, pi0, T, n)
     auto = c.autodiff_gradient(system, theta, phi0, pi0, T, n)
     assert len(c.flatten(theta)) == 27
@@ -61,12 +62,12 @@ def test_anharmonic_bias_two_sided_vs_one_sided():
     phi0, pi0 = _init()
     T, n = 5.0, 500
     auto = c.autodiff_gradient(system, theta, phi0, pi0, T, n)
-    two = c.rhel_gradient(system, theta, phi0, pi0, T, n, eps=1e-4)
+    two = c.rhel_gradient(system, theta, phi0, pi0, T, n, he.RHEL(eps=1e-4))
     assert c.relative_error(two.theta, auto.theta) <= 1e-6
     # O(eps^2) vs O(eps) bias at a large eps
-    two_big = c.relative_error(c.rhel_gradient(system, theta, phi0, pi0, T, n, 1e-2).theta, auto.theta)
+    two_big = c.relative_error(c.rhel_gradient(system, theta, phi0, pi0, T, n, he.RHEL(eps=1e-2)).theta, auto.theta)
     one_big = c.relative_error(
-        c.rhel_gradient(system, theta, phi0, pi0, T, n, 1e-2, one_sided=True).theta, auto.theta)
+        c.rhel_gradient(system, theta, phi0, pi0, T, n, he.RHEL(eps=1e-2, estimator="one_sided")).theta, auto.theta)
     assert two_big < one_big
 
 
@@ -90,7 +91,7 @@ def test_nonseparable_implicit_midpoint():
     phi0, pi0 = jnp.array([0.4, -0.3]), jnp.array([0.2, 0.1])
     assert c.retrace_error(system, theta, phi0, pi0, 20.0, 2000) <= 1e-12
     T, n = 4.0, 200
-    rhel = c.rhel_gradient(system, theta, phi0, pi0, T, n, eps=1e-4)
+    rhel = c.rhel_gradient(system, theta, phi0, pi0, T, n, he.RHEL(eps=1e-4))
     adj = c.adjoint_gradient(system, theta, phi0, pi0, T, n)
     auto = c.autodiff_gradient(system, theta, phi0, pi0, T, n)
     assert c.relative_error(adj.theta, auto.theta) <= 1e-6
@@ -126,8 +127,24 @@ def test_echo_state_nudge_has_eps_squared_bias():
     phi0, pi0 = _init()
     T, n = 5.0, 500
     auto = c.autodiff_gradient(system, theta, phi0, pi0, T, n)
-    errs = [c.relative_error(c.rhel_gradient(system, theta, phi0, pi0, T, n, eps,
+    errs = [c.relative_error(c.rhel_gradient(system, theta, phi0, pi0, T, n, he.RHEL(eps=eps),
                                              nudge="echo").theta, auto.theta)
             for eps in (1e-2, 1e-3)]
     assert 50 < errs[0] / errs[1] < 200  # O(eps^2)
     assert errs[1] < 1e-4
+
+
+def test_rhel_takes_the_rhel_object():
+    """The gradient method is a hamecho.RHEL (one spelling with the HRUs'); a bare ε or the quadrature rule,
+    which the continuous echo does not implement, is refused in one sentence."""
+    system = c.OscillatorTask().system()
+    theta = c.oscillator_params(jax.random.PRNGKey(2))
+    phi0, pi0 = _init()
+    with pytest.raises(ValueError, match=r"gradient must be a hamecho.RHEL, such as hamecho.RHEL\(eps=1e-4\)"):
+        c.rhel_gradient(system, theta, phi0, pi0, 1.0, 10, 1e-4)
+    with pytest.raises(ValueError, match="subtracts the gradients of its two echoes directly"):
+        c.rhel_gradient(system, theta, phi0, pi0, 1.0, 10, he.RHEL(eps=1e-4, difference="quadrature"))
+    default = c.rhel_gradient(system, theta, phi0, pi0, 1.0, 10)
+    direct = c.rhel_gradient(system, theta, phi0, pi0, 1.0, 10, he.RHEL(eps=1e-4, difference="direct"))
+    assert c.DEFAULT_RHEL == he.RHEL(eps=1e-4) and default.extras["eps"] == 1e-4
+    assert np.array_equal(c.flatten(default.theta), c.flatten(direct.theta))

@@ -84,6 +84,17 @@ def test_the_recorder_reproduces_the_stored_files_bit_for_bit(golden, tmp_path):
             "nonlinear/predict"}
         for key in written:
             assert written[key].dtype == golden[key].dtype and np.array_equal(written[key], golden[key]), key
+    # --merge: the case replaced in a copy of the stored files, every other array kept (the same case again:
+    # compiled already, so cheap); the files come out equal to the stored ones.
+    merged_dir = tmp_path / "merged"
+    merged_dir.mkdir()
+    for name in ("golden.npz", "golden.json"):
+        (merged_dir / name).write_bytes((HERE / name).read_bytes())
+    record.record(merged_dir, [case], merge=True)
+    assert json.loads((merged_dir / "golden.json").read_text()) == CASES
+    with np.load(merged_dir / "golden.npz") as written:
+        assert list(written) == list(golden)
+        assert all(np.array_equal(written[key], golden[key]) for key in golden)
 
 
 def resolved(choices, hru: str):

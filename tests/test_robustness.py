@@ -1,8 +1,11 @@
 """``hamecho robustness`` (issue #15): one real sweep point, the outputs from a known result, the command line."""
 import json
 
+import equinox as eqx
+import jax
 import pytest
 
+import hamecho as he
 from hamecho.cli import build_parser, main
 from hamecho.tools import robustness as rb
 
@@ -20,6 +23,41 @@ def test_an_undamped_device_point_agrees_with_both_references():
     assert row["cosine"] > 1 - 1e-12 and row["cosine_damped"] > 1 - 1e-12 and row["cosine_all"] > 1 - 1e-12
     assert row["norm_ratio"] == pytest.approx(1.0, abs=1e-10)
     assert row["gamma_L"] == 0.0 and row["nudge_rms"] > 0
+
+
+def test_a_learning_rule_plugs_into_the_sweep():
+    """rules.LearningRule is the seam for rules other than the default RHEL: the sweep computes its gradient
+    with the device in the integrator's place and records its name. One-sided RHEL on the linear HRU has an
+    O(ε) bias (the energy gradients are quadratic in the state), two-sided none: at 52 bits the first is off
+    BPTT at ε = 10, the second is not."""
+    one_sided = rb.LearningRule("rhel one-sided", lambda eps: he.RHEL(eps=eps, estimator="one_sided"))
+    rows = rb.gradient_sweep("bits", problems=("linear",), levels=(52,), setup=TINY, rule=one_sided)
+    rows += rb.gradient_sweep("bits", problems=("linear",), levels=(52,), setup=TINY)
+    assert [row["rule"] for row in rows] == ["rhel one-sided", "rhel"]
+    assert rows[0]["cosine"] < 1 - 1e-4 and rows[1]["cosine"] > 1 - 1e-9
+    assert [entry["rule"] for entry in rb.summarize_gradients(rows)] == ["rhel one-sided", "rhel"]
+
+
+def _key_paths(model, mask) -> set[str]:
+    leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(model, mask))[0]
+    return {jax.tree_util.keystr(path) for path, _ in leaves}
+
+
+@pytest.mark.parametrize("problem", ["nonlinear", "hssm2"])
+def test_selectors_pick_the_arrays_the_key_paths_name(problem):
+    """The selectors (attributes of the model, loud on a rename) pick what the key-path strings of the first
+    version picked: every HRU's θ and B; all trainable arrays but the last core's C, D, GLU and the head."""
+    model, _, _ = rb.make_problem(problem, TINY)
+    every = _key_paths(model, he.trainable(model))
+    core = _key_paths(model, rb.selection(model, rb.core_arrays))
+    assert core == {p for p in every if ".hru.theta" in p or p.endswith(".hru.B")} and core
+    last = len(model.blocks) - 1
+    after = (f".blocks[{last}].hru.C", f".blocks[{last}].hru.D", f".blocks[{last}].glu", ".head")
+    through_echo = _key_paths(eqx.filter(model, he.trainable(model)), rb.echo_dependent(model))  # optimiser's tree
+    assert through_echo == {p for p in every if not p.startswith(after)} and through_echo != every
+    assert rb.selection(model, None) == he.trainable(model)
+    with pytest.raises(AttributeError):
+        rb.selection(model, lambda m: [b.hru.theta_renamed for b in m.blocks])
 
 
 def _known_result() -> rb.RobustnessResult:

@@ -39,7 +39,7 @@ def add_command(subparsers) -> None:
     parser.add_argument("--estimator", choices=ESTIMATORS, default=default["estimator"])
     parser.add_argument("--difference", choices=DIFFERENCES, default=default["difference"],
                         help="how the two echoes' energy gradients are differenced (see core/choices.py; auto: "
-                             "direct in float64 cores with eps >= 1e-3, quadrature otherwise)")
+                             "quadrature, the accurate one; direct: subtract, as a physical system would)")
     parser.add_argument("--core-dtype", choices=CORE_DTYPES, default=default["core_dtype"],
                         help="precision of the Hamiltonian cores: auto = float64 (x64 is on here), "
                              "input = the model's dtype (see hamecho.core.choices.compute_dtype)")

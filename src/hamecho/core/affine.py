@@ -14,7 +14,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from .gradients import check_one_of, half_difference, step_energy_gradients
+from .gradients import check_one_of, estimator_scale, half_difference, step_energy_gradients
 from .integrators import CORE_DTYPES, AbstractIntegrator, EchoResult, zero_state
 
 
@@ -123,7 +123,7 @@ class AffineLeapfrog(AbstractIntegrator):
         g_theta, g_drive = half_difference(
             energy_grads, tuple(map(flat, (half_m_q, pre_m[1], post_m_p))),
             tuple(map(flat, (half_h_q, pre_h[1], post_h_p))), rule)
-        scale = -1.0 / (w_half * eps)
+        scale = estimator_scale(rhel)
         grad_theta = jax.tree_util.tree_map(lambda a: scale * a, g_theta)
         grad_drives = scale * g_drive.reshape(drives.shape)[::-1]
         return EchoResult(grad_theta, grad_drives, (mean_q[-1], mean_p[-1]), None)

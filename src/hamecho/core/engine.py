@@ -44,7 +44,7 @@ def echo_pass(ham: SeparableHamiltonian, rhel: RHEL, integrator: AbstractIntegra
     final state is itself differentiated (time chunks). The difference rule is resolved here
     (``choices.difference_rule``), the echo itself is the integrator's.
     """
-    rule = difference_rule(rhel, ham, drives.dtype)
+    rule = difference_rule(rhel)
     return integrator.echo(ham, rhel, rule, theta, drives, final_state, cotangents, final_state_cotangent)
 
 

@@ -174,7 +174,14 @@ def echo_energy_half_difference(ham, theta, plus, minus, drive, rule: str, half=
     return half_difference(energy_grads, mean, half, rule)
 
 
+def half_difference_span(rhel: RHEL) -> float:
+    """w·ε, the nudge the echoes' half-difference carries: ε two-sided; ε/2 one-sided (Φ₋ is the free echo).
+    The half-difference of the echoes' end states divided by it is the initial state's cotangent."""
+    return rhel.nudge_weights()[1] * rhel.eps
+
+
 def estimator_scale(rhel: RHEL) -> float:
-    """What turns the echoes' summed half-differences into ∂L: −1/ε two-sided; −2/ε one-sided (Φ₋ is the
-    free echo, so the half-difference spans ε/2)."""
-    return -1.0 / (rhel.eps if rhel.estimator == "two_sided" else 0.5 * rhel.eps)
+    """What turns the echoes' summed half-differences into ∂L: −1/(w·ε) (:func:`half_difference_span`), that
+    is −1/ε two-sided and −2/ε one-sided. Every echo scales by this (the floating-point, affine and
+    fixed-point integrators, the devices)."""
+    return -1.0 / half_difference_span(rhel)

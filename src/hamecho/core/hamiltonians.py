@@ -28,13 +28,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-PyTree = Any
+from jaxtyping import PyTree
 
 # Linear HRU stability: the per-channel leapfrog matrix has eigenvalues on the unit circle iff
 # δ²A < 4. A is clipped to at most STABILITY_MARGIN · 4 / δ² (see ``linear_stiffness``).

@@ -22,7 +22,9 @@ import jax.numpy as jnp
 from .gradients import (
     RHEL,
     check_one_of,
+    estimator_scale,
     half_difference,
+    half_difference_span,
     mean_and_half_difference,
     nudges_after_each_step,
     per_sample_sums,
@@ -267,9 +269,9 @@ class Leapfrog(AbstractIntegrator):
         acc = jax.tree_util.tree_map(jnp.zeros_like, theta)
         end_mean, end_half, acc, drive_half_diffs = echo_steps(ham, rhel, rule, theta, drives, mean, half, acc,
                                                                next_nudges)
-        scale = -1.0 / (w_half * eps)
+        scale, span = estimator_scale(rhel), half_difference_span(rhel)
         grad_theta = jax.tree_util.tree_map(lambda a: scale * a, acc)
-        initial_cotangent = (end_half[1] / (w_half * eps), end_half[0] / (w_half * eps))
+        initial_cotangent = (end_half[1] / span, end_half[0] / span)
         return EchoResult(grad_theta, scale * drive_half_diffs, end_mean, initial_cotangent)
 
     # --- a stretch at a time (``hamecho.nn.streaming``) -----------------------------------------------
@@ -301,11 +303,11 @@ class Leapfrog(AbstractIntegrator):
         mean, half = (m_q, m_p + w_mean * eps * last), (h_q, h_p + w_half * eps * last)
         end_mean, end_half, acc, drive_half_diffs = echo_steps(ham, rhel, rule, theta, drives, mean, half, acc,
                                                                nudges_after_each_step(cotangents))
-        return (end_mean, end_half), acc, (-1.0 / (w_half * eps)) * drive_half_diffs
+        return (end_mean, end_half), acc, estimator_scale(rhel) * drive_half_diffs
 
     def echo_gradient(self, rhel, acc):
         """∂L/∂θ from the parameter sum ``echo_stretch`` carried."""
-        scale = -1.0 / (rhel.nudge_weights()[1] * rhel.eps)
+        scale = estimator_scale(rhel)
         return jax.tree_util.tree_map(lambda a: scale * a, acc)
 
 

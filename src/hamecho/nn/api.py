@@ -9,7 +9,8 @@
 
 x (batch, L, in_dim); y integer labels (batch,) or regression targets (batch, L // output_step, out_dim).
 Every function works with x and y passed as arguments or closed over under ``jax.jit``/``eqx.filter_jit``;
-concrete inputs are checked (shapes, NaN/Inf, label range) before anything is traced.
+concrete inputs are checked (shapes, NaN/Inf, label range) before anything is traced. The arrays' shapes
+are in the signatures as jaxtyping annotations (for readers and type checkers; nothing checks them at run time).
 """
 from __future__ import annotations
 
@@ -19,10 +20,17 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from ..core.choices import Choices
-from .hssm import HSSM, has_running_statistics, norm_statistics_untouched, trainable
+from .hssm import HSSM, Inputs, Outputs, has_running_statistics, norm_statistics_untouched, trainable
 from .keywords import choices_at_entry
+
+# The arrays of the public functions besides the model's (``hssm.Inputs``, ``hssm.Outputs``): labels or
+# targets, and the loss.
+Targets = Int[ArrayLike, " batch"] | Float[ArrayLike, "batch outputs out_dim"]
+Loss = Float[Array, ""]
 
 # --- losses ---------------------------------------------------------------------------------------
 
@@ -156,8 +164,9 @@ def _value_and_grad(model, x, y, choices, key):
     return eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
 
 
-def value_and_grad(model: HSSM, x, y, options=None, *, gradient=None, integrator=None, memory=None, key=None,
-                   return_stats: bool = False, **keywords):
+def value_and_grad(model: HSSM, x: Inputs, y: Targets, options=None, *, gradient=None, integrator=None,
+                   memory=None, key: PRNGKeyArray | None = None, return_stats: bool = False,
+                   **keywords) -> tuple[Loss, HSSM] | tuple[tuple[Loss, PyTree], HSSM]:
     """Training loss and its gradient with respect to the model.
 
     gradient: ``RHEL(...)`` (default ``RHEL(eps=0.1)``) or ``BPTT(...)``; integrator: ``Leapfrog``,
@@ -214,8 +223,9 @@ def optimizer_selection(optimizer, model, opt_state):
                      "eqx.is_inexact_array))) from the same model and the same optimizer")
 
 
-def train_step(model: HSSM, opt_state, x, y, optimizer, options=None, *, gradient=None, integrator=None,
-               memory=None, key=None, **keywords):
+def train_step(model: HSSM, opt_state: PyTree, x: Inputs, y: Targets, optimizer, options=None, *, gradient=None,
+               integrator=None, memory=None, key: PRNGKeyArray | None = None,
+               **keywords) -> tuple[HSSM, PyTree, Loss]:
     """One optimiser step: (new model with updated norm statistics, new optimiser state, loss).
 
     ``optimizer``: an optax ``GradientTransformation`` (``optax.chain``, ``optax.MultiSteps`` too; build it
@@ -236,7 +246,7 @@ def _predict(model, x, choices):
     return model.apply(x, choices, train=False)[0]
 
 
-def predict(model: HSSM, x, *, integrator=None, memory=None):
+def predict(model: HSSM, x: Inputs, *, integrator=None, memory=None) -> Outputs:
     """Inference-mode outputs: logits (batch, out_dim) or predictions (batch, L // k, out_dim).
 
     ``memory=he.Streaming(chunk)`` runs the stack chunk by chunk, so the memory does not grow with L (norm

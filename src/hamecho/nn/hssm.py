@@ -22,6 +22,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ..core.choices import Choices, check_compatible
 from .layers import (
@@ -39,6 +41,11 @@ from .layers import (
 )
 
 TASKS = ("classification", "regression")
+
+# The model's arrays (jaxtyping, for readers and type checkers; nothing checks them at run time): the input, and
+# the output of classification (logits) or of regression (a prediction every output_step steps).
+Inputs = Float[ArrayLike, "batch length in_dim"]
+Outputs = Float[Array, "batch out_dim"] | Float[Array, "batch outputs out_dim"]
 DROPOUT_RATE = 0.05
 
 
@@ -186,13 +193,33 @@ class HSSM(eqx.Module):
         return self.encoder(jnp.swapaxes(x, 0, 1))
 
     def decode(self, h):
-        """Last block output (L, N, H) → logits (N, classes) or predictions (N, L // k, out_dim)."""
-        if self.task == "classification":
-            return self.head(jnp.mean(h, axis=0))
-        kept = h[self.output_step - 1::self.output_step]
-        return jnp.swapaxes(jnp.tanh(self.head(kept)), 0, 1)
+        """Last block output (L, N, H) → logits (N, classes) or predictions (N, L // k, out_dim).
 
-    def __call__(self, x, *, gradient=None, integrator=None, memory=None, train: bool = False, key=None):
+        The head in pieces, which ``hamecho.Streaming`` uses too (it pools and keeps steps chunk by chunk):
+        classification pools over time (the mean) and applies :meth:`head_output`; regression applies it at
+        the output steps (:meth:`output_slots`: every k-th step, k − 1, 2k − 1, …).
+        """
+        if self.task == "classification":
+            return self.head_output(jnp.mean(h, axis=0))
+        kept = h[self.output_step - 1::self.output_step]
+        return jnp.swapaxes(self.head_output(kept), 0, 1)
+
+    def head_output(self, h):
+        """The head on its input h (..., H): logits (..., classes) for classification (h pooled over time),
+        tanh-bounded predictions (..., out_dim) for regression (h at output steps)."""
+        if self.task == "classification":
+            return self.head(h)
+        return jnp.tanh(self.head(h))
+
+    def output_slots(self, steps):
+        """For regression: whether each step index (0-based, any shape) is an output step (every
+        ``output_step``-th: k − 1, 2k − 1, …) and which output it is ((step + 1) // k − 1; not an output
+        index where not kept)."""
+        k = self.output_step
+        return (steps + 1) % k == 0, (steps + 1) // k - 1
+
+    def __call__(self, x: Inputs, *, gradient=None, integrator=None, memory=None, train: bool = False,
+                 key: PRNGKeyArray | None = None) -> tuple[Outputs, PyTree]:
         """x (N, L, in_dim) → (outputs, norm statistics per block).
 
         ``train``: normalise with batch statistics (and return updated running statistics); ``key``:

@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
+from jaxtyping import Array, Float, PyTree
 
 from ..core.choices import Choices
 from ..core.engine import retrace_error as core_retrace_error
 from ..core.engine import run_core
 from ..core.hamiltonians import LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN, SeparableHamiltonian, validate_hamiltonian
 
-PyTree = Any
+# An HRU's input and output (jaxtyping, for readers and type checkers): (L, N, H), (N, L, H) or (L, H).
+HRUInput = Float[ArrayLike, "*sequence hidden"]
+HRUOutput = Float[Array, "*sequence hidden"]
 
 
 def time_major(u, batch_first: bool, width: int | None = None, name: str = "u"):
@@ -292,7 +295,7 @@ class HRU(eqx.Module):
         """B·u for u (L, N, H) → (L, N, P)."""
         return u @ self.B.T
 
-    def __call__(self, u, *, gradient=None, integrator=None, batch_first: bool = False):
+    def __call__(self, u: HRUInput, *, gradient=None, integrator=None, batch_first: bool = False) -> HRUOutput:
         """u (L, N, H) → y (L, N, H), the core differentiated by ``gradient`` (default ``RHEL()``) and run
         by ``integrator`` (default ``AutoLeapfrog()``: per Hamiltonian, ``hamecho.core.choices``). Also
         (N, L, H) with ``batch_first=True`` and one sequence (L, H) → (L, H)."""

@@ -101,7 +101,7 @@ def forward_in_chunks(block, x, choices, chunk: int, *, train: bool, key=None):
     from the forward state at each chunk boundary).
     """
     length, batch = x.shape[:2]
-    n_chunks, size = chunk_layout(length, chunk)
+    n_chunks, size, _ = chunk_plan(length, chunk, padded=True)
     mean, var, stats = block.norm.statistics(x, train)
     hru = block.hru
     theta = hru.core_parameters()
@@ -124,18 +124,26 @@ def forward_in_chunks(block, x, choices, chunk: int, *, train: bool, key=None):
     return out.reshape((n_chunks * size,) + out.shape[2:])[:length], stats
 
 
-def chunk_layout(length: int, chunk: int) -> tuple[int, int]:
-    """(number of chunks, chunk size) for ``length`` steps in chunks of at most ``chunk`` steps.
+def chunk_plan(length: int, chunk: int, *, padded: bool = False) -> tuple[int, int, int]:
+    """How ``length`` steps are cut into chunks of at most ``chunk`` steps: (n_chunks, size, rest), that is a
+    first chunk of ``rest`` steps (none when 0), then ``n_chunks`` chunks of ``size`` steps.
 
-    Prefers a divisor of ``length`` between chunk/2 and chunk (no padding, so no copy of the sequence);
-    otherwise the fewest chunks with the least padding.
+    A divisor of ``length`` between chunk/2 and chunk where there is one (rest 0: no padding, no copy of
+    the sequence, one chunk function to compile). Otherwise, ``padded`` (``TimeChunks``: a block may run past
+    the end, the padded steps come after every output): the fewest chunks with the least padding,
+    n_chunks · size ≥ length and rest 0; not ``padded`` (``Streaming``: the cores' final states must be the
+    sequence's own, as the backward pass starts from them): ``length mod chunk`` steps first, then
+    ⌊length/chunk⌋ chunks of ``chunk``.
     """
     chunk = max(1, min(chunk, length))
-    for size in range(chunk, (chunk + 1) // 2 - 1, -1):
-        if length % size == 0:
-            return length // size, size
-    n_chunks = -(-length // chunk)
-    return n_chunks, -(-length // n_chunks)
+    size = next((s for s in range(chunk, (chunk + 1) // 2 - 1, -1) if length % s == 0), None)
+    if size is not None:
+        return length // size, size, 0
+    if padded:
+        n_chunks = -(-length // chunk)
+        return n_chunks, -(-length // n_chunks), 0
+    n_chunks, rest = divmod(length, chunk)
+    return n_chunks, chunk, rest
 
 
 def _pad_time(a, length: int):

@@ -42,6 +42,7 @@ from ..core.choices import Choices, check_compatible, compute_dtype, difference_
 from ..core.engine import relative_retrace_error, to_compute_dtype
 from ..core.gradients import RHEL, check_positive_int
 from ..core.memory import AbstractMemory
+from .memory import chunk_plan
 
 DEFAULT_CHUNK = 512
 
@@ -52,10 +53,11 @@ class Streaming(AbstractMemory):
     nothing of length L is kept but the input. RHEL only, ``HSSM(norm="layer")`` only; integrator
     ``Leapfrog`` (the default) or ``FixedPointLeapfrog``.
 
-    Chunks (``chunk_plan``): a divisor of L between chunk/2 and chunk steps where there is one; else the
-    first ``L mod chunk`` steps form one shorter chunk (no padding), then ⌊L/chunk⌋ chunks of ``chunk``
-    steps. Memory per chunk ~ chunk · batch · hidden numbers per block; the compute is that of plain
-    RHEL plus one more forward pass (the rebuild), on a working set that stays in cache.
+    Chunks (``hamecho.nn.memory.chunk_plan``, unpadded): a divisor of L between chunk/2 and chunk steps
+    where there is one; else the first ``L mod chunk`` steps form one shorter chunk (no padding), then
+    ⌊L/chunk⌋ chunks of ``chunk`` steps. Memory per chunk ~ chunk · batch · hidden numbers per block; the
+    compute is that of plain RHEL plus one more forward pass (the rebuild), on a working set that stays in
+    cache.
     """
 
     whole_stack: ClassVar[bool] = True
@@ -71,18 +73,6 @@ class Streaming(AbstractMemory):
         return streamed_stack(model, x, choices, self.chunk, train=train, key=key), tuple(() for _ in model.blocks)
 
 
-def chunk_plan(length: int, chunk: int) -> tuple[int, int, int]:
-    """(n_full, size, rest): the first ``rest`` steps form one shorter chunk, then ``n_full`` chunks of ``size``.
-
-    ``size`` is a divisor of ``length`` between chunk/2 and chunk where there is one (rest 0: one chunk
-    function to compile instead of two), else ``chunk``.
-    """
-    chunk = max(1, min(chunk, length))
-    size = next((s for s in range(chunk, (chunk + 1) // 2 - 1, -1) if length % s == 0), chunk)
-    n_full, rest = divmod(length, size)
-    return n_full, size, rest
-
-
 # --- the stack, chunk by chunk ----------------------------------------------------------------------
 
 class _Stack:
@@ -91,7 +81,7 @@ class _Stack:
     def __init__(self, model, x, choices, chunk: int, train: bool, key):
         self.model, self.x, self.train = model, x, train
         self.length, self.batch = x.shape[1], x.shape[0]
-        self.n_full, self.size, self.rest = chunk_plan(self.length, chunk)
+        self.n_full, self.size, self.rest = chunk_plan(self.length, chunk)  # unpadded: no step past the end
         self.dtype = model.encoder.weight.dtype
         self.rhel = choices.gradient if isinstance(choices.gradient, RHEL) else RHEL()
         self.block_keys = [None] * len(model.blocks) if key is None else list(jax.random.split(key, len(model.blocks)))
@@ -103,7 +93,7 @@ class _Stack:
             theta, probe = to_compute_dtype(integrator, block.hru.core_parameters(), probe)
             self.integrators.append(integrator)
             self.thetas.append(theta)
-            self.rules.append(difference_rule(self.rhel, ham, probe.dtype))
+            self.rules.append(difference_rule(self.rhel))
         self.core_dtype = compute_dtype(self.integrators[0].dtype, self.dtype, who=self.integrators[0].label())
         # gradient and head sums in the cores' precision when it is wider (float64 cores, float32 model)
         self.acc_dtype = jnp.promote_types(self.dtype, self.core_dtype)
@@ -139,17 +129,20 @@ class _Stack:
             states.append(tuple(jnp.zeros(s.shape, s.dtype) for s in shape))
         return states
 
-    # the head
+    # the head: the model's pieces (``HSSM.head_output``, ``HSSM.output_slots``), fed chunk by chunk
     def kept_steps(self, start, size):
-        """For regression: which steps of the chunk the head reads, and where their outputs go."""
-        k = self.model.output_step
-        steps = start + jnp.arange(size)
-        return (steps + 1) % k == 0, jnp.clip((steps + 1) // k - 1, 0, self.length // k - 1)
+        """For regression: which steps of the chunk the head reads, and where their outputs go (clipped to
+        the outputs' range where not kept)."""
+        kept, slots = self.model.output_slots(start + jnp.arange(size))
+        return kept, jnp.clip(slots, 0, self.length // self.model.output_step - 1)
 
-    def regression_head(self, head, h):
-        return jnp.tanh(head(h))
+    def head_output(self, head, h):
+        """``HSSM.head_output`` with the head's arrays as an argument (for their VJP)."""
+        return eqx.tree_at(lambda m: m.head, self.model, head).head_output(h)
 
     def initial_head(self):
+        """What the head accumulates: classification the sum over time (N, H); regression the outputs
+        (L // k, N, out_dim)."""
         model = self.model
         if model.task == "classification":
             return jnp.zeros((self.batch, model.encoder.weight.shape[0]), self.acc_dtype)
@@ -159,13 +152,14 @@ class _Stack:
         if self.model.task == "classification":
             return head_acc + jnp.sum(top.astype(self.acc_dtype), axis=0)
         kept, where = self.kept_steps(start, size)
-        values = self.regression_head(self.model.head, top)
+        values = self.model.head_output(top)
         where = jnp.where(kept, where, head_acc.shape[0])  # out of range: dropped
         return head_acc.at[where].set(values, mode="drop")
 
     def outputs(self, head_acc):
+        """The model's outputs from the head's accumulator (``HSSM.decode``'s)."""
         if self.model.task == "classification":
-            return self.model.head((head_acc / self.length).astype(self.dtype))
+            return self.model.head_output((head_acc / self.length).astype(self.dtype))
         return jnp.swapaxes(head_acc, 0, 1)
 
     # forward
@@ -258,7 +252,7 @@ class _Stack:
         zeros = lambda tree: jax.tree_util.tree_map(wide, tree)
         if model.task == "classification":
             mean = (head_acc / self.length).astype(self.dtype)
-            _, head_vjp = jax.vjp(lambda head, m: head(m), model.head, mean)
+            _, head_vjp = jax.vjp(self.head_output, model.head, mean)
             head_grad, g_mean = head_vjp(cotangent)
             per_step = g_mean / self.length
 
@@ -271,7 +265,7 @@ class _Stack:
             def top_cotangent(top, start, size):
                 kept, where = self.kept_steps(start, size)
                 g_out = jnp.where(kept[:, None, None], cotangent_t[where], jnp.zeros_like(cotangent_t[:1]))
-                _, vjp = jax.vjp(self.regression_head, model.head, top)
+                _, vjp = jax.vjp(self.head_output, model.head, top)
                 return vjp(g_out)[::-1]
 
         echoes = [integ.echo_start(self.rhel, state) for integ, state in zip(self.integrators, final_states)]

@@ -40,6 +40,7 @@ def run_oscillators(out: str = "out/demo-oscillators", *, steps: int = 150, lr: 
     from tqdm.auto import tqdm
 
     from hamecho import continuous as c
+    from hamecho.core.gradients import RHEL
 
     os.makedirs(out, exist_ok=True)
     task = c.OscillatorTask(anharmonic=anharmonic)
@@ -59,7 +60,7 @@ def run_oscillators(out: str = "out/demo-oscillators", *, steps: int = 150, lr: 
     rhel = {}
     for kind in sorted({nudge, "echo"}, key=lambda s: s != nudge):
         for e in eps_list:
-            rhel[kind, e] = c.rhel_gradient(system, theta0, zero, zero, T, n, e, nudge=kind, check=False)
+            rhel[kind, e] = c.rhel_gradient(system, theta0, zero, zero, T, n, RHEL(eps=e), nudge=kind, check=False)
     main = rhel[nudge, eps]
     err = {
         "rhel_vs_adjoint": c.relative_error(main.theta, adj.theta),
@@ -79,7 +80,7 @@ def run_oscillators(out: str = "out/demo-oscillators", *, steps: int = 150, lr: 
 
     def grad_fn(method):
         if method == "rhel":
-            return lambda th: c.rhel_gradient(system, th, zero, zero, T, n, eps, nudge=nudge, check=False)
+            return lambda th: c.rhel_gradient(system, th, zero, zero, T, n, RHEL(eps=eps), nudge=nudge, check=False)
         return lambda th: c.adjoint_gradient(system, th, zero, zero, T, n)
 
     curves, finals, gap = {}, {}, []
