@@ -5,7 +5,8 @@
     loss, grads = he.value_and_grad(model, x, y, gradient=he.RHEL(eps=0.1))
     model, opt_state, loss = he.train_step(model, opt_state, x, y, optimizer, key=key)
 
-Choices are small objects (docs/api.md): gradient ``RHEL`` | ``BPTT``; integrator ``AutoLeapfrog`` (the
+Choices are small objects (docs/api.md): gradient ``RHEL`` | ``BPTT`` | ``PhysicsAware`` (a device's forward pass,
+its twin's backward pass) | ``SPSA`` (loss evaluations only); integrator ``AutoLeapfrog`` (the
 default: the leapfrog, its scan chosen per Hamiltonian) | ``Leapfrog`` | ``AffineLeapfrog`` |
 ``FixedPointLeapfrog``; memory ``None`` | ``RecomputeBlocks`` | ``TimeChunks`` | ``Streaming`` (the whole
 stack with memory flat in the sequence length: RHEL, ``HSSM(norm="layer")``).
@@ -17,7 +18,7 @@ from .core.affine import AffineLeapfrog  # noqa: E402
 from .core.choices import AutoLeapfrog  # noqa: E402
 from .core.engine import hamiltonian_core  # noqa: E402
 from .core.fixed_point import FixedPointLeapfrog  # noqa: E402
-from .core.gradients import BPTT, RHEL, AbstractGradient  # noqa: E402
+from .core.gradients import BPTT, RHEL, SPSA, AbstractGradient, PhysicsAware  # noqa: E402
 from .core.hamiltonians import SeparableHamiltonian  # noqa: E402
 from .core.integrators import AbstractIntegrator, Leapfrog  # noqa: E402
 from .core.memory import AbstractMemory  # noqa: E402
@@ -29,7 +30,7 @@ from .nn.memory import RecomputeBlocks, TimeChunks  # noqa: E402
 from .nn.streaming import Streaming  # noqa: E402
 
 __all__ = ["AbstractGradient", "AbstractIntegrator", "AbstractMemory", "AffineLeapfrog", "AutoLeapfrog", "BPTT",
-           "CoreOptions", "FixedPointLeapfrog", "HRU", "HSSM", "Leapfrog", "LinearHRU", "NonlinearHRU", "RHEL",
-           "RecomputeBlocks", "SeparableHamiltonian", "Streaming", "TimeChunks", "cast", "count_parameters",
+           "CoreOptions", "FixedPointLeapfrog", "HRU", "HSSM", "Leapfrog", "LinearHRU", "NonlinearHRU", "PhysicsAware", "RHEL",
+           "RecomputeBlocks", "SPSA", "SeparableHamiltonian", "Streaming", "TimeChunks", "cast", "count_parameters",
            "hamiltonian_core", "init_optimizer", "predict", "retrace_error", "train_step", "trainable",
            "value_and_grad", "__version__"]

@@ -21,8 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.choices import Choices
+from ..core.gradients import SPSA
 from .hssm import HSSM, has_running_statistics, norm_statistics_untouched, trainable
 from .keywords import choices_at_entry
+from .spsa import spsa_value_and_grad
 
 # --- losses ---------------------------------------------------------------------------------------
 
@@ -132,18 +134,28 @@ def check_inputs(model: HSSM, x, y=None):
 
 # --- gradients and a training step -------------------------------------------------------------------
 
-@eqx.filter_jit
-def _value_and_grad(model, x, y, choices, key):
+def model_value_and_grad(model, x, y, choices: Choices, key):
+    """((loss, norm statistics), grads) of the training loss under ``choices``: autodiff through the model,
+    the cores differentiated by the gradient method, or for ``SPSA`` loss evaluations (``hamecho.nn.spsa``)."""
+    if isinstance(choices.gradient, SPSA):
+        return spsa_value_and_grad(loss_and_statistics, model, x, y, choices, key)
     loss_fn = lambda m: loss_and_statistics(m, x, y, choices, key)
     return eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
+
+
+@eqx.filter_jit
+def _value_and_grad(model, x, y, choices, key):
+    return model_value_and_grad(model, x, y, choices, key)
 
 
 def value_and_grad(model: HSSM, x, y, options=None, *, gradient=None, integrator=None, memory=None, key=None,
                    return_stats: bool = False, **keywords):
     """Training loss and its gradient with respect to the model.
 
-    gradient: ``RHEL(...)`` (default ``RHEL(eps=0.1)``) or ``BPTT(...)``; integrator: ``Leapfrog``,
-    ``AffineLeapfrog``, ``FixedPointLeapfrog`` or None (the default per Hamiltonian); memory: None,
+    gradient: ``RHEL(...)`` (default ``RHEL(eps=0.1)``), ``BPTT(...)``, ``PhysicsAware(...)`` (with a device:
+    its forward pass, its twin's backward pass) or ``SPSA(...)`` (loss evaluations; ``hamecho.nn.spsa``);
+    integrator: ``Leapfrog``, ``AffineLeapfrog``, ``FixedPointLeapfrog``, a ``hamecho.physical`` device or
+    None (the default per Hamiltonian); memory: None,
     ``RecomputeBlocks()``, ``TimeChunks(n)``, ``Streaming(chunk)`` (RHEL and ``HSSM(norm="layer")`` only:
     memory flat in the sequence length). ``key``: enables dropout (deterministic without).
     ``return_stats``: also return the norm statistics the training step updated, as
@@ -165,8 +177,7 @@ def value_and_grad(model: HSSM, x, y, options=None, *, gradient=None, integrator
 @eqx.filter_jit
 def _train_step(model, opt_state, x, y, optimizer, choices, key):
     spec = optimizer_selection(optimizer, model, opt_state)
-    loss_fn = lambda m: loss_and_statistics(m, x, y, choices, key)
-    (loss, stats), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
+    (loss, stats), grads = model_value_and_grad(model, x, y, choices, key)
     updates, opt_state = optimizer.update(eqx.filter(grads, spec), opt_state, eqx.filter(model, spec))
     model = eqx.apply_updates(model, updates)
     return model.with_norm_stats(stats), opt_state, loss
