@@ -30,7 +30,7 @@ from .nn.memory import RecomputeBlocks, TimeChunks  # noqa: E402
 from .nn.streaming import Streaming  # noqa: E402
 
 __all__ = ["AbstractGradient", "AbstractIntegrator", "AbstractMemory", "AffineLeapfrog", "AutoLeapfrog", "BPTT",
-           "CoreOptions", "FixedPointLeapfrog", "HRU", "HSSM", "Leapfrog", "LinearHRU", "NonlinearHRU", "PhysicsAware", "RHEL",
-           "RecomputeBlocks", "SPSA", "SeparableHamiltonian", "Streaming", "TimeChunks", "cast", "count_parameters",
-           "hamiltonian_core", "init_optimizer", "predict", "retrace_error", "train_step", "trainable",
-           "value_and_grad", "__version__"]
+           "CoreOptions", "FixedPointLeapfrog", "HRU", "HSSM", "Leapfrog", "LinearHRU", "NonlinearHRU", "PhysicsAware",
+           "RHEL", "RecomputeBlocks", "SPSA", "SeparableHamiltonian", "Streaming", "TimeChunks", "cast",
+           "count_parameters", "hamiltonian_core", "init_optimizer", "predict", "retrace_error", "train_step",
+           "trainable", "value_and_grad", "__version__"]

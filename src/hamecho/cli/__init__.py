@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "hamecho.cli.sweep",
     "hamecho.cli.bench",
     "hamecho.cli.robustness",
+    "hamecho.cli.rules",
 )
 
 

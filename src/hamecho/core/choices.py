@@ -178,7 +178,8 @@ def check_physics_aware(gradient: PhysicsAware, integrator: AbstractIntegrator) 
     if twin.measures_states or not twin.differentiable or not twin.starts_from_state:
         raise ValueError(
             f"the twin of {gradient!r} must be an integrator BPTT can differentiate one step at a time from a "
-            "measured state (hamecho.Leapfrog(), hamecho.physical.DampedLeapfrog(...), hamecho.physical.ExactFlow(...), "
+            "measured state (hamecho.Leapfrog(), hamecho.physical.DampedLeapfrog(...), "
+            "hamecho.physical.ExactFlow(...), "
             f"hamecho.physical.SimulatedTwin(...)); got {twin.label()}")
 
 

@@ -14,10 +14,10 @@ Four strategy objects, each a small hashable value under :class:`AbstractGradien
   forward pass on a device (``hamecho.physical``), the backward pass through a differentiable *twin*
   of it, each step's Jacobian taken at the device's *measured* state before that step
   (``hamecho.core.engine``). On an exact twin of an ideal device it is BPTT.
-- ``SPSA(perturbations=1, scale=1e-3, seed=0)``: simultaneous-perturbation stochastic approximation
+- ``SPSA(n_perturbations=1, scale=1e-3, seed=0)``: simultaneous-perturbation stochastic approximation
   (Spall, IEEE Trans. Automatic Control 37, 332–341, 1992): loss evaluations only. Every array whose
   gradient passes through a core is perturbed at once by ±c·Δ, Δ a vector of independent ±1 signs, and
-  ĝ = (L(θ + cΔ) − L(θ − cΔ))/(2c) · Δ, averaged over ``perturbations`` draws (:func:`spsa_estimate`;
+  ĝ = (L(θ + cΔ) − L(θ − cΔ))/(2c) · Δ, averaged over ``n_perturbations`` draws (:func:`spsa_estimate`;
   the model-level part is ``hamecho.nn.spsa``). Arrays after the last core get their exact gradient.
 
 Each strategy says what one update costs on a device (:meth:`AbstractGradient.passes_per_step`): the
@@ -161,7 +161,7 @@ class PhysicsAware(AbstractGradient):
 class SPSA(AbstractGradient):
     """Simultaneous-perturbation stochastic approximation (Spall 1992): gradients from loss evaluations.
 
-    perturbations: the number q of perturbation pairs averaged (each costs two loss evaluations: two
+    n_perturbations: the number q of perturbation pairs averaged (each costs two loss evaluations: two
     device passes per core); scale: the perturbation size c (absolute, in parameter units; bias O(c²),
     noise of the device divided by c); seed: the root of the perturbations, folded with the call's
     ``key`` (when given) and a digest of the parameters and the batch, so that every step draws fresh
@@ -170,12 +170,12 @@ class SPSA(AbstractGradient):
     readout, GLU and the head) are digital and get their exact gradient from the same forward pass.
     """
 
-    perturbations: int = 1
+    n_perturbations: int = 1
     scale: float = 1e-3
     seed: int = 0
 
     def __post_init__(self):
-        check_positive_int("perturbations", self.perturbations)
+        check_positive_int("n_perturbations", self.n_perturbations)
         if not (isinstance(self.scale, (int, float)) and not isinstance(self.scale, bool)
                 and math.isfinite(self.scale) and self.scale > 0):
             raise ValueError(f"scale must be a finite number > 0 (the perturbation size c); got {self.scale!r}")
@@ -185,13 +185,13 @@ class SPSA(AbstractGradient):
     def passes_per_core(self, integrator=None) -> int:
         """The unperturbed forward pass (the loss, and the exact gradient after the last core) and two
         passes per perturbation."""
-        return 1 + 2 * self.perturbations
+        return 1 + 2 * self.n_perturbations
 
 
 def spsa_estimate(loss, params, spsa: SPSA, key):
     """Spall's estimate of ∇loss at ``params`` (a pytree of arrays; None leaves are left out).
 
-    For each of the q = ``spsa.perturbations`` draws, Δ has independent ±1 entries (Rademacher, from
+    For each of the q = ``spsa.n_perturbations`` draws, Δ has independent ±1 entries (Rademacher, from
     ``fold_in(key, draw)``) and ĝ = (loss(params + cΔ) − loss(params − cΔ)) / (2c) · Δ (1/Δᵢ = Δᵢ); the
     mean of the q estimates is returned, with the structure of ``params``. Unbiased up to O(c²); for a
     linear loss E‖ĝ − ∇‖² = (d − 1)·‖∇‖²/q with d the number of perturbed entries.
@@ -211,8 +211,8 @@ def spsa_estimate(loss, params, spsa: SPSA, key):
         difference = (loss(shifted(delta, 1.0)) - loss(shifted(delta, -1.0))) / (2.0 * scale)
         return [t + difference.astype(t.dtype) * d for t, d in zip(total, delta)], None
 
-    total, _ = jax.lax.scan(one_draw, [jnp.zeros_like(leaf) for leaf in leaves], jnp.arange(spsa.perturbations))
-    return jax.tree_util.tree_unflatten(treedef, [t / spsa.perturbations for t in total])
+    total, _ = jax.lax.scan(one_draw, [jnp.zeros_like(leaf) for leaf in leaves], jnp.arange(spsa.n_perturbations))
+    return jax.tree_util.tree_unflatten(treedef, [t / spsa.n_perturbations for t in total])
 
 
 def tree_digest(*trees) -> jax.Array:
@@ -224,7 +224,8 @@ def tree_digest(*trees) -> jax.Array:
             words = leaf.astype(jnp.uint32)
         else:
             words = jnp.ravel(jax.lax.bitcast_convert_type(leaf, jnp.uint32))
-        weights = (jnp.arange(words.shape[0], dtype=jnp.uint32) * jnp.uint32(2) + jnp.uint32(1)) * jnp.uint32(0x9E3779B1)
+        odd = jnp.arange(words.shape[0], dtype=jnp.uint32) * jnp.uint32(2) + jnp.uint32(1)
+        weights = odd * jnp.uint32(0x9E3779B1)
         digest = (digest ^ jnp.sum(words * weights, dtype=jnp.uint32)) * jnp.uint32(16777619)
     return digest
 

@@ -1,0 +1,75 @@
+"""``hamecho rules``: RHEL, physics-aware training and SPSA on one simulated device, knob by knob (library:
+``hamecho.tools.robustness.comparison``; the results are discussed in docs/physical.md)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..tools.robustness import comparison as cmp
+    from ..tools.robustness.comparison_outputs import write_comparison
+
+    setup = cmp.quick_comparison() if args.quick else cmp.ComparisonSetup()
+    changes = {}
+    if args.rules is not None:
+        changes["rules"] = tuple(args.rules.split(","))
+    if args.knobs is not None:
+        changes["levels"] = {knob: setup.levels.get(knob, cmp.COMPARISON_LEVELS[knob]) for knob in args.knobs}
+        changes["training_points"] = tuple(p for p in setup.training_points if p[0] in args.knobs)
+    for name in ("passes", "seeds"):
+        if getattr(args, name) is not None:
+            changes[name] = tuple(args.seeds) if name == "seeds" else args.passes
+    if changes:
+        from dataclasses import replace
+
+        setup = replace(setup, **changes)
+    result = cmp.compare_rules(setup, gradients=not args.no_gradients, train=not args.no_train,
+                               command=command_line(args), show_progress=None if not args.no_progress else False)
+    for path in write_comparison(result, args.out, args.img_dir):
+        print(path)
+    return 0
+
+
+def add_command(subparsers) -> None:
+    from ..tools.robustness.comparison import COMPARISON_KNOBS
+    from ..tools.robustness.rules import RULES
+
+    parser = subparsers.add_parser(
+        "rules", help="RHEL vs physics-aware training vs SPSA on a simulated device: gradients and training",
+        description="Compare the learning rules a physical system can use (RHEL; physics-aware training, "
+                    "Wright et al. 2022; SPSA, Spall 1992) on hamecho.physical.SimulatedDevice, one knob at a "
+                    "time (noise, a wrong twin, a drifting one, bits, damping): the cosine of each rule's "
+                    "gradient to the device's own gradient, SPSA's cosine against the parameter count, and "
+                    "training runs given the same budget of device passes. Writes rules.json, rules.md and "
+                    "PNG plots.")
+    parser.add_argument("--rules", default=None, metavar="A,B,...",
+                        help=f"comma-separated rules (default: all of {','.join(RULES)})")
+    parser.add_argument("--knobs", nargs="+", choices=COMPARISON_KNOBS, default=None, metavar="KNOB",
+                        help=f"the knobs (default: all of {', '.join(COMPARISON_KNOBS)})")
+    parser.add_argument("--passes", type=int, default=None, help="device passes per training run (default 300)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 0)")
+    parser.add_argument("--no-train", action="store_true", help="skip the training runs")
+    parser.add_argument("--no-gradients", action="store_true",
+                        help="skip the gradient sweeps and SPSA's cosine against the parameter count")
+    parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke test of the whole pipeline")
+    parser.add_argument("--out", default="benchmarks/results/rules", help="folder for the JSON and Markdown")
+    parser.add_argument("--img-dir", default=None, help="folder for the PNG plots (default: --out)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=_run)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command these arguments stand for (recorded in the outputs)."""
+    words = ["hamecho", "rules"]
+    if args.rules is not None:
+        words += ["--rules", args.rules]
+    for name in ("knobs", "seeds"):
+        if getattr(args, name) is not None:
+            words += [f"--{name}", *map(str, getattr(args, name))]
+    for name in ("passes", "img_dir"):
+        if getattr(args, name) is not None:
+            words += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    words += ["--out", args.out]
+    words += [f"--{flag.replace('_', '-')}" for flag in ("no_train", "no_gradients", "quick") if getattr(args, flag)]
+    return " ".join(shlex.quote(w) for w in words)
