@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from dataclasses import replace
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -14,16 +15,21 @@ def _run(args: argparse.Namespace) -> int:
     changes = {}
     if args.rules is not None:
         changes["rules"] = tuple(args.rules.split(","))
+    given = dict(args.levels or [])
+    levels = {**setup.levels, **{knob: (level,) for knob, level in given.items()}}
     if args.knobs is not None:
-        changes["levels"] = {knob: setup.levels.get(knob, cmp.COMPARISON_LEVELS[knob]) for knob in args.knobs}
-        changes["training_points"] = tuple(p for p in setup.training_points if p[0] in args.knobs)
+        levels = {knob: levels.get(knob, cmp.COMPARISON_LEVELS[knob]) for knob in args.knobs}
+    points = [p for p in setup.training_points if args.knobs is None or p[0] in args.knobs]
+    changes["levels"] = levels
+    changes["training_points"] = tuple((knob, given.get(knob, level)) for knob, level in points)
+    if args.widths is not None:
+        changes["widths"] = tuple(args.widths)
+    if args.device_seeds is not None:
+        changes["gradient"] = replace(setup.gradient, device_seeds=tuple(args.device_seeds))
     for name in ("passes", "seeds"):
         if getattr(args, name) is not None:
             changes[name] = tuple(args.seeds) if name == "seeds" else args.passes
-    if changes:
-        from dataclasses import replace
-
-        setup = replace(setup, **changes)
+    setup = replace(setup, **changes)
     result = cmp.compare_rules(setup, gradients=not args.no_gradients, train=not args.no_train,
                                command=command_line(args), show_progress=None if not args.no_progress else False)
     for path in write_comparison(result, args.out, args.img_dir):
@@ -47,6 +53,12 @@ def add_command(subparsers) -> None:
                         help=f"comma-separated rules (default: all of {','.join(RULES)})")
     parser.add_argument("--knobs", nargs="+", choices=COMPARISON_KNOBS, default=None, metavar="KNOB",
                         help=f"the knobs (default: all of {', '.join(COMPARISON_KNOBS)})")
+    parser.add_argument("--levels", nargs="+", type=knob_level, default=None, metavar="KNOB=LEVEL",
+                        help="one level for these knobs (gradients and training), e.g. noise=0.1 damping=1")
+    parser.add_argument("--widths", type=int, nargs="*", default=None,
+                        help="hidden sizes of SPSA's cosine against the parameter count (default 2 4 8 16)")
+    parser.add_argument("--device-seeds", type=int, nargs="+", default=None,
+                        help="device seeds of the random knobs' gradients (default 0 1)")
     parser.add_argument("--passes", type=int, default=None, help="device passes per training run (default 300)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 0)")
     parser.add_argument("--no-train", action="store_true", help="skip the training runs")
@@ -59,14 +71,30 @@ def add_command(subparsers) -> None:
     parser.set_defaults(func=_run)
 
 
+def knob_level(text: str) -> tuple:
+    """``KNOB=LEVEL`` → (knob, level), the knob one of the comparison's."""
+    from ..tools.robustness.comparison import COMPARISON_KNOBS
+
+    knob, _, level = text.partition("=")
+    if knob not in COMPARISON_KNOBS or not level:
+        raise argparse.ArgumentTypeError(f"expected KNOB=LEVEL with KNOB one of {', '.join(COMPARISON_KNOBS)}; "
+                                         f"got {text!r}")
+    try:
+        return knob, float(level)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the level of {knob} must be a number; got {level!r}") from None
+
+
 def command_line(args: argparse.Namespace) -> str:
     """The command these arguments stand for (recorded in the outputs)."""
     words = ["hamecho", "rules"]
     if args.rules is not None:
         words += ["--rules", args.rules]
-    for name in ("knobs", "seeds"):
+    if args.levels is not None:
+        words += ["--levels", *(f"{knob}={level:g}" for knob, level in args.levels)]
+    for name in ("knobs", "seeds", "widths", "device_seeds"):
         if getattr(args, name) is not None:
-            words += [f"--{name}", *map(str, getattr(args, name))]
+            words += [f"--{name.replace('_', '-')}", *map(str, getattr(args, name))]
     for name in ("passes", "img_dir"):
         if getattr(args, name) is not None:
             words += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
