@@ -26,9 +26,9 @@ def _run(args: argparse.Namespace) -> int:
         changes["widths"] = tuple(args.widths)
     if args.device_seeds is not None:
         changes["gradient"] = replace(setup.gradient, device_seeds=tuple(args.device_seeds))
-    for name in ("passes", "seeds"):
+    for name in ("passes", "seeds", "lr"):
         if getattr(args, name) is not None:
-            changes[name] = tuple(args.seeds) if name == "seeds" else args.passes
+            changes[name] = tuple(args.seeds) if name == "seeds" else getattr(args, name)
     setup = replace(setup, **changes)
     result = cmp.compare_rules(setup, gradients=not args.no_gradients, train=not args.no_train,
                                command=command_line(args), show_progress=None if not args.no_progress else False)
@@ -60,6 +60,7 @@ def add_command(subparsers) -> None:
     parser.add_argument("--device-seeds", type=int, nargs="+", default=None,
                         help="device seeds of the random knobs' gradients (default 0 1)")
     parser.add_argument("--passes", type=int, default=None, help="device passes per training run (default 300)")
+    parser.add_argument("--lr", type=float, default=None, help="Adam's learning rate in training (default 3e-3)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 0)")
     parser.add_argument("--no-train", action="store_true", help="skip the training runs")
     parser.add_argument("--no-gradients", action="store_true",
@@ -95,7 +96,7 @@ def command_line(args: argparse.Namespace) -> str:
     for name in ("knobs", "seeds", "widths", "device_seeds"):
         if getattr(args, name) is not None:
             words += [f"--{name.replace('_', '-')}", *map(str, getattr(args, name))]
-    for name in ("passes", "img_dir"):
+    for name in ("passes", "lr", "img_dir"):
         if getattr(args, name) is not None:
             words += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     words += ["--out", args.out]
