@@ -79,7 +79,7 @@ def plot_comparison(result: ComparisonResult, img_dir: Path) -> list[Path]:
                 ax.fill_between(xs, ys - std, ys + std, color=color, alpha=0.12, lw=0)
             if knob != "bits":
                 ax.set_xscale("log")
-            ax.set_ylim(-0.2, 1.05)
+            ax.set_ylim(-1.05, 1.05)
             ax.set_title(COMPARISON_TITLES.get(knob, knob), fontsize=7)
             ax.set_xlabel(knob)
             ax.grid(alpha=0.3)
