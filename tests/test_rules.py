@@ -261,3 +261,17 @@ def test_comparison_outputs_from_a_recorded_result(tmp_path):
     table = (tmp_path / "rules.md").read_text()
     assert "| noise | 0.1 | 0.500 (3) | 0.100 (3) |" in table and "| noise | 0.1 | 0.750 (3) | 0.500 (3) |" in table
     np.testing.assert_allclose(running_mean([1.0, 3.0, 5.0], 2), [1.0, 2.0, 4.0])
+
+
+def test_rules_command_line():
+    from hamecho.cli import build_parser
+    from hamecho.cli.rules import command_line
+
+    args = build_parser().parse_args(["rules", "--rules", "rhel,spsa", "--levels", "noise=0.1", "damping=1",
+                                      "--knobs", "ideal", "noise", "--device-seeds", "0", "--no-train"])
+    assert args.levels == [("noise", 0.1), ("damping", 1.0)]
+    assert command_line(args) == ("hamecho rules --rules rhel,spsa --levels noise=0.1 damping=1 --knobs ideal noise "
+                                  "--device-seeds 0 --out benchmarks/results/rules --no-train")
+    for bad in (["--levels", "humidity=1"], ["--levels", "noise=loud"], ["--knobs", "humidity"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["rules", *bad])

@@ -60,7 +60,7 @@ def add_command(subparsers) -> None:
     parser.add_argument("--device-seeds", type=int, nargs="+", default=None,
                         help="device seeds of the random knobs' gradients (default 0 1)")
     parser.add_argument("--passes", type=int, default=None, help="device passes per training run (default 300)")
-    parser.add_argument("--lr", type=float, default=None, help="Adam's learning rate in training (default 3e-3)")
+    parser.add_argument("--lr", type=float, default=None, help="Adam's learning rate in training (default 3e-2)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 0)")
     parser.add_argument("--no-train", action="store_true", help="skip the training runs")
     parser.add_argument("--no-gradients", action="store_true",

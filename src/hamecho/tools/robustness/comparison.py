@@ -92,7 +92,7 @@ class ComparisonSetup:
     state: int = 2
     step: float = 0.1
     batch: int = 16
-    lr: float = 3e-3
+    lr: float = 3e-2
     passes: int = 300                   # device passes per training run (equal for every rule)
     seeds: tuple = (0,)
     levels: dict = field(default_factory=lambda: dict(COMPARISON_LEVELS))
