@@ -5,7 +5,8 @@
     loss, grads = he.value_and_grad(model, x, y, gradient=he.RHEL(eps=0.1))
     model, opt_state, loss = he.train_step(model, opt_state, x, y, optimizer, key=key)
 
-Choices are small objects (docs/api.md): gradient ``RHEL`` | ``BPTT``; integrator ``AutoLeapfrog`` (the
+Choices are small objects (docs/api.md): gradient ``RHEL`` | ``BPTT`` | ``PhysicsAware`` (a device's forward pass,
+its twin's backward pass) | ``SPSA`` (loss evaluations only); integrator ``AutoLeapfrog`` (the
 default: the leapfrog, its scan chosen per Hamiltonian) | ``Leapfrog`` | ``AffineLeapfrog`` |
 ``FixedPointLeapfrog``; memory ``None`` | ``RecomputeBlocks`` | ``TimeChunks`` | ``Streaming`` (the whole
 stack with memory flat in the sequence length: RHEL, ``HSSM(norm="layer")``).
@@ -24,6 +25,7 @@ _PUBLIC = {
     "hamiltonian_core": "core.engine",
     "FixedPointLeapfrog": "core.fixed_point",
     "BPTT": "core.gradients", "RHEL": "core.gradients", "AbstractGradient": "core.gradients",
+    "PhysicsAware": "core.gradients", "SPSA": "core.gradients",
     "SeparableHamiltonian": "core.hamiltonians",
     "AbstractIntegrator": "core.integrators", "Leapfrog": "core.integrators",
     "AbstractMemory": "core.memory",
@@ -40,9 +42,9 @@ _SUBPACKAGES = ("cli", "continuous", "core", "data", "nn", "physical", "runtime"
 
 __all__ = ["AbstractGradient", "AbstractIntegrator", "AbstractMemory", "AffineLeapfrog", "AutoLeapfrog", "BPTT",
            "CoreOptions", "DataParallel", "FixedPointLeapfrog", "HRU", "HSSM", "Leapfrog", "LinearHRU", "NonlinearHRU",
-           "RHEL", "RecomputeBlocks", "SeparableHamiltonian", "Streaming", "TimeChunks", "cast", "count_parameters",
-           "data_parallel", "enable_compilation_cache", "hamiltonian_core", "init_optimizer", "predict",
-           "retrace_error", "train_step", "trainable", "value_and_grad", "__version__"]
+           "PhysicsAware", "RHEL", "RecomputeBlocks", "SPSA", "SeparableHamiltonian", "Streaming", "TimeChunks",
+           "cast", "count_parameters", "data_parallel", "enable_compilation_cache", "hamiltonian_core",
+           "init_optimizer", "predict", "retrace_error", "train_step", "trainable", "value_and_grad", "__version__"]
 
 
 def __getattr__(name: str):

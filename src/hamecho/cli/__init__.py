@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "hamecho.cli.bench",
     "hamecho.cli.robustness",
     "hamecho.cli.longrange",
+    "hamecho.cli.rules",
 )
 
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from .affine import AffineLeapfrog
-from .gradients import BPTT, RHEL, AbstractGradient, check_one_of
+from .gradients import BPTT, RHEL, SPSA, AbstractGradient, PhysicsAware, check_one_of
 from .hamiltonians import SeparableHamiltonian
 from .integrators import CORE_DTYPES, AbstractIntegrator, Leapfrog
 from .memory import AbstractMemory
@@ -84,7 +84,8 @@ class Choices:
         if self.integrator is None:
             object.__setattr__(self, "integrator", AutoLeapfrog())
         for value, base, family, examples in (
-                (self.gradient, AbstractGradient, "gradient", "hamecho.RHEL(), hamecho.BPTT()"),
+                (self.gradient, AbstractGradient, "gradient",
+                 "hamecho.RHEL(), hamecho.BPTT(), hamecho.PhysicsAware(), hamecho.SPSA()"),
                 (self.integrator, AbstractIntegrator, "integrator",
                  "hamecho.Leapfrog(), hamecho.AffineLeapfrog(), hamecho.FixedPointLeapfrog(), hamecho.AutoLeapfrog()"),
                 (self.memory, AbstractMemory, "memory",
@@ -128,8 +129,14 @@ def check_compatible(gradient: AbstractGradient, integrator: AbstractIntegrator 
             "batch), so every step's input gradient depends on the cotangents of every step (their mean over "
             "time), which a single reverse pass over time chunks knows only at its end; norm='layer' "
             "normalises each step over its features, so every block is local in time and can stream")
+    if isinstance(gradient, SPSA) and memory is not None:
+        raise ValueError(f"{gradient!r} evaluates the loss only (every array before the last core is perturbed, the "
+                         f"rest differentiated without entering a core): no activation is stored for a memory "
+                         f"strategy to save; use memory=None, not {memory!r}")
     if integrator is None:
         integrator = AutoLeapfrog()
+    if isinstance(gradient, PhysicsAware):
+        check_physics_aware(gradient, integrator)
     if integrator.per_hamiltonian and hamiltonian is not None:
         integrator = integrator.resolve(hamiltonian, gradient, memory, initial_state=initial_state)
     if not integrator.per_hamiltonian:
@@ -155,6 +162,27 @@ def check_compatible(gradient: AbstractGradient, integrator: AbstractIntegrator 
         raise ValueError(f"{gradient!r} (BPTT with gradient checkpointing) runs whole sequences from the zero state "
                          f"and cannot be combined with {what_carries}: time chunks already keep only each chunk's "
                          "start state")
+
+
+def check_physics_aware(gradient: PhysicsAware, integrator: AbstractIntegrator) -> None:
+    """``PhysicsAware`` needs a device that reports measured states, and a twin BPTT can run step by step."""
+    if not integrator.measures_states:
+        raise ValueError(
+            f"{gradient!r} runs the forward pass on a device and backpropagates through its twin at the states the "
+            f"device measured; {integrator.label()} is a digital integrator, which measures nothing (on it "
+            "physics-aware training is BPTT): use gradient=hamecho.BPTT(), or integrator=a hamecho.physical device")
+    twin = physics_aware_twin(gradient, integrator)
+    if twin.measures_states or not twin.differentiable or not twin.starts_from_state:
+        raise ValueError(
+            f"the twin of {gradient!r} must be an integrator BPTT can differentiate one step at a time from a "
+            "measured state (hamecho.Leapfrog(), hamecho.physical.DampedLeapfrog(...), "
+            "hamecho.physical.ExactFlow(...), "
+            f"hamecho.physical.SimulatedTwin(...)); got {twin.label()}")
+
+
+def physics_aware_twin(gradient: PhysicsAware, device: AbstractIntegrator) -> AbstractIntegrator:
+    """The twin ``PhysicsAware`` backpropagates through: its own, or the device's (``device.twin()``)."""
+    return device.twin() if gradient.twin is None else gradient.twin
 
 
 def default_scan() -> str:

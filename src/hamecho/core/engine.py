@@ -15,6 +15,16 @@ With an initial state (time chunks) the core returns (positions, final state); t
 cotangent nudges the start of the echo and the echo's end gives the initial state's cotangent. Each
 integrator carries its own echo (``Leapfrog.echo``, ``AffineLeapfrog.echo``, ``FixedPointLeapfrog.echo``).
 The integration runs in the integrator's compute dtype; positions come back in the drives' dtype.
+
+``PhysicsAware``: one custom VJP. Its forward pass runs the device (``device.forward_measured``) and keeps
+θ, the drives and the state the device measured before every step; its backward pass is
+:func:`twin_backward`, the reverse-mode sweep of the twin with each step's vector–Jacobian product taken
+at the measured state:
+
+    λ_k ← λ_k + (g_k, 0);   (∂θ, ∂u_k, λ_{k−1}) ← vjp of (x ↦ twin step k from x) at x = measured x_{k−1}.
+
+``SPSA``: the core runs forward only; its gradient comes from loss evaluations of the whole model
+(``hamecho.nn.spsa``), so differentiating a core under it is refused.
 """
 from __future__ import annotations
 
@@ -23,8 +33,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from .choices import Choices, compute_dtype, difference_rule, integrator_for
-from .gradients import RHEL
+from .choices import Choices, compute_dtype, difference_rule, integrator_for, physics_aware_twin
+from .gradients import RHEL, SPSA, PhysicsAware
 from .hamiltonians import SeparableHamiltonian
 from .integrators import AbstractIntegrator, EchoResult
 
@@ -58,6 +68,10 @@ def run_core(ham: SeparableHamiltonian, choices: Choices, theta, drives, initial
     gradient = choices.gradient
     if isinstance(gradient, RHEL):
         return _rhel_core(ham, gradient, integrator, theta, drives, initial_state)
+    if isinstance(gradient, PhysicsAware):
+        return _physics_aware_core(ham, physics_aware_twin(gradient, integrator), integrator, theta, drives)
+    if isinstance(gradient, SPSA):
+        return _loss_only_core(ham, integrator, theta, drives, initial_state)
     with jax.named_scope("core_cast"):
         theta_c, drives_c = to_compute_dtype(integrator, theta, drives)
     if gradient.checkpoint_every is not None:
@@ -125,6 +139,75 @@ def _rhel_backward(ham, rhel, integrator, residuals, cotangents):
 
 
 _rhel_core.defvjp(_rhel_forward, _rhel_backward)
+
+
+# --- physics-aware training: the device forward, the twin backward -----------------------------------
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _physics_aware_core(ham, twin, device, theta, drives):
+    return _physics_aware_forward(ham, twin, device, theta, drives)[0]
+
+
+def _physics_aware_forward(ham, twin, device, theta, drives):
+    theta_c, drives_c = to_compute_dtype(device, theta, drives)
+    positions, measured = device.forward_measured(ham, theta_c, drives_c)
+    # Residuals: θ, the drives and the measured state before every step (2·L·N·P numbers: BPTT's own).
+    return positions.astype(drives.dtype), (theta, drives, measured)
+
+
+def _physics_aware_backward(ham, twin, device, residuals, cotangents):
+    theta, drives, measured = residuals
+    theta_c, drives_c = to_compute_dtype(twin, theta, drives)
+    measured = tuple(m.astype(drives_c.dtype) for m in measured)
+    grad_theta, grad_drives = twin_backward(ham, twin, theta_c, drives_c, measured, cotangents.astype(drives_c.dtype))
+    grad_theta = jax.tree_util.tree_map(lambda g, t: g.astype(jnp.result_type(t)), grad_theta, theta)
+    return grad_theta, grad_drives.astype(drives.dtype)
+
+
+_physics_aware_core.defvjp(_physics_aware_forward, _physics_aware_backward)
+
+
+def twin_backward(ham: SeparableHamiltonian, twin: AbstractIntegrator, theta, drives, measured, cotangents):
+    """Backpropagation through ``twin`` with every step linearised at the measured state before it.
+
+    measured: (φ_{k−1}, π_{k−1}) before each step k, each (L, N, P) (the zero state before step 0);
+    cotangents: ∂L/∂φ_k (L, N, P). One step of the twin is ``twin.forward`` over one drive from the
+    measured state. Returns (∂L/∂θ, ∂L/∂drives (L, N, U)).
+    """
+    def twin_step(th, position, momentum, drive):
+        return twin.forward(ham, th, drive[None], (position, momentum))[1]
+
+    def body(carry, inputs):
+        grad_theta, adjoint_position, adjoint_momentum = carry
+        cotangent, position, momentum, drive = inputs
+        _, vjp = jax.vjp(twin_step, theta, position, momentum, drive)
+        g_theta, adjoint_position, adjoint_momentum, g_drive = vjp((adjoint_position + cotangent, adjoint_momentum))
+        return (jax.tree_util.tree_map(jnp.add, grad_theta, g_theta), adjoint_position, adjoint_momentum), g_drive
+
+    zeros = jnp.zeros_like(cotangents[0])
+    start = (jax.tree_util.tree_map(jnp.zeros_like, theta), zeros, zeros)
+    (grad_theta, _, _), grad_drives = jax.lax.scan(body, start, (cotangents, *measured, drives), reverse=True)
+    return grad_theta, grad_drives
+
+
+# --- SPSA: the core forward, never differentiated ------------------------------------------------------
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _loss_only_core(ham, integrator, theta, drives, initial_state):
+    return _outputs(*_forward_pass(ham, integrator, theta, drives, initial_state), initial_state)
+
+
+def _loss_only_forward(ham, integrator, theta, drives, initial_state):
+    return _outputs(*_forward_pass(ham, integrator, theta, drives, initial_state), initial_state), None
+
+
+def _loss_only_backward(ham, integrator, residuals, cotangents):
+    raise ValueError("SPSA estimates gradients from loss evaluations of a whole model (hamecho.value_and_grad, "
+                     "hamecho.train_step): a core cannot be differentiated under it; use gradient=hamecho.RHEL(), "
+                     "hamecho.BPTT() or hamecho.PhysicsAware() to differentiate a core")
+
+
+_loss_only_core.defvjp(_loss_only_forward, _loss_only_backward)
 
 
 # --- diagnostics ------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Gradient methods: how a Hamiltonian core is differentiated, and RHEL's ± estimator.
 
-Two strategy objects, each a small hashable value under :class:`AbstractGradient`:
+Four strategy objects, each a small hashable value under :class:`AbstractGradient`:
 
 - ``RHEL(eps=0.1, estimator="two_sided", difference="auto")``: the echo (spec §3). The forward pass keeps
   only the parameters, the drives and the final state; the backward pass runs the ±ε echoes with the
@@ -10,6 +10,18 @@ Two strategy objects, each a small hashable value under :class:`AbstractGradient
   ``estimator="one_sided"`` echoes with +ε and 0 and divides by ε.
 - ``BPTT(checkpoint_every=None)``: autodiff through the integrator's scan; with ``checkpoint_every=K``
   only every K-th state is kept and each stretch of K steps is recomputed in the backward pass.
+- ``PhysicsAware(twin=None)``: physics-aware training (Wright et al., Nature 601, 549–555, 2022): the
+  forward pass on a device (``hamecho.physical``), the backward pass through a differentiable *twin*
+  of it, each step's Jacobian taken at the device's *measured* state before that step
+  (``hamecho.core.engine``). On an exact twin of an ideal device it is BPTT.
+- ``SPSA(n_perturbations=1, scale=1e-3, seed=0)``: simultaneous-perturbation stochastic approximation
+  (Spall, IEEE Trans. Automatic Control 37, 332–341, 1992): loss evaluations only. Every array whose
+  gradient passes through a core is perturbed at once by ±c·Δ, Δ a vector of independent ±1 signs, and
+  ĝ = (L(θ + cΔ) − L(θ − cΔ))/(2c) · Δ, averaged over ``n_perturbations`` draws (:func:`spsa_estimate`;
+  the model-level part is ``hamecho.nn.spsa``). Arrays after the last core get their exact gradient.
+
+Each strategy says what one update costs on a device (:meth:`AbstractGradient.passes_per_step`): the
+number of runs of the dynamics over the whole sequence, per core.
 
 Numerical arrangement of the echo. The two echoes are carried as their mean m = (Φ₊ + Φ₋)/2 and
 half-difference h = (Φ₊ − Φ₋)/2: the same computation (Φ± = m ± h) that keeps h at full relative
@@ -27,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,9 +59,25 @@ def check_positive_int(name: str, value, what: str = "") -> None:
         raise ValueError(f"{name} must be a positive integer{what}; got {value!r}")
 
 
+def echo_pairs(integrator) -> int:
+    """How many echo pairs an RHEL estimate on ``integrator`` averages (a device's ``echo_runs()``; else 1)."""
+    runs = getattr(integrator, "echo_runs", None)
+    return 1 if runs is None else int(runs())
+
+
 @dataclass(frozen=True)
 class AbstractGradient:
     """Base class of the gradient methods. Instances are hashable values (static under ``jax.jit``)."""
+
+    def passes_per_step(self, integrator=None, cores: int = 1) -> int:
+        """Runs of the dynamics (device passes: one run over the whole sequence from a given state) that one
+        gradient costs for ``cores`` cores run by ``integrator`` (None: a digital integrator). Without
+        recomputation: ``RecomputeBlocks`` runs every core's forward pass once more."""
+        check_positive_int("cores", cores)
+        return cores * self.passes_per_core(integrator)
+
+    def passes_per_core(self, integrator=None) -> int:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -75,6 +104,11 @@ class RHEL(AbstractGradient):
         """How the nudge ε·g splits into the mean and the half-difference of the two echoes."""
         return (0.0, 1.0) if self.estimator == "two_sided" else (0.5, 0.5)
 
+    def passes_per_core(self, integrator=None) -> int:
+        """One forward pass and two echoes; each further echo pair a device averages (``repeats``) comes
+        after a fresh forward pass: 3 per pair."""
+        return 3 * echo_pairs(integrator)
+
 
 @dataclass(frozen=True)
 class BPTT(AbstractGradient):
@@ -89,6 +123,111 @@ class BPTT(AbstractGradient):
     def __post_init__(self):
         if self.checkpoint_every is not None:
             check_positive_int("checkpoint_every", self.checkpoint_every, " or None")
+
+    def passes_per_core(self, integrator=None) -> int:
+        """The forward pass (the backward pass is digital); with checkpointing each stretch is run again."""
+        return 1 if self.checkpoint_every is None else 2
+
+
+@dataclass(frozen=True)
+class PhysicsAware(AbstractGradient):
+    """Physics-aware training (Wright et al. 2022): forward on the device, backward through its twin.
+
+    The device (``integrator=``, a ``hamecho.physical`` device) runs the forward pass and reports the
+    state it measured before every step; the backward pass is backpropagation through ``twin``, one step
+    at a time, each step's vector–Jacobian product taken at the *measured* state (not at the twin's own
+    trajectory) and the loss's cotangents at the *measured* outputs. twin: an integrator BPTT can
+    differentiate that starts from a given state (``hamecho.Leapfrog()``,
+    ``hamecho.physical.DampedLeapfrog(damping=γ)``, ``hamecho.physical.ExactFlow(series_resistance=R)``,
+    ``hamecho.physical.SimulatedTwin(...)``); None: the device's own (``device.twin()``, the model it was
+    built to implement). Cost: one device pass per core and the twin's backward pass in digital compute.
+    """
+
+    twin: Any = None
+
+    def __post_init__(self):
+        from .integrators import AbstractIntegrator  # here: integrators imports this module
+
+        if self.twin is not None and not isinstance(self.twin, AbstractIntegrator):
+            raise ValueError("twin must be None (the device's own) or an integrator BPTT can differentiate, such "
+                             f"as hamecho.Leapfrog() or hamecho.physical.ExactFlow(); got {self.twin!r}")
+
+    def passes_per_core(self, integrator=None) -> int:
+        """The forward pass on the device; the backward pass is the twin's, digital."""
+        return 1
+
+
+@dataclass(frozen=True)
+class SPSA(AbstractGradient):
+    """Simultaneous-perturbation stochastic approximation (Spall 1992): gradients from loss evaluations.
+
+    n_perturbations: the number q of perturbation pairs averaged (each costs two loss evaluations: two
+    device passes per core); scale: the perturbation size c (absolute, in parameter units; bias O(c²),
+    noise of the device divided by c); seed: the root of the perturbations, folded with the call's
+    ``key`` (when given) and a digest of the parameters and the batch, so that every step draws fresh
+    signs and a repeated call the same ones. What is perturbed: every trainable array whose gradient
+    passes through a core (``hamecho.nn.hssm.through_cores``); the arrays after the last core (its
+    readout, GLU and the head) are digital and get their exact gradient from the same forward pass.
+    """
+
+    n_perturbations: int = 1
+    scale: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self):
+        check_positive_int("n_perturbations", self.n_perturbations)
+        if not (isinstance(self.scale, (int, float)) and not isinstance(self.scale, bool)
+                and math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"scale must be a finite number > 0 (the perturbation size c); got {self.scale!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer ≥ 0; got {self.seed!r}")
+
+    def passes_per_core(self, integrator=None) -> int:
+        """The unperturbed forward pass (the loss, and the exact gradient after the last core) and two
+        passes per perturbation."""
+        return 1 + 2 * self.n_perturbations
+
+
+def spsa_estimate(loss, params, spsa: SPSA, key):
+    """Spall's estimate of ∇loss at ``params`` (a pytree of arrays; None leaves are left out).
+
+    For each of the q = ``spsa.n_perturbations`` draws, Δ has independent ±1 entries (Rademacher, from
+    ``fold_in(key, draw)``) and ĝ = (loss(params + cΔ) − loss(params − cΔ)) / (2c) · Δ (1/Δᵢ = Δᵢ); the
+    mean of the q estimates is returned, with the structure of ``params``. Unbiased up to O(c²); for a
+    linear loss E‖ĝ − ∇‖² = (d − 1)·‖∇‖²/q with d the number of perturbed entries.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    scale = spsa.scale
+
+    def signs(draw):
+        keys = jax.random.split(jax.random.fold_in(key, draw), len(leaves))
+        return [jax.random.rademacher(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves)]
+
+    def shifted(delta, sign):
+        return jax.tree_util.tree_unflatten(treedef, [leaf + sign * scale * d for leaf, d in zip(leaves, delta)])
+
+    def one_draw(total, draw):
+        delta = signs(draw)
+        difference = (loss(shifted(delta, 1.0)) - loss(shifted(delta, -1.0))) / (2.0 * scale)
+        return [t + difference.astype(t.dtype) * d for t, d in zip(total, delta)], None
+
+    total, _ = jax.lax.scan(one_draw, [jnp.zeros_like(leaf) for leaf in leaves], jnp.arange(spsa.n_perturbations))
+    return jax.tree_util.tree_unflatten(treedef, [t / spsa.n_perturbations for t in total])
+
+
+def tree_digest(*trees) -> jax.Array:
+    """A uint32 hash of the arrays in ``trees`` (their bits): fresh SPSA signs for fresh parameters or data."""
+    digest = jnp.uint32(0x811C9DC5)
+    for leaf in jax.tree_util.tree_leaves(trees):
+        leaf = jnp.ravel(jnp.asarray(leaf))
+        if leaf.dtype == jnp.bool_ or leaf.dtype.itemsize < 4:
+            words = leaf.astype(jnp.uint32)
+        else:
+            words = jnp.ravel(jax.lax.bitcast_convert_type(leaf, jnp.uint32))
+        odd = jnp.arange(words.shape[0], dtype=jnp.uint32) * jnp.uint32(2) + jnp.uint32(1)
+        weights = odd * jnp.uint32(0x9E3779B1)
+        digest = (digest ^ jnp.sum(words * weights, dtype=jnp.uint32)) * jnp.uint32(16777619)
+    return digest
 
 
 # --- differences of a function evaluated on the two echoes ------------------------------------

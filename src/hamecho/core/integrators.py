@@ -61,7 +61,9 @@ class AbstractIntegrator:
     state and hands the echo across time chunks), ``streams`` (it implements ``rebuild``, ``echo_start``,
     ``echo_stretch`` and ``echo_gradient`` for ``hamecho.Streaming``), ``parallel`` (an associative scan),
     ``per_hamiltonian`` (a choice that :meth:`resolve` turns into a concrete integrator per Hamiltonian,
-    ``choices.AutoLeapfrog``). ``dtype`` is the precision choice (one of ``CORE_DTYPES``; a field where the
+    ``choices.AutoLeapfrog``), ``measures_states`` (a device that reports the states it measured,
+    ``forward_measured``, and names its twin, ``twin``: what ``PhysicsAware`` needs; ``hamecho.physical``).
+    ``dtype`` is the precision choice (one of ``CORE_DTYPES``; a field where the
     user chooses it).
     """
 
@@ -71,6 +73,7 @@ class AbstractIntegrator:
     streams: ClassVar[bool] = False
     parallel: ClassVar[bool] = False
     per_hamiltonian: ClassVar[bool] = False
+    measures_states: ClassVar[bool] = False
 
     def label(self) -> str:
         """How messages name this integrator."""

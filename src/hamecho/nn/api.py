@@ -24,8 +24,10 @@ from jax.typing import ArrayLike
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from ..core.choices import Choices
+from ..core.gradients import SPSA
 from .hssm import HSSM, Inputs, Outputs, has_running_statistics, norm_statistics_untouched, trainable
 from .keywords import choices_at_entry
+from .spsa import spsa_value_and_grad
 
 # The arrays of the public functions besides the model's (``hssm.Inputs``, ``hssm.Outputs``): labels or
 # targets, and the loss.
@@ -158,19 +160,28 @@ def check_inputs(model: HSSM, x, y=None):
 
 # --- gradients and a training step -------------------------------------------------------------------
 
-@eqx.filter_jit
-def _value_and_grad(model, x, y, choices, key):
+def model_value_and_grad(model, x, y, choices: Choices, key):
+    """((loss, norm statistics), grads) of the training loss under ``choices``: autodiff through the model,
+    the cores differentiated by the gradient method, or for ``SPSA`` loss evaluations (``hamecho.nn.spsa``)."""
+    if isinstance(choices.gradient, SPSA):
+        return spsa_value_and_grad(loss_and_statistics, model, x, y, choices, key)
     loss_fn = lambda m: loss_and_statistics(m, x, y, choices, key)
     return eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
 
+
+@eqx.filter_jit
+def _value_and_grad(model, x, y, choices, key):
+    return model_value_and_grad(model, x, y, choices, key)
 
 def value_and_grad(model: HSSM, x: Inputs, y: Targets, options=None, *, gradient=None, integrator=None,
                    memory=None, key: PRNGKeyArray | None = None, return_stats: bool = False,
                    **keywords) -> tuple[Loss, HSSM] | tuple[tuple[Loss, PyTree], HSSM]:
     """Training loss and its gradient with respect to the model.
 
-    gradient: ``RHEL(...)`` (default ``RHEL(eps=0.1)``) or ``BPTT(...)``; integrator: ``Leapfrog``,
-    ``AffineLeapfrog``, ``FixedPointLeapfrog`` or None (the default per Hamiltonian); memory: None,
+    gradient: ``RHEL(...)`` (default ``RHEL(eps=0.1)``), ``BPTT(...)``, ``PhysicsAware(...)`` (with a device:
+    its forward pass, its twin's backward pass) or ``SPSA(...)`` (loss evaluations; ``hamecho.nn.spsa``);
+    integrator: ``Leapfrog``, ``AffineLeapfrog``, ``FixedPointLeapfrog``, a ``hamecho.physical`` device or
+    None (the default per Hamiltonian); memory: None,
     ``RecomputeBlocks()``, ``TimeChunks(n)``, ``Streaming(chunk)`` (RHEL and ``HSSM(norm="layer")`` only:
     memory flat in the sequence length). ``key``: enables dropout (deterministic without).
     ``return_stats``: also return the norm statistics the training step updated, as
@@ -192,8 +203,7 @@ def value_and_grad(model: HSSM, x: Inputs, y: Targets, options=None, *, gradient
 @eqx.filter_jit
 def _train_step(model, opt_state, x, y, optimizer, choices, key):
     spec = optimizer_selection(optimizer, model, opt_state)
-    loss_fn = lambda m: loss_and_statistics(m, x, y, choices, key)
-    (loss, stats), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(model)
+    (loss, stats), grads = model_value_and_grad(model, x, y, choices, key)
     with jax.named_scope("optimizer"):  # what the profiler reports the update under (docs/performance.md)
         updates, opt_state = optimizer.update(eqx.filter(grads, spec), opt_state, eqx.filter(model, spec))
         model = eqx.apply_updates(model, updates)

@@ -309,6 +309,22 @@ def parameter_groups(model) -> object:
     return eqx.tree_at(cores, labels, [jax.tree_util.tree_map(lambda _: "core", theta) for theta in cores(model)])
 
 
+def after_last_core(model: HSSM) -> list:
+    """Selector (as ``eqx.tree_at`` takes them): what comes after the last core — its readout C and D, its
+    GLU, and the head: the arrays whose gradient passes through no core."""
+    last = model.blocks[-1]
+    return [last.hru.C, last.hru.D, last.glu, model.head]
+
+
+def through_cores(model: HSSM) -> object:
+    """Bool pytree: the trainable arrays whose gradient passes through at least one core (every trainable
+    array not :func:`after_last_core`): what ``hamecho.SPSA`` perturbs."""
+    spec = trainable(model)
+    after = eqx.tree_at(after_last_core, jax.tree_util.tree_map(lambda _: False, spec),
+                        replace_fn=lambda node: jax.tree_util.tree_map(lambda _: True, node))
+    return jax.tree_util.tree_map(lambda t, a: t and not a, spec, after)
+
+
 def count_parameters(model) -> int:
     """Number of trainable numbers (norm running statistics excluded)."""
     leaves = jax.tree_util.tree_leaves(eqx.filter(model, trainable(model)))

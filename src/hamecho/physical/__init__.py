@@ -11,7 +11,9 @@ A device runs the dynamics and reports measured states (``Device.run`` → ``Mea
 rule evaluates the model's energy gradients at those states — nothing is differentiated through the
 device, and BPTT on a device is refused. ``IdealDevice``: the JAX leapfrog through this path (the
 engine's gradients). ``SimulatedDevice``: NumPy, no JAX inside, reached through ``jax.pure_callback``,
-with knobs noise, readout_noise, mismatch (+ drift), bits (+ full_scale), damping, repeats.
+with knobs noise, readout_noise, mismatch (+ drift), bits (+ full_scale), damping, model_error (+ model_drift),
+repeats; ``SimulatedTwin``: its deterministic physics (damping, model error) in JAX, the BPTT reference of
+its loss and its exact twin for ``hamecho.PhysicsAware``.
 ``HostDevice``: the base to subclass for another simulator or an instrument (docs/physical.md).
 ``DampedLeapfrog``: the damped model in JAX, for the BPTT gradient a perfect learner of a lossy device
 would follow. ``CircuitDevice``: the linear HRU as LC tanks simulated by ngspice (issue #26),
@@ -25,7 +27,8 @@ from .exact import ExactFlow
 from .host import HostDevice
 from .simulated import PHYSICS, NumpyPhysics, SimulatedDevice, physics_for, register_physics
 from .table import device_from_table
+from .twin import SimulatedTwin, model_error_factors
 
 __all__ = ["CircuitDevice", "DampedLeapfrog", "Device", "ExactFlow", "HostDevice", "IdealDevice", "Measurement",
-           "NumpyPhysics", "PHYSICS", "SimulatedDevice", "damped_leapfrog_step", "device_from_table",
-           "measured_estimates", "physics_for", "register_physics"]
+           "NumpyPhysics", "PHYSICS", "SimulatedDevice", "SimulatedTwin", "damped_leapfrog_step", "device_from_table",
+           "measured_estimates", "model_error_factors", "physics_for", "register_physics"]

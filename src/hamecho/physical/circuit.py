@@ -63,7 +63,7 @@ import numpy as np
 from ..core.gradients import echo_energy_half_difference, estimator_scale, nudges_after_each_step
 from ..core.integrators import EchoResult
 from .device import Measurement
-from .exact import check_linear
+from .exact import ExactFlow, check_linear
 from .host import HostDevice
 from .simulated import LINEAR_PHYSICS
 
@@ -202,6 +202,11 @@ class CircuitDevice(HostDevice):
         return positions, momenta, state
 
     # --- the Device protocol ------------------------------------------------------------------------
+    def twin(self, *, exact: bool = False):
+        """The circuit's continuous-time model, ``ExactFlow``: of the ideal tanks, or with ``exact=True`` of
+        the tanks with their series resistance (ngspice's own integration error no twin knows)."""
+        return ExactFlow(series_resistance=self.series_resistance if exact else 0.0)
+
     def run(self, ham, theta, drives, state, nudges, *, echo, run):
         check_linear(ham, repr(self))
         find_ngspice(self.ngspice)  # refused while tracing, with the way to install it

@@ -16,6 +16,12 @@ nudges added to its momentum after each step, and report what was *measured* alo
 - ``echo_runs() > 1`` averages the estimates of that many echo pairs; before each further pair the device
   runs the forward pass again (a physical state cannot be copied, only prepared anew).
 
+For the other learning rules a device also reports, from one forward run, the state it measured before
+every step (:meth:`Device.forward_measured`, what ``hamecho.PhysicsAware`` linearises its twin at), and
+names its twin (:meth:`Device.twin`: the differentiable model it was built to implement, or with
+``exact=True`` the one that also knows its deterministic imperfections); ``hamecho.SPSA`` needs only
+the forward pass.
+
 A device is a hashable frozen dataclass (a static argument of jitted functions). It cannot be
 differentiated by BPTT (``choices.check_compatible`` refuses the combination, with the reason below)
 and runs whole sequences from the zero state (no time chunks).
@@ -29,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from ..core.gradients import echo_energy_half_difference, estimator_scale, nudges_after_each_step
-from ..core.integrators import AbstractIntegrator, EchoResult, leapfrog_step, zero_state
+from ..core.integrators import AbstractIntegrator, EchoResult, Leapfrog, leapfrog_step, zero_state
 
 NOT_DIFFERENTIABLE_BECAUSE = ("a physical device is measured, not computed: there is no derivative of its dynamics "
                               "to take, and RHEL's echo is how it learns")
@@ -62,6 +68,7 @@ class Device(AbstractIntegrator):
     differentiable: ClassVar[bool] = False
     not_differentiable_because: ClassVar[str] = NOT_DIFFERENTIABLE_BECAUSE
     starts_from_state: ClassVar[bool] = False
+    measures_states: ClassVar[bool] = True
     dtype: ClassVar[str] = "auto"
 
     def label(self) -> str:
@@ -83,6 +90,16 @@ class Device(AbstractIntegrator):
         """How many echo pairs the estimate averages (1 unless the device says otherwise)."""
         return 1
 
+    def twin(self, *, exact: bool = False) -> AbstractIntegrator:
+        """The differentiable model of this device that ``hamecho.PhysicsAware`` backpropagates through.
+
+        ``exact=False``: the model the device was built to implement (here the model's own leapfrog);
+        ``exact=True``: the model that also knows the device's deterministic imperfections (a subclass
+        with such imperfections overrides this; noise and rounding no twin knows).
+        """
+        del exact
+        return Leapfrog()
+
     # --- the integrator's two methods, in terms of run() ---------------------------------------------
     def forward(self, ham, theta, drives, initial_state=None):
         """Positions (L, N, P) and the device's final state, one run from the zero state."""
@@ -90,6 +107,15 @@ class Device(AbstractIntegrator):
             raise ValueError(f"{self.label()} runs whole sequences from the zero state")
         measured = self.run(ham, theta, drives, zero_state(ham, theta, drives), None, echo=False, run=0)
         return measured.positions, measured.final_state
+
+    def forward_measured(self, ham, theta, drives):
+        """One forward run from the zero state: the positions (L, N, P) and the state measured before every
+        step, (φ_{k−1}, π_{k−1}) each (L, N, P): the measured position after the previous step and the
+        measured momentum before the step's kick (before the first step: the zero state it starts from)."""
+        measured = self.run(ham, theta, drives, zero_state(ham, theta, drives), None, echo=False, run=0)
+        positions, zeros = measured.positions, jnp.zeros_like(measured.positions[:1])
+        before = lambda a: jnp.concatenate([zeros, a], axis=0)  # the device starts at rest: nothing to measure
+        return positions, (before(positions[:-1]), before(measured.momenta_before[1:]))
 
     def echo(self, ham, rhel, rule, theta, drives, final_state, cotangents, final_state_cotangent=None):
         """The two nudged echoes on the device, and RHEL's estimates at their measured states.

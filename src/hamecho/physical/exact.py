@@ -11,7 +11,8 @@ one step this linear system has the exact solution x_{k+1} = e^M x_k + (∫₀¹
 once per channel from the matrix exponential of the augmented 3×3 matrix [[M, b], [0, 0]]. BPTT through
 it is the gradient of the ideal (or lossy) circuit's own loss:
 ``value_and_grad(model, x, y, gradient=BPTT(), integrator=ExactFlow(series_resistance=R))``.
-BPTT only, and the linear HRU only.
+BPTT only, and the linear HRU only. It starts from any state, so it is also the circuit's twin for
+``hamecho.PhysicsAware`` (``CircuitDevice.twin()``).
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ class ExactFlow(AbstractIntegrator):
     """The linear HRU's exact continuous-time flow per step, drive held (module docstring); BPTT only."""
 
     dtype: ClassVar[str] = "auto"
+    starts_from_state: ClassVar[bool] = True
     series_resistance: float = 0.0
 
     def __post_init__(self):
@@ -59,10 +61,11 @@ class ExactFlow(AbstractIntegrator):
             raise ValueError(f"series_resistance must be a finite number ≥ 0 (ohms); got {value!r}")
 
     def forward(self, ham, theta, drives, initial_state=None):
-        """Positions (L, N, P) after each step and the final state, from the zero state."""
+        """Positions (L, N, P) after each step and the final state, from ``initial_state`` (default: zero)."""
         check_linear(ham, repr(self))
-        if initial_state is not None:
-            raise ValueError(f"{self!r} runs whole sequences from the zero state")
+        if initial_state is None:
+            initial_state = zero_state(ham, theta, drives)
+        initial_state = tuple(s.astype(drives.dtype) for s in initial_state)
         transition, response = step_matrices(theta, self.series_resistance)
         transition, response = transition.astype(drives.dtype), response.astype(drives.dtype)
 
@@ -72,7 +75,7 @@ class ExactFlow(AbstractIntegrator):
             new_momentum = transition[:, 1, 0] * position + transition[:, 1, 1] * momentum + response[:, 1] * drive
             return (new_position, new_momentum), new_position
 
-        final_state, positions = jax.lax.scan(body, zero_state(ham, theta, drives), drives)
+        final_state, positions = jax.lax.scan(body, initial_state, drives)
         return positions, final_state
 
     def forward_checkpointed(self, ham, theta, drives, every: int):

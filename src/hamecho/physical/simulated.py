@@ -21,6 +21,11 @@ it agrees with the JAX engine to rounding):
                  the ends; None: float64
 ``damping``      friction −γπ the model does not know: each kick also adds −γ·δ·π_before (a lossy medium,
                  forward and echo alike)
+``model_error``  the device realises the model's parameters with a relative error in *every* pass: each
+                 entry of the core's θ becomes θ·(1 + model_error·ξ), ξ ~ N(0, 1) (before the physical
+                 parameters are formed); ``model_drift=False``: one ξ for the device (from ``seed``, the
+                 same in every pass and core: a wrong twin, ``twin.SimulatedTwin`` knows it);
+                 ``model_drift=True``: a fresh ξ for every run (forward, echo, each loss evaluation)
 ``repeats``      average the estimates of N echo pairs, each after a fresh forward run
 ===============  ===========================================================================================
 """
@@ -34,6 +39,7 @@ import numpy as np
 
 from .device import Measurement
 from .host import HostDevice
+from .twin import SimulatedTwin, check_model_error, with_model_error
 
 # The paper's linear HRU is clipped to δ²A ≤ 0.999·4 (hamecho.core.hamiltonians.STABILITY_MARGIN).
 _STABILITY = 0.999 * 4.0
@@ -139,14 +145,18 @@ class SimulatedDevice(HostDevice):
     bits: int | None = None
     full_scale: float = 64.0
     damping: float = 0.0
+    model_error: float = 0.0
+    model_drift: bool = False
     repeats: int = 1
 
     def __post_init__(self):
         super().__post_init__()
         for name in ("noise", "readout_noise", "mismatch", "damping"):
             _check_number(name, getattr(self, name))
-        if not isinstance(self.drift, bool):
-            raise ValueError(f"drift must be True or False; got {self.drift!r}")
+        check_model_error(self.model_error)
+        for name in ("drift", "model_drift"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}")
         _check_number("bits", self.bits, low=2, integer=True, allow_none=True)
         if self.bits is not None and self.bits > 53:
             raise ValueError(f"bits must be at most 53 (a float64 holds the grid's integers exactly); got {self.bits}")
@@ -164,6 +174,14 @@ class SimulatedDevice(HostDevice):
     def echo_runs(self) -> int:
         return self.repeats
 
+    def twin(self, *, exact: bool = False):
+        """The model's leapfrog; ``exact=True``: the one that also knows the friction and the fixed model error
+        (``SimulatedTwin``; a drifting error is random, and the nominal model is its mean)."""
+        fixed_error = 0.0 if self.model_drift else self.model_error
+        if not exact or not (self.damping or fixed_error):
+            return super().twin()
+        return SimulatedTwin(damping=self.damping, model_error=fixed_error, seed=self.seed)
+
     def run(self, ham, theta, drives, state, nudges, *, echo, run):
         physics_for(ham)  # an unknown Hamiltonian is refused while tracing, with the way out
         return super().run(ham, theta, drives, state, nudges, echo=echo, run=run)
@@ -180,6 +198,7 @@ class SimulatedDevice(HostDevice):
     def run_on_host(self, ham, theta, drives, state, nudges, *, echo, run, rng):
         del run  # fresh noise per run comes through rng
         physics = physics_for(ham)
+        theta = with_model_error(theta, self.model_error, self.seed, rng if self.model_drift else None)
         params = self.device_parameters(physics, theta, echo=echo, rng=rng)
         step = physics.step(params)
         grid = Grid(self.bits, self.full_scale)

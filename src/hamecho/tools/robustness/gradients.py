@@ -55,8 +55,8 @@ def gradient_sweep(knob: str, *, problems=tuple(PROBLEMS), levels=None, setup: G
                     if knob == "damping":
                         damped = gradients_of(model, x, y, gradient=BPTT(), integrator=DampedLeapfrog(damping=level))
                     for seed in seeds:
-                        grads = gradients_of(model, x, y, gradient=rule.gradient(eps),
-                                             integrator=device_for(knob, level, seed))
+                        device = device_for(knob, level, seed)
+                        grads = gradients_of(model, x, y, gradient=rule.gradient(eps, device), integrator=device)
                         row = {"problem": problem, "knob": knob, "rule": rule.name, "level": level, "seed": seed,
                                "eps": eps, "length": length, "nudge_rms": nudge, **compare(grads, reference, model)}
                         if damped is not None:

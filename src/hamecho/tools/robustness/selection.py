@@ -11,19 +11,12 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from ...nn.hssm import trainable
+from ...nn.hssm import after_last_core, trainable  # after_last_core: the selector SPSA uses too
 
 
 def core_arrays(model) -> list:
     """Selector: every HRU's θ and B, the arrays whose gradient RHEL computes from the echo alone."""
     return [node for block in model.blocks for node in (block.hru.theta, block.hru.B)]
-
-
-def after_last_core(model) -> list:
-    """Selector: what comes after the last core (its C, D and GLU, and the head): the arrays whose gradient
-    passes through no echo."""
-    last = model.blocks[-1]
-    return [last.hru.C, last.hru.D, last.glu, model.head]
 
 
 def selection(model, where) -> object:

@@ -85,7 +85,7 @@ def train_on_device(data, setup: TrainingSetup, device, seed: int, progress=None
     x_train, y_train = np.asarray(data.x_train, np.float64), np.asarray(data.y_train)
     rng = np.random.default_rng(seed)
     batch = min(setup.batch, len(y_train))
-    gradient = rule.gradient(setup.eps)
+    gradient = rule.gradient(setup.eps, device)
     losses = []
     for step in range(setup.steps):
         rows = rng.choice(len(y_train), batch, replace=False)
