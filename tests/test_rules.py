@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from gradient_checks import core_grads, cosine, flat, rel_err
 
 import hamecho as he
-from hamecho.core.engine import hamiltonian_core
 from hamecho.core.gradients import spsa_estimate
 from hamecho.core.hamiltonians import LINEAR_HAMILTONIAN, NONLINEAR_HAMILTONIAN
 from hamecho.nn.hssm import through_cores
@@ -35,37 +35,15 @@ def _problem(hru: str, seed: int = 0):
     return ham, theta, jax.random.normal(k[2], (L, N, P)), jax.random.normal(k[3], (L, N, P))
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2))
-def _core_grads(ham, gradient, integrator, theta, drives, cotangents):
-    """(∂θ, ∂drives) of ⟨cotangents, positions⟩ through one core."""
-    _, vjp = jax.vjp(lambda t, d: hamiltonian_core(ham, t, d, gradient=gradient, integrator=integrator),
-                     theta, drives)
-    return vjp(cotangents)
-
-
-def _flat(grads) -> np.ndarray:
-    return np.concatenate([np.ravel(np.asarray(a)) for a in jax.tree_util.tree_leaves(grads)])
-
-
-def _rel_err(grads, reference) -> float:
-    g, r = _flat(grads), _flat(reference)
-    return float(np.max(np.abs(g - r)) / np.max(np.abs(r)))
-
-
-def _cosine(a, b) -> float:
-    a, b = _flat(a), _flat(b)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
 # --- physics-aware training ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("hru", ["linear", "nonlinear"])
 def test_physics_aware_on_the_ideal_device_is_bptt(hru):
     """Measured to rounding: the measured states are the leapfrog's, and the twin is the leapfrog."""
     ham, theta, drives, cot = _problem(hru)
-    bptt = _core_grads(ham, he.BPTT(), he.Leapfrog(), theta, drives, cot)
+    bptt = core_grads(ham, he.BPTT(), he.Leapfrog(), theta, drives, cot)
     for device in (IdealDevice(), SimulatedDevice()):
-        assert _rel_err(_core_grads(ham, he.PhysicsAware(), device, theta, drives, cot), bptt) < 1e-12
+        assert rel_err(core_grads(ham, he.PhysicsAware(), device, theta, drives, cot), bptt) < 1e-12
 
 
 def test_physics_aware_with_the_exact_twin_is_the_devices_own_bptt():
@@ -73,11 +51,11 @@ def test_physics_aware_with_the_exact_twin_is_the_devices_own_bptt():
     is BPTT of the device's own dynamics; with the nominal twin (the model's leapfrog) it is not."""
     ham, theta, drives, cot = _problem("nonlinear")
     device = SimulatedDevice(damping=0.05, model_error=0.2, seed=3)
-    own = _core_grads(ham, he.BPTT(), SimulatedTwin(damping=0.05, model_error=0.2, seed=3), theta, drives, cot)
-    exact = _core_grads(ham, he.PhysicsAware(twin=device.twin(exact=True)), device, theta, drives, cot)
-    nominal = _core_grads(ham, he.PhysicsAware(), device, theta, drives, cot)
-    assert _rel_err(exact, own) < 1e-10
-    assert _rel_err(nominal, own) > 1e-2
+    own = core_grads(ham, he.BPTT(), SimulatedTwin(damping=0.05, model_error=0.2, seed=3), theta, drives, cot)
+    exact = core_grads(ham, he.PhysicsAware(twin=device.twin(exact=True)), device, theta, drives, cot)
+    nominal = core_grads(ham, he.PhysicsAware(), device, theta, drives, cot)
+    assert rel_err(exact, own) < 1e-10
+    assert rel_err(nominal, own) > 1e-2
 
 
 def test_a_wrong_twin_hurts_physics_aware_more_than_rhel_and_damping_the_reverse():
@@ -91,14 +69,14 @@ def test_a_wrong_twin_hurts_physics_aware_more_than_rhel_and_damping_the_reverse
     ham, theta, drives, cot = _problem("linear")
     rhel = he.RHEL(eps=1e-3)
     wrong = SimulatedDevice(model_error=0.2, seed=1)
-    own = _core_grads(ham, he.BPTT(), SimulatedTwin(model_error=0.2, seed=1), theta, drives, cot)
-    rhel_cosine = _cosine(_core_grads(ham, rhel, wrong, theta, drives, cot), own)
-    aware_cosine = _cosine(_core_grads(ham, he.PhysicsAware(), wrong, theta, drives, cot), own)
+    own = core_grads(ham, he.BPTT(), SimulatedTwin(model_error=0.2, seed=1), theta, drives, cot)
+    rhel_cosine = cosine(core_grads(ham, rhel, wrong, theta, drives, cot), own)
+    aware_cosine = cosine(core_grads(ham, he.PhysicsAware(), wrong, theta, drives, cot), own)
     assert rhel_cosine > 0.97 and aware_cosine < rhel_cosine - 0.05
     lossy = SimulatedDevice(damping=0.1)
-    own = _core_grads(ham, he.BPTT(), DampedLeapfrog(damping=0.1), theta, drives, cot)
-    rhel_error = _rel_err(_core_grads(ham, rhel, lossy, theta, drives, cot), own)
-    aware_error = _rel_err(_core_grads(ham, he.PhysicsAware(twin=DampedLeapfrog(damping=0.1)), lossy, theta,
+    own = core_grads(ham, he.BPTT(), DampedLeapfrog(damping=0.1), theta, drives, cot)
+    rhel_error = rel_err(core_grads(ham, rhel, lossy, theta, drives, cot), own)
+    aware_error = rel_err(core_grads(ham, he.PhysicsAware(twin=DampedLeapfrog(damping=0.1)), lossy, theta,
                                        drives, cot), own)
     assert aware_error < 1e-10 and rhel_error > 1e-2
 
@@ -106,9 +84,9 @@ def test_a_wrong_twin_hurts_physics_aware_more_than_rhel_and_damping_the_reverse
 def test_physics_aware_is_refused_on_a_digital_integrator_and_with_a_twin_that_cannot_start_from_a_state():
     ham, theta, drives, cot = _problem("linear")
     with pytest.raises(ValueError, match="measures nothing"):
-        _core_grads(ham, he.PhysicsAware(), he.Leapfrog(), theta, drives, cot)
+        core_grads(ham, he.PhysicsAware(), he.Leapfrog(), theta, drives, cot)
     with pytest.raises(ValueError, match="twin of"):
-        _core_grads(ham, he.PhysicsAware(twin=IdealDevice()), SimulatedDevice(), theta, drives, cot)
+        core_grads(ham, he.PhysicsAware(twin=IdealDevice()), SimulatedDevice(), theta, drives, cot)
     with pytest.raises(ValueError, match="twin must be"):
         he.PhysicsAware(twin="leapfrog")
 
@@ -174,9 +152,9 @@ def test_spsa_on_a_device_approaches_bptt_and_is_exact_after_the_last_core():
     import equinox as eqx
     perturbed = through_cores(model)
     exact = jax.tree_util.tree_map(lambda t, p: t and not p, he.trainable(model), perturbed)
-    assert _rel_err(eqx.filter(spsa, exact), eqx.filter(bptt, exact)) < 1e-12
-    assert _cosine(eqx.filter(spsa, perturbed), eqx.filter(bptt, perturbed)) > 0.9
-    assert _flat(eqx.filter(spsa, perturbed)).size > 0 and _flat(eqx.filter(spsa, exact)).size > 0
+    assert rel_err(eqx.filter(spsa, exact), eqx.filter(bptt, exact)) < 1e-12
+    assert cosine(eqx.filter(spsa, perturbed), eqx.filter(bptt, perturbed)) > 0.9
+    assert flat(eqx.filter(spsa, perturbed)).size > 0 and flat(eqx.filter(spsa, exact)).size > 0
 
 
 def test_spsa_refuses_memory_strategies_and_differentiating_a_core():
@@ -185,7 +163,7 @@ def test_spsa_refuses_memory_strategies_and_differentiating_a_core():
         he.value_and_grad(model, x, y, gradient=he.SPSA(), memory=he.RecomputeBlocks())
     ham, theta, drives, cot = _problem("linear")
     with pytest.raises(ValueError, match="loss evaluations"):
-        _core_grads(ham, he.SPSA(), SimulatedDevice(), theta, drives, cot)
+        core_grads(ham, he.SPSA(), SimulatedDevice(), theta, drives, cot)
     for bad in ({"n_perturbations": 0}, {"scale": 0.0}, {"scale": float("nan")}, {"seed": -1}):
         with pytest.raises(ValueError):
             he.SPSA(**bad)
