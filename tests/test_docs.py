@@ -306,7 +306,8 @@ def test_api_page_gives_the_whole_hssm_signature():
         default = parameter.default
         if default is not inspect.Parameter.empty and not isinstance(default, str):
             given = re.search(rf"\b{name}=([^,]+)", shown).group(1)
-            assert (given == "None" and default is None) or float(given) == default, \
+            same = given == str(default) if default is None or isinstance(default, bool) else float(given) == default
+            assert same, \
                 f"api.md gives {name} the default {given}, the code {default}"
         elif isinstance(default, str):
             assert f'{name}="{default}"' in shown, f"api.md's {name}= does not show its default {default!r} first"

@@ -1,6 +1,6 @@
 """Data parallelism on JAX's own runtime: the batch split over a mesh axis, the model replicated.
 
-    mesh = jax.make_mesh((jax.device_count(),), ("batch",))
+    mesh = Mesh(np.array(jax.devices()), ("batch",))
     dp = hamecho.data_parallel(mesh)                 # or hamecho.data_parallel() over every device
     model, opt_state = dp.replicate((model, opt_state))
     x, y = dp.shard(x, y)                            # the global batch, split along its first axis
