@@ -319,3 +319,26 @@ def test_a_lost_process_is_described_in_one_line():
     assert code == 1 and line.startswith("lost contact with another process of this run (UNKNOWN: Gloo")
     assert describe_failure(ValueError("the batch size 8 is not a multiple of the 3 devices")) == (
         "the batch size 8 is not a multiple of the 3 devices", 2)
+
+
+def test_a_mesh_from_jax_make_mesh_trains(monkeypatch):
+    """jax.make_mesh's default axes are Explicit, under which the model's vmap over a split batch is refused;
+    the helper uses the same devices with Auto axes, and the step equals the unsharded one."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from jax.sharding import AxisType
+
+    mesh = jax.make_mesh((jax.device_count(),), ("batch",))
+    assert set(mesh.axis_types) == {AxisType.Explicit}      # the premise: otherwise this test tests nothing
+    dp = he.data_parallel(mesh)
+    assert dp.mesh.axis_types == (AxisType.Auto,) and list(dp.mesh.devices.flat) == list(mesh.devices.flat)
+    model = he.HSSM(in_dim=2, out_dim=3, hidden=8, state=4, blocks=1, key=jax.random.key(0))
+    optimizer = optax.adam(1e-3)
+    opt_state = he.init_optimizer(optimizer, model)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 10, 2)), dtype=jnp.float32)
+    y = jnp.array([0, 1, 2, 0])
+    _, _, plain = he.train_step(model, opt_state, x, y, optimizer, key=jax.random.key(1))
+    model, opt_state = dp.replicate((model, opt_state))
+    _, _, sharded = he.train_step(model, opt_state, *dp.shard(x, y), optimizer, key=jax.random.key(1))
+    assert abs(float(sharded) - float(plain)) <= 1e-6 * abs(float(plain))

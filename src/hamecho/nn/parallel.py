@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import equinox as eqx
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 __all__ = ["DataParallel", "data_parallel"]
 
@@ -51,6 +51,12 @@ class DataParallel:
     def __post_init__(self):
         if self.axis not in self.mesh.axis_names:
             raise ValueError(f"the mesh has axes {tuple(self.mesh.axis_names)}, not the batch axis {self.axis!r}")
+        if any(kind != AxisType.Auto for kind in self.mesh.axis_types):
+            # jax.make_mesh's default axes are Explicit: sharding becomes part of every array's type, and the
+            # model's vmap over a batch-split x beside unsplit per-sample keys is refused. The same devices
+            # with Auto axes leave the placement to XLA's partitioner, which is what this class is written for.
+            auto = Mesh(self.mesh.devices, self.mesh.axis_names, axis_types=(AxisType.Auto,) * len(self.mesh.axis_names))
+            object.__setattr__(self, "mesh", auto)
 
     @property
     def batch(self) -> NamedSharding:
@@ -110,7 +116,8 @@ class DataParallel:
 
 def data_parallel(mesh: Mesh | None = None, *, axis: str = "batch", devices=None) -> DataParallel:
     """Data parallelism over ``axis`` of ``mesh``; with no mesh, a one-axis mesh over ``devices``
-    (default: every device of every process, ``jax.devices()``)."""
+    (default: every device of every process, ``jax.devices()``). A mesh with Explicit axes (what
+    ``jax.make_mesh`` gives by default) is used with the same devices and Auto axes."""
     if mesh is None:
         devices = jax.devices() if devices is None else list(devices)
         if not devices:
