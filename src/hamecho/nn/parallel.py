@@ -55,7 +55,8 @@ class DataParallel:
             # jax.make_mesh's default axes are Explicit: sharding becomes part of every array's type, and the
             # model's vmap over a batch-split x beside unsplit per-sample keys is refused. The same devices
             # with Auto axes leave the placement to XLA's partitioner, which is what this class is written for.
-            auto = Mesh(self.mesh.devices, self.mesh.axis_names, axis_types=(AxisType.Auto,) * len(self.mesh.axis_names))
+            names = self.mesh.axis_names
+            auto = Mesh(self.mesh.devices, names, axis_types=(AxisType.Auto,) * len(names))
             object.__setattr__(self, "mesh", auto)
 
     @property
