@@ -12,6 +12,10 @@ Names:
   is the official 10,000 test images; the official 60,000 training images are split 90/10 into train/validation
   with the same seeded, stored index file mechanism.
 * ``synthetic/first5`` and ``synthetic/ppg``: see :mod:`hamecho.data.synthetic`.
+* ``generated/<task>`` (``first5``, ``adding``, ``ppg``, ``noise_padded``: ``GENERATED_TASKS``): a
+  :class:`hamecho.data.generated.GeneratedSplits` *source*, not arrays: every batch is made on demand from (seed,
+  split, index), so a dataset at L = 10⁶ costs nothing until a batch is drawn. The training loop and its evaluator
+  (``hamecho train``) take it as they take a ``DatasetSplits``; ``.materialise()`` gives arrays.
 
 A path to a data file of your own (a ``Path``, or a string ending in ``.npz``, ``.csv``, ``.parquet``, ``.pq``,
 ``.ts``, ``.arff``, ``.tsv`` or starting with ``.``, ``/`` or ``~``) is read by :func:`hamecho.data.files.load_file`.
@@ -146,10 +150,18 @@ def _load_ppg(root, seed, time_channel, length, num_samples, split_dir, window, 
     )
 
 
-def _load_synthetic(task, seed, time_channel, length, num_samples):
-    length = SYNTHETIC_LENGTH if length is None else int(length)
+def synthetic_sizes(num_samples: int | None) -> tuple[int, int, int]:
+    """(train, validation, test) sizes of a synthetic or generated task of ``num_samples`` samples
+    (default ``SYNTHETIC_SAMPLES``): 70/15/15, rounded down at each cut."""
     n = SYNTHETIC_SAMPLES if num_samples is None else int(num_samples)
     a, b = int(0.7 * n), int(0.85 * n)
+    return a, b - a, n - b
+
+
+def _load_synthetic(task, seed, time_channel, length, num_samples):
+    length = SYNTHETIC_LENGTH if length is None else int(length)
+    train, val, test = synthetic_sizes(num_samples)
+    a, b, n = train, train + val, train + val + test
     parts = {"train": np.arange(a), "val": np.arange(a, b), "test": np.arange(b, n)}
     source = f"generated (numpy PCG64, seed {seed})"
     if task == "first5":
@@ -166,8 +178,9 @@ def load(name: str | Path, root: str | Path | None = None, *, seed: int = DEFAUL
          length: int | None = None, num_samples: int | None = None, split_dir: str | Path | None = None,
          download: bool | None = None, ppg_window: int = 49_920, ppg_stride: int | None = 4_992,
          **file_options) -> DatasetSplits:
-    """Load a dataset by name (``uea/<Name>``, ``ucr/<Name>``, ``ppg``, ``fashion-mnist``, ``synthetic/<task>``)
-    or from a file of your own (a path: see :func:`hamecho.data.files.load_file`, which gets ``seed``,
+    """Load a dataset by name (``uea/<Name>``, ``ucr/<Name>``, ``ppg``, ``fashion-mnist``, ``synthetic/<task>``;
+    ``generated/<task>`` gives a ``GeneratedSplits`` source instead, module docstring) or from a file of your own
+    (a path: see :func:`hamecho.data.files.load_file`, which gets ``seed``,
     ``time_channel``, ``length``, ``num_samples``, ``split_dir`` and ``file_options`` such as ``test_path``,
     ``label_column`` or ``missing``; ``root`` and ``download`` do not apply to files).
 
@@ -193,14 +206,31 @@ def load(name: str | Path, root: str | Path | None = None, *, seed: int = DEFAUL
                              split_dir, download)
     if kind == "synthetic":
         return _load_synthetic(ds, seed, time_channel, length, num_samples)
+    if kind == "generated":
+        return _load_generated(ds, seed, time_channel, length, num_samples)
     if kind == "ppg":
         return _load_ppg(root, seed, time_channel, length, num_samples, split_dir, ppg_window, ppg_stride)
     return _load_fashion(root, seed, time_channel, length, num_samples, split_dir, download)
 
 
+def _generated_tasks() -> tuple[str, ...]:
+    from .generated import GENERATED_TASKS  # generated.py reads archives through load: imported when needed
+
+    return tuple(GENERATED_TASKS)
+
+
+def _load_generated(task, seed, time_channel, length, num_samples):
+    from .generated import generated
+
+    if time_channel:
+        raise ValueError("time_channel does not apply to generated/<task> sources; leave it false")
+    return generated(task, length=SYNTHETIC_LENGTH if length is None else int(length),
+                     sizes=synthetic_sizes(num_samples), seed=seed)
+
+
 def _parse_name(name: str) -> tuple[str, str | None]:
-    """(kind, dataset) of a dataset name: ("uea" or "ucr", <Name>), ("synthetic", <task>), ("ppg", None) or
-    ("fashion-mnist", None); ``ValueError`` for a name of no known form."""
+    """(kind, dataset) of a dataset name: ("uea" or "ucr", <Name>), ("synthetic" or "generated", <task>),
+    ("ppg", None) or ("fashion-mnist", None); ``ValueError`` for a name of no known form."""
     key = name.strip()
     low = key.lower()
     if "/" in key:
@@ -210,13 +240,16 @@ def _parse_name(name: str) -> tuple[str, str | None]:
             return kind, ds
         if kind == "synthetic" and ds.lower() in SYNTHETIC_TASKS:
             return kind, ds.lower()
+        if kind == "generated" and ds.lower() in _generated_tasks():
+            return kind, ds.lower()
     elif low in PPG_NAMES:
         return "ppg", None
     elif low in FASHION_NAMES:
         return "fashion-mnist", None
     raise ValueError(
         f"unknown dataset name {name!r}; expected uea/<Name>, ucr/<Name>, ppg, fashion-mnist, "
-        + ", ".join(f"synthetic/{t}" for t in SYNTHETIC_TASKS)
+        + ", ".join(f"synthetic/{t}" for t in SYNTHETIC_TASKS) + ", "
+        + ", ".join(f"generated/{t}" for t in _generated_tasks())
         + " or the path of a data file (.npz, .csv, .parquet, .ts, .arff, .tsv)"
     )
 
@@ -236,6 +269,8 @@ def locate(name: str | Path, root: str | Path | None = None, *, download: bool |
         return f"{where}: {train_path.name}, {test_path.name}"
     if kind == "synthetic":
         return "generated"
+    if kind == "generated":
+        return "generated on demand, batch by batch"
     if kind == "ppg":
         return sources.find_ppg(root)[1]
     return sources.find_fashion(root, download)[1]
@@ -244,20 +279,25 @@ def locate(name: str | Path, root: str | Path | None = None, *, download: bool |
 def check_dataset_name(name: str) -> str | None:
     """What is wrong with ``name`` as a dataset name for :func:`load`, or None when it has a known form.
 
-    Only the form is checked (``uea/<Name>``, ``ucr/<Name>``, ``ppg``, ``fashion-mnist``, ``synthetic/<task>``);
+    Only the form is checked (``uea/<Name>``, ``ucr/<Name>``, ``ppg``, ``fashion-mnist``, ``synthetic/<task>``,
+    ``generated/<task>``);
     whether the files are there is found out by :func:`load`. The text continues "<key> ...", as in
     ``"data.name must be a dataset name: ..."``.
     """
     text = name.strip()
     kind, sep, rest = text.partition("/")
     synthetic = ", ".join(f"synthetic/{task}" for task in SYNTHETIC_TASKS)
+    generated = ", ".join(f"generated/{task}" for task in _generated_tasks())
     if text.lower() in PPG_NAMES + FASHION_NAMES:
         return None
     if sep and kind.lower() in ARCHIVES and rest and "/" not in rest:
         return None
     if sep and kind.lower() == "synthetic":
         return None if rest.lower() in SYNTHETIC_TASKS else f"synthetic task {rest!r} is unknown; allowed: {synthetic}"
-    return f"must be a dataset name: uea/<Name>, ucr/<Name>, ppg, fashion-mnist, {synthetic}"
+    if sep and kind.lower() == "generated":
+        known = rest.lower() in _generated_tasks()
+        return None if known else f"generated task {rest!r} is unknown; allowed: {generated}"
+    return f"must be a dataset name: uea/<Name>, ucr/<Name>, ppg, fashion-mnist, {synthetic}, {generated}"
 
 
 def list_datasets(root: str | Path | None = None) -> list[tuple[str, str]]:

@@ -29,7 +29,7 @@ from ..core.gradients import BPTT
 from ..nn.parallel import DataParallel
 from .state import LoopState
 
-__all__ = ["EarlyStopping", "EvalSplit", "Evaluator", "evaluate_split", "is_better", "metric_name"]
+__all__ = ["EarlyStopping", "EvalSplit", "Evaluator", "evaluate_split", "is_better", "metric_name", "split_reader"]
 
 
 def metric_name(task: str) -> str:
@@ -46,40 +46,56 @@ def is_better(task: str, value: float, best: float | None, *, strict: bool) -> b
     return value < best if strict else value <= best
 
 
+def split_reader(data, split: str, dtype) -> tuple[int, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]]:
+    """(size, read) of one split of ``data``: ``read(indices)`` gives (x in ``dtype``, y: int32 labels or targets
+    in ``dtype``) of those samples. ``data``: a ``DatasetSplits`` (arrays, converted once) or a source with
+    ``batch(split, indices)`` (``hamecho.data.generated.GeneratedSplits``: only the samples asked for are made)."""
+    def convert(x, y):
+        return x.astype(dtype, copy=False), y.astype(np.int32 if data.task == "classification" else dtype, copy=False)
+
+    if hasattr(data, "batch"):
+        return data.size(split), lambda indices: convert(*data.batch(split, indices))
+    x, y = convert(getattr(data, f"x_{split}"), getattr(data, f"y_{split}"))
+    return len(x), lambda indices: (x[indices], y[indices])
+
+
 @dataclass(frozen=True)
 class EvalSplit:
-    """One evaluation split, padded to a whole number of batches (padding is masked out).
+    """One evaluation split, read batch by batch and padded to a whole batch (padding is masked out).
 
     A batch is a multiple of ``multiple`` samples (the devices a data-parallel run splits it over).
-    x (count + pad, L, C) in the run's dtype; y int32 labels (count + pad,) or targets
-    (count + pad, L // k, out); mask (count + pad,) 1 for real samples; batch: samples per call;
-    per_sample: numbers averaged per sample (regression: L // k · out; classification: 1).
+    count: real samples; read(indices) -> (x (n, L, C) in the run's dtype, y int32 labels (n,) or targets
+    (n, L // k, out)) (:func:`split_reader`); batch: samples per call; per_sample: numbers averaged per sample
+    (regression: L // k · out; classification: 1).
     """
 
-    x: np.ndarray
-    y: np.ndarray
-    mask: np.ndarray
     count: int
+    read: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
     batch: int
     per_sample: int
 
     @classmethod
-    def from_arrays(cls, x: np.ndarray, y: np.ndarray, task: str, dtype, eval_batch: int,
-                    multiple: int = 1) -> EvalSplit:
-        n = len(x)
-        batch = -(-max(1, min(eval_batch, n)) // multiple) * multiple
-        pad = -(-n // batch) * batch - n
-        x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]).astype(dtype) if pad else x.astype(dtype)
-        if task == "classification":
-            y = y.astype(np.int32)
-            per_sample = 1
-        else:
-            y = y.astype(dtype)
-            per_sample = int(np.prod(y.shape[1:]))
+    def from_data(cls, data, split: str, dtype, eval_batch: int, multiple: int = 1) -> EvalSplit:
+        """``split`` of a ``DatasetSplits`` or a generated source (:func:`split_reader`)."""
+        count, read = split_reader(data, split, dtype)
+        batch = -(-max(1, min(eval_batch, count)) // multiple) * multiple
+        per_sample = 1 if data.task == "classification" else data.out_dim * (data.length // data.output_step)
+        return cls(count, read, batch, per_sample)
+
+    def starts(self) -> range:
+        """The first sample of every batch."""
+        return range(0, self.count, self.batch)
+
+    def arrays(self, start: int, rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x, y, mask) of ``rows`` of the batch starting at ``start``, samples past the end zero with mask 0."""
+        index = np.arange(start, start + self.batch)[rows]
+        real = index[index < self.count]
+        x, y = self.read(real)
+        pad = len(index) - len(real)
         if pad:
+            x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
             y = np.concatenate([y, np.zeros((pad,) + y.shape[1:], y.dtype)])
-        mask = np.concatenate([np.ones(n, dtype), np.zeros(pad, dtype)])
-        return cls(x, y, mask, n, batch, per_sample)
+        return x, y, (index < self.count).astype(x.dtype)
 
 
 @eqx.filter_jit
@@ -108,12 +124,11 @@ def evaluate_split(model, split: EvalSplit, task: str, choices: Choices = INFERE
     if split.count == 0:
         return float("nan"), float("nan")
     metric_sum = loss_sum = 0.0
-    for start in range(0, len(split.x), split.batch):
-        batch = slice(start, start + split.batch)
-        arrays = split.x[batch], split.y[batch], split.mask[batch]
-        if layout is not None:
-            rows = layout.local_rows(split.batch)
-            arrays = layout.from_local(*(a[rows] for a in arrays), batch=split.batch)
+    for start in split.starts():
+        if layout is None:
+            arrays = split.arrays(start)
+        else:
+            arrays = layout.from_local(*split.arrays(start, layout.local_rows(split.batch)), batch=split.batch)
         metric, loss = _batch_sums(model, *arrays, choices)
         metric_sum += float(metric)
         loss_sum += float(loss)
@@ -135,13 +150,12 @@ class Evaluator:
     @classmethod
     def for_data(cls, data, dtype, eval_batch: int, eval_train: bool, choices: Choices = INFERENCE,
                  layout: DataParallel | None = None) -> Evaluator:
-        """The splits of a ``hamecho.data.DatasetSplits`` in ``dtype``, ``eval_batch`` samples per call
-        (rounded up to a multiple of a data-parallel ``layout``'s devices); ``choices``: how the cores run
-        (:func:`evaluate_split`)."""
-        def split(x, y):
-            return EvalSplit.from_arrays(x, y, data.task, dtype, eval_batch, 1 if layout is None else layout.size)
-        return cls(data.task, split(data.x_val, data.y_val), split(data.x_test, data.y_test),
-                   split(data.x_train, data.y_train) if eval_train else None, choices, layout)
+        """The splits of a ``hamecho.data.DatasetSplits`` or a generated source (made batch by batch) in
+        ``dtype``, ``eval_batch`` samples per call (rounded up to a multiple of a data-parallel ``layout``'s
+        devices); ``choices``: how the cores run (:func:`evaluate_split`)."""
+        def split(name):
+            return EvalSplit.from_data(data, name, dtype, eval_batch, 1 if layout is None else layout.size)
+        return cls(data.task, split("val"), split("test"), split("train") if eval_train else None, choices, layout)
 
     @property
     def metric(self) -> str:

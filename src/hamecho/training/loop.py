@@ -29,6 +29,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from ..nn.keywords import ALGOS
 from ..nn.parallel import DataParallel
 from .checkpoints import atomic_write_json, checkpoint_exists, resume_checkpoint, save_checkpoint
 from .config import Config, train_choices
-from .evaluation import INFERENCE, EarlyStopping, Evaluator
+from .evaluation import INFERENCE, EarlyStopping, Evaluator, split_reader
 from .locks import RunBusy, RunLock, lock_path
 from .processes import Processes, data_layout, die_if_asked
 from .results import build_result, read_result, run_paths
@@ -139,37 +140,40 @@ def batch_indices(seed: int, step: int, n: int, batch: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TrainingBatches:
-    """The training set in the run's dtype and the batch of every step (:func:`batch_indices`).
+    """The batch of every step (:func:`batch_indices`) of the training set, read from arrays or made on demand.
 
-    x (N, L, C); y int32 labels (N,) or targets (N, L // k, out); size: samples per batch (at most N).
-    layout: data-parallel runs only: each batch is split over its devices, this process feeding its rows.
+    count: samples in the training set; read(indices) -> (x (n, L, C) in the run's dtype, y int32 labels (n,) or
+    targets (n, L // k, out)); size: samples per batch (at most count). layout: data-parallel runs only: each
+    batch is split over its devices, this process reading (or making) its rows only.
     """
 
-    x: np.ndarray
-    y: np.ndarray
+    count: int
+    read: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
     seed: int
     size: int
     layout: DataParallel | None = None
 
     @classmethod
     def from_data(cls, data, dtype, batch_size: int, seed: int, layout: DataParallel | None = None) -> TrainingBatches:
-        y = data.y_train.astype(np.int32) if data.task == "classification" else data.y_train.astype(dtype)
-        size = min(batch_size, len(data.x_train))
+        count, read = split_reader(data, "train", dtype)
+        if count == 0:
+            raise ValueError(f"{data.name}: the training set is empty")
+        size = min(batch_size, count)
         if layout is not None:
             layout.check_batch(size, "the batch size (train.batch_size)")
-        return cls(data.x_train.astype(dtype), y, seed, size, layout)
+        return cls(count, read, seed, size, layout)
 
     @property
     def per_epoch(self) -> int:
-        return max(1, len(self.x) // self.size)
+        return max(1, self.count // self.size)
 
     def at(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) of the batch taken at ``step`` (data-parallel: global arrays, this process's rows read)."""
-        indices = batch_indices(self.seed, step, len(self.x), self.size)
+        indices = batch_indices(self.seed, step, self.count, self.size)
         if self.layout is None:
-            return self.x[indices], self.y[indices]
+            return self.read(indices)
         rows = indices[self.layout.local_rows(self.size)]
-        return self.layout.from_local(self.x[rows], self.y[rows], batch=self.size)
+        return self.layout.from_local(*self.read(rows), batch=self.size)
 
 
 # --- one run in training ---------------------------------------------------------------------------------
