@@ -199,3 +199,12 @@ def test_hamecho_train_trains_on_a_generated_task(tmp_path, capsys):
     result = read_result(tmp_path / "runs" / "gen" / "rhel" / "seed0.json")
     assert result["task"] == "regression" and np.isfinite(result["test_metric"])
     assert result["data"]["length"] == 200 and "generated on demand" in result["data"]["source"]
+
+
+def test_hamecho_data_info_describes_a_source_without_making_it(capsys):
+    from hamecho import cli
+
+    assert cli.main(["data", "info", "generated/first5", "--length", "1000000", "--num-samples", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "cases:     40 (train 28, val 6, test 6)" in out and "length:    1000000 steps" in out
+    assert "4 classes: 0, 1, 2, 3 (made batch by batch, not counted)" in out

@@ -44,7 +44,12 @@ def _info(args: argparse.Namespace) -> int:
     print(f"cases:     {sum(cases.values())} (train {cases['train']}, val {cases['val']}, test {cases['test']})")
     print(f"length:    {info['length']} steps (after padding/truncation)")
     print(f"channels:  {info['channels']}")
-    if ds.task == "classification":
+    if hasattr(ds, "batch"):            # a generated source: samples are made per batch, none is counted here
+        shape = (f"{ds.num_classes} classes: {', '.join(ds.class_names)}" if ds.task == "classification"
+                 else f"{ds.out_dim}-dim targets, one per {ds.output_step} steps")
+        label = "classes" if ds.task == "classification" else "targets"
+        print(f"{label}:   {shape} (made batch by batch, not counted)")
+    elif ds.task == "classification":
         counts = np.bincount(np.concatenate([ds.y_train, ds.y_val, ds.y_test]), minlength=ds.num_classes)
         print(f"classes:   {ds.num_classes}: " + ", ".join(f"{n} ({c})" for n, c in zip(ds.class_names, counts)))
     else:
@@ -63,8 +68,9 @@ def add_command(subparsers) -> None:
     p_list.set_defaults(func=_list)
     p_info = sub.add_parser("info", help="cases, channels, lengths, classes or target range, source")
     p_info.add_argument("name", metavar="NAME_OR_PATH",
-                        help="e.g. ucr/EthanolLevel, uea/BasicMotions, ppg, fashion-mnist, synthetic/first5, or a "
-                             "data file of your own: ./my.npz, ./my.csv, ./my.parquet, ./my.ts, ./my.arff, ./my.tsv")
+                        help="e.g. ucr/EthanolLevel, uea/BasicMotions, ppg, fashion-mnist, synthetic/first5, "
+                             "generated/adding (made on demand), or a data file of your own: "
+                             "./my.npz, ./my.csv, ./my.parquet, ./my.ts, ./my.arff, ./my.tsv")
     p_info.add_argument("--seed", type=int, default=2345)
     p_info.add_argument("--length", type=int, default=None)
     p_info.add_argument("--num-samples", type=int, default=None)
