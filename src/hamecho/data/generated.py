@@ -28,8 +28,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from .archives import ARCHIVES, load_archive
 from .processing import DatasetSplits
-from .registry import load
 
 __all__ = ["GENERATED_TASKS", "SPLITS", "Adding", "First5", "GeneratedSplits", "GeneratedTask", "NoisePadded",
            "PPGLike", "generated"]
@@ -219,11 +219,11 @@ class NoisePadded(GeneratedTask):
     Chi 2019 (*AntisymmetricRNN*, noise-padded CIFAR-10: 32 image rows, then Gaussian noise to 1,000 steps) on an
     archive dataset (default UCR ECG5000: 5 classes, 140 steps, 5,000 heartbeats).
 
-    The series of ``dataset`` (loaded once with ``hamecho.data.load``: the archive protocol and its stored
-    70/15/15 split under ``dataset_seed``) fill the first steps; noise N(0, noise²) fills the rest of every
-    channel. Sample ``index`` of a split is that split's series ``index mod n`` with its own noise, so a split
-    larger than the dataset's repeats series under new noise; the dataset's own split keeps the series of train,
-    validation and test apart.
+    The series of ``dataset`` (an archive name, loaded once as ``hamecho.data.load`` loads it: the archive
+    protocol and its stored 70/15/15 split under ``dataset_seed``) fill the first steps; noise N(0, noise²)
+    fills the rest of every channel. Sample ``index`` of a split is that split's series ``index mod n`` with its
+    own noise, so a split larger than the dataset's repeats series under new noise; the dataset's own split keeps
+    the series of train, validation and test apart.
     """
 
     name: ClassVar[str] = "noise_padded"
@@ -234,7 +234,11 @@ class NoisePadded(GeneratedTask):
 
     @cached_property
     def data(self) -> DatasetSplits:
-        data = load(self.dataset, seed=self.dataset_seed)
+        kind, _, name = self.dataset.partition("/")
+        if kind.lower() not in ARCHIVES or not name:
+            raise ValueError(f"the noise-padded task takes an archive dataset, uea/<Name> or ucr/<Name>; "
+                             f"got {self.dataset!r}")
+        data = load_archive(kind.lower(), name, self.dataset, None, self.dataset_seed, False, None, None, None, None)
         if data.task != "classification":
             raise ValueError(f"{self.dataset} is a {data.task} dataset; the noise-padded task needs class labels")
         return data

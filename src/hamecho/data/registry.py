@@ -28,19 +28,18 @@ from pathlib import Path
 import numpy as np
 
 from . import sources
+from .archives import ARCHIVES, load_archive, read_pair
 from .errors import DataNotFoundError
 from .files import load_file, looks_like_path
-from .formats import ARCHIVE_READERS, read_idx
+from .formats import read_idx
+from .generated import GENERATED_TASKS, generated
 from .ppg import OUTPUT_STEP as PPG_STEP
 from .ppg import ppg_windows
 from .processing import (
     DEFAULT_SEED,
     DatasetSplits,
     add_time_channel,
-    dedup_cases,
     default_split_dir,
-    encode_labels,
-    pad_cases,
     split_indices,
     splits_from_parts,
     subset_indices,
@@ -55,40 +54,6 @@ SYNTHETIC_SAMPLES = 512
 # The names of the single datasets, with their accepted spellings (compared in lower case).
 PPG_NAMES = ("ppg", "ppg-dalia", "ppg_dalia")
 FASHION_NAMES = ("fashion-mnist", "fashion_mnist", "fashionmnist")
-ARCHIVES = ("uea", "ucr")
-
-
-def read_pair(train: Path, test: Path):
-    """Read an archive TRAIN/TEST pair with the reader for its extension; returns ``(X, y)`` for each."""
-    reader = ARCHIVE_READERS[train.suffix]
-    return reader(train), reader(test)
-
-
-def _load_archive(kind, ds, name, root, seed, time_channel, length, num_samples, split_dir, download):
-    (train_path, test_path), where = sources.find_archive_pair(kind, ds, root, download)
-    (x_tr, y_tr), (x_te, y_te) = read_pair(train_path, test_path)
-    cases = x_tr + x_te
-    regression = y_tr.dtype.kind == "f"
-    if (y_te.dtype.kind == "f") != regression:
-        raise ValueError(f"{name}: {train_path.name} and {test_path.name} disagree on classification vs regression")
-    labels = np.concatenate([y_tr, y_te])
-    if labels.size != len(cases):
-        raise ValueError(f"{name}: the files have no class labels or targets; expected a labelled dataset")
-    keep = dedup_cases(cases)
-    cases, labels = [cases[i] for i in keep], labels[keep]
-    chosen = subset_indices(len(cases), num_samples, seed)
-    cases, labels = [cases[i] for i in chosen], labels[chosen]
-    x = pad_cases(cases, length)
-    split_name = name if len(chosen) == len(keep) else f"{name}__subset{len(chosen)}of{len(keep)}"
-    parts = split_indices(split_name, len(cases), seed, split_dir)
-    source = f"{where}: {train_path.name}, {test_path.name}"
-    if regression:
-        y = labels.astype(np.float32)[:, None, None]
-        return splits_from_parts(name, "regression", parts, x, y, num_classes=None, out_dim=1, output_step=x.shape[1],
-                                 class_names=None, source=source, time_channel=time_channel)
-    codes, names = encode_labels(labels)
-    return splits_from_parts(name, "classification", parts, x, codes, num_classes=len(names), out_dim=len(names),
-                             output_step=1, class_names=names, source=source, time_channel=time_channel)
 
 
 def _load_fashion(root, seed, time_channel, length, num_samples, split_dir, download):
@@ -202,7 +167,7 @@ def load(name: str | Path, root: str | Path | None = None, *, seed: int = DEFAUL
                          "name (a file path ends in .npz, .csv, .parquet, .ts, .arff or .tsv)")
     kind, ds = _parse_name(name)
     if kind in ARCHIVES:
-        return _load_archive(kind, ds, f"{kind}/{ds}", root, seed, time_channel, length, num_samples,
+        return load_archive(kind, ds, f"{kind}/{ds}", root, seed, time_channel, length, num_samples,
                              split_dir, download)
     if kind == "synthetic":
         return _load_synthetic(ds, seed, time_channel, length, num_samples)
@@ -213,15 +178,7 @@ def load(name: str | Path, root: str | Path | None = None, *, seed: int = DEFAUL
     return _load_fashion(root, seed, time_channel, length, num_samples, split_dir, download)
 
 
-def _generated_tasks() -> tuple[str, ...]:
-    from .generated import GENERATED_TASKS  # generated.py reads archives through load: imported when needed
-
-    return tuple(GENERATED_TASKS)
-
-
 def _load_generated(task, seed, time_channel, length, num_samples):
-    from .generated import generated
-
     if time_channel:
         raise ValueError("time_channel does not apply to generated/<task> sources; leave it false")
     return generated(task, length=SYNTHETIC_LENGTH if length is None else int(length),
@@ -240,7 +197,7 @@ def _parse_name(name: str) -> tuple[str, str | None]:
             return kind, ds
         if kind == "synthetic" and ds.lower() in SYNTHETIC_TASKS:
             return kind, ds.lower()
-        if kind == "generated" and ds.lower() in _generated_tasks():
+        if kind == "generated" and ds.lower() in GENERATED_TASKS:
             return kind, ds.lower()
     elif low in PPG_NAMES:
         return "ppg", None
@@ -249,7 +206,7 @@ def _parse_name(name: str) -> tuple[str, str | None]:
     raise ValueError(
         f"unknown dataset name {name!r}; expected uea/<Name>, ucr/<Name>, ppg, fashion-mnist, "
         + ", ".join(f"synthetic/{t}" for t in SYNTHETIC_TASKS) + ", "
-        + ", ".join(f"generated/{t}" for t in _generated_tasks())
+        + ", ".join(f"generated/{t}" for t in GENERATED_TASKS)
         + " or the path of a data file (.npz, .csv, .parquet, .ts, .arff, .tsv)"
     )
 
@@ -287,7 +244,7 @@ def check_dataset_name(name: str) -> str | None:
     text = name.strip()
     kind, sep, rest = text.partition("/")
     synthetic = ", ".join(f"synthetic/{task}" for task in SYNTHETIC_TASKS)
-    generated = ", ".join(f"generated/{task}" for task in _generated_tasks())
+    generated = ", ".join(f"generated/{task}" for task in GENERATED_TASKS)
     if text.lower() in PPG_NAMES + FASHION_NAMES:
         return None
     if sep and kind.lower() in ARCHIVES and rest and "/" not in rest:
@@ -295,7 +252,7 @@ def check_dataset_name(name: str) -> str | None:
     if sep and kind.lower() == "synthetic":
         return None if rest.lower() in SYNTHETIC_TASKS else f"synthetic task {rest!r} is unknown; allowed: {synthetic}"
     if sep and kind.lower() == "generated":
-        known = rest.lower() in _generated_tasks()
+        known = rest.lower() in GENERATED_TASKS
         return None if known else f"generated task {rest!r} is unknown; allowed: {generated}"
     return f"must be a dataset name: uea/<Name>, ucr/<Name>, ppg, fashion-mnist, {synthetic}, {generated}"
 
