@@ -217,6 +217,27 @@ def test_rule_gradients_on_the_ideal_device_and_under_damping():
     assert [rows["ideal", r]["passes"] for r in ("rhel", "physics_aware")] == [3, 1]
 
 
+def test_rule_gradients_on_the_circuit_with_and_without_series_resistance():
+    """The circuit column: on ideal LC tanks in ngspice RHEL and physics-aware (its twin ExactFlow) give the
+    circuit's own gradient to the simulator's accuracy; with lossy inductors the physics-aware rule, whose twin
+    knows the resistance, stays there while RHEL, whose echo the loss breaks, falls behind."""
+    from hamecho.physical import CircuitDevice, ExactFlow
+    from hamecho.tools.robustness import comparison as cmp
+    from hamecho.tools.robustness.problems import GradientSetup
+    from hamecho.tools.robustness.rules import RULES
+
+    assert cmp.comparison_device("circuit", 0.1) == CircuitDevice(timestep=0.02, series_resistance=0.1)
+    assert RULES["physics_aware"].gradient(10.0, cmp.comparison_device("circuit", 0.1)) == \
+        he.PhysicsAware(twin=ExactFlow(series_resistance=0.1))
+    setup = cmp.ComparisonSetup(rules=("rhel", "physics_aware"), eps=10.0,
+                                gradient=GradientSetup(length=10, batch=2, hidden=3, state=2, device_seeds=(0,)),
+                                levels={"circuit": (0.0, 0.1)})
+    rows = {(r["level"], r["rule"]): r for r in cmp.rule_gradients(setup)}
+    assert rows[0.0, "rhel"]["cosine"] > 1 - 1e-4 and rows[0.0, "physics_aware"]["cosine"] > 1 - 1e-4
+    assert rows[0.1, "physics_aware"]["cosine"] > 1 - 1e-4
+    assert rows[0.1, "rhel"]["cosine"] < rows[0.1, "physics_aware"]["cosine"]
+
+
 def test_comparison_outputs_from_a_recorded_result(tmp_path):
     """The JSON, the Markdown table and the three plots from a result made by hand (no computing)."""
     from hamecho.tools.robustness.comparison import ComparisonResult, ComparisonSetup, _jsonable

@@ -1,4 +1,4 @@
-"""``hamecho rules``: RHEL, physics-aware training and SPSA on one simulated device, knob by knob (library:
+"""``hamecho rules``: RHEL, physics-aware training and SPSA on a simulated device and a circuit, knob by knob (library:
 ``hamecho.tools.robustness.comparison``; the results are discussed in docs/physical.md)."""
 from __future__ import annotations
 
@@ -42,10 +42,11 @@ def add_command(subparsers) -> None:
     from ..tools.robustness.rules import RULES
 
     parser = subparsers.add_parser(
-        "rules", help="RHEL vs physics-aware training vs SPSA on a simulated device: gradients and training",
+        "rules", help="RHEL vs physics-aware training vs SPSA on a simulated device and a circuit: gradients, training",
         description="Compare the learning rules a physical system can use (RHEL; physics-aware training, "
                     "Wright et al. 2022; SPSA, Spall 1992) on hamecho.physical.SimulatedDevice, one knob at a "
-                    "time (noise, a wrong twin, a drifting one, bits, damping): the cosine of each rule's "
+                    "time (noise, a wrong twin, a drifting one, bits, damping), and on LC tanks in ngspice "
+                    "(CircuitDevice, knob 'circuit': the series resistance): the cosine of each rule's "
                     "gradient to the device's own gradient, SPSA's cosine against the parameter count, and "
                     "training runs given the same budget of device passes. Writes rules.json, rules.md and "
                     "PNG plots.")

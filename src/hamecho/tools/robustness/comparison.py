@@ -17,7 +17,10 @@ device, each knob of ``COMPARISON_LEVELS`` alone, by gradient quality and by tra
 
 The knobs: ``noise`` (thermal noise in every kick), ``model_error`` (the device realises θ·(1 + e·ξ), ξ fixed:
 the twin is wrong), ``model_drift`` (the same with ξ fresh in every pass), ``bits`` (states rounded),
-``damping`` (friction the model lacks; the physics-aware rule's twin knows it, ``rules.modelled_twin``).
+``damping`` (friction the model lacks; the physics-aware rule's twin knows it, ``rules.modelled_twin``), and
+``circuit``: not the simulated device but ``hamecho.physical.CircuitDevice``, the linear HRU as LC tanks in ngspice,
+the level its inductors' series resistance (the device's own gradient: BPTT through ``ExactFlow`` with that
+resistance; the physics-aware rule's twin is the same ``ExactFlow``, a loss one measures once and fits).
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from ...core.gradients import BPTT, SPSA, spsa_estimate
 from ...data import load
 from ...nn.api import init_optimizer, loss_and_statistics, predict, train_step, value_and_grad
 from ...nn.hssm import HSSM, count_parameters, through_cores
-from ...physical import SimulatedDevice
+from ...physical import CircuitDevice, SimulatedDevice
 from .problems import GradientSetup, make_problem
 from .rules import RULES, LearningRule
 from .run import environment
@@ -47,6 +50,7 @@ COMPARISON_LEVELS = {
     "model_drift": (0.03, 0.3),
     "bits": (10, 16),
     "damping": (0.1, 1.0),
+    "circuit": (0.0, 0.01, 0.1),
 }
 COMPARISON_KNOBS = tuple(COMPARISON_LEVELS)
 COMPARISON_TITLES = {
@@ -56,16 +60,23 @@ COMPARISON_TITLES = {
     "model_drift": "drifting parameter error (fresh ξ in every pass; relative std)",
     "bits": "bits per state variable (full scale ±64)",
     "damping": "damping γ (friction −γπ)",
+    "circuit": "LC tanks in ngspice, series resistance R (Ω; trapezoidal, fixed step 0.02)",
 }
 RANDOM_KNOBS = ("noise", "model_drift", "bits")
 # Training: one level per knob, where the gradient sweeps separate the rules.
 TRAINING_POINTS = (("ideal", 0.0), ("noise", 1e-1), ("model_error", 0.3), ("damping", 1.0))
 
 
-def comparison_device(knob: str, level, seed: int = 0) -> SimulatedDevice:
-    """The ``SimulatedDevice`` of one point: ``knob`` (one of ``COMPARISON_KNOBS``) at ``level``, seeded."""
+CIRCUIT_TIMESTEP = 0.02   # ngspice's fixed step, in drive steps: gradient error ~1e-5 (docs/physical.md, the h² line)
+
+
+def comparison_device(knob: str, level, seed: int = 0):
+    """The device of one point: ``knob`` (one of ``COMPARISON_KNOBS``) at ``level``, seeded: a ``SimulatedDevice``,
+    or for ``circuit`` a ``CircuitDevice`` (deterministic; the seed does not apply)."""
     if knob not in COMPARISON_LEVELS:
         raise ValueError(f"knob must be one of {', '.join(map(repr, COMPARISON_KNOBS))}; got {knob!r}")
+    if knob == "circuit":
+        return CircuitDevice(timestep=CIRCUIT_TIMESTEP, series_resistance=float(level))
     if knob == "ideal":
         return SimulatedDevice(seed=seed)
     if knob == "model_drift":

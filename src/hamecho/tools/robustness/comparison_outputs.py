@@ -77,8 +77,12 @@ def plot_comparison(result: ComparisonResult, img_dir: Path) -> list[Path]:
                 ax.plot(xs, ys, "-", color=color, marker=marker, ms=4, label=RULE_LABELS.get(rule, rule))
                 std = np.array([e["cosine_std"] for e in rows])
                 ax.fill_between(xs, ys - std, ys + std, color=color, alpha=0.12, lw=0)
-            if knob != "bits":
+            levels = [e["level"] for e in result.gradient_summary if e["knob"] == knob]
+            positive = [level for level in levels if level > 0]
+            if knob != "bits" and len(positive) == len(levels):
                 ax.set_xscale("log")
+            elif knob != "bits" and positive:   # a level 0 (the ideal circuit): a linear stretch at the left
+                ax.set_xscale("symlog", linthresh=min(positive))
             ax.set_ylim(-1.05, 1.05)
             ax.set_title(COMPARISON_TITLES.get(knob, knob), fontsize=7)
             ax.set_xlabel(knob)

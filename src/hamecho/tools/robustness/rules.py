@@ -49,11 +49,15 @@ class LearningRule:
 
 
 def modelled_twin(device):
-    """The twin the physics-aware rule uses on ``device``: the leapfrog, with the device's damping if it has any."""
+    """The twin the physics-aware rule uses on ``device``: the leapfrog, with the device's damping if it has any;
+    on a circuit with lossy inductors, its continuous-time model with that series resistance (``twin(exact=True)``);
+    otherwise the device's own twin (None)."""
     from ...physical import DampedLeapfrog
 
     damping = getattr(device, "damping", 0.0)
-    return DampedLeapfrog(damping=damping) if damping else None
+    if damping:
+        return DampedLeapfrog(damping=damping)
+    return device.twin(exact=True) if getattr(device, "series_resistance", 0.0) else None
 
 
 def spsa_rule(n_perturbations: int = SPSA_PERTURBATIONS, scale: float = SPSA_SCALE) -> LearningRule:
