@@ -134,6 +134,9 @@ def main(argv=None) -> int:
     p.add_argument("--core-dtype", default="float64", choices=["float64", "input"],
                    help="float64 cores (x64 on, as hamecho train) or the model's float32")
     p.add_argument("--init-only", action="store_true")
+    p.add_argument("--keep-best", action="store_true",
+                   help="also test the model of the evaluation with the best validation loss (the protocol's early "
+                        "stopping: --eval-every evaluations, the last one at the end), and save that one")
     p.add_argument("--save", type=Path, default=None, help="write the trained model here (equinox leaves)")
     p.add_argument("--load", type=Path, default=None, help="start from this saved model (same shape options)")
     p.add_argument("--out", type=Path, default=None)
@@ -180,6 +183,7 @@ def main(argv=None) -> int:
     key = jax.random.PRNGKey(10_000 + args.seed)
     start = time.perf_counter()
     first_step_s, step = 0.0, -1
+    best = None   # (validation loss, step, model) of the best evaluation so far (--keep-best)
     for step in range(args.steps):
         x, y = source.batch("train", np.arange(step * args.batch, (step + 1) * args.batch))
         step_key = jax.random.fold_in(key, step) if args.dropout else None
@@ -195,13 +199,23 @@ def main(argv=None) -> int:
         if step % args.log_every == 0 or step == args.steps - 1:
             emit({"step": step, "loss": loss, "elapsed_s": round(time.perf_counter() - start, 2),
                   "angles": oscillator_angles(model)})
-        if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
-            emit({"step": step + 1, "val": evaluate(model, source, "val", args.eval_batch, args.method)})
+        last = step + 1 == args.steps
+        if args.eval_every and (step + 1) % args.eval_every == 0 and (not last or args.keep_best):
+            val = evaluate(model, source, "val", args.eval_batch, args.method)
+            emit({"step": step + 1, "val": val})
+            score = val.get("loss", val.get("mse"))
+            if args.keep_best and (best is None or score <= best[0]):
+                best = (score, step + 1, model)
     train_s = time.perf_counter() - start
     steps_done = step + 1
     result = {"final": True, "steps": steps_done, "train_s": round(train_s, 1), "first_step_s": round(first_step_s, 2),
               "s_per_step": round((train_s - first_step_s) / max(steps_done - 1, 1), 4),
               "test": evaluate(model, source, "test", args.eval_batch, args.method)}
+    if best is not None:
+        result["best_val_step"] = best[1]
+        result["test_at_best_val"] = (result["test"] if best[1] == steps_done
+                                      else evaluate(best[2], source, "test", args.eval_batch, args.method))
+        model = best[2]
     emit(result)
     if args.save:
         args.save.parent.mkdir(parents=True, exist_ok=True)
