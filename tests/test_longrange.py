@@ -148,3 +148,23 @@ def test_streamed_inference_equals_the_plain_pass():
         streamed = he.predict(model, x, memory=he.Streaming(16))
         assert streamed.shape == plain.shape
         np.testing.assert_allclose(np.asarray(streamed), np.asarray(plain), rtol=1e-5, atol=1e-5)
+
+
+def test_the_initial_loss_is_log_classes_at_any_length_with_a_zero_head():
+    """The lead of issue #25: undamped oscillators driven by noise grow like √L, so with the default head the
+    initial logits (and loss) grow with L; zero_head=True starts at exactly log(classes) at every L."""
+    import hamecho as he
+
+    losses = {}
+    for length in (100, 10_000):
+        x = jnp.asarray(np.random.default_rng(0).normal(size=(4, length, 2)), jnp.float32)
+        y = jnp.array([0, 1, 2, 3])
+        for zero_head in (False, True):
+            model = he.HSSM(in_dim=2, out_dim=4, hidden=8, state=4, blocks=2, norm="layer", zero_head=zero_head,
+                            key=jax.random.PRNGKey(0))
+            logits = he.predict(model, x, memory=he.Streaming(512))
+            log_probs = jax.nn.log_softmax(logits, axis=-1)
+            losses[length, zero_head] = float(-jnp.mean(log_probs[jnp.arange(4), y]))
+    assert losses[100, True] == pytest.approx(np.log(4), abs=1e-6)
+    assert losses[10_000, True] == pytest.approx(np.log(4), abs=1e-6)
+    assert losses[10_000, False] > losses[100, False]      # the default head: the loss grows with L
