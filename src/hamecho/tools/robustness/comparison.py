@@ -50,7 +50,7 @@ COMPARISON_LEVELS = {
     "model_drift": (0.03, 0.3),
     "bits": (10, 16),
     "damping": (0.1, 1.0),
-    "circuit": (0.0, 0.01, 0.1),
+    "circuit": (0.0, 0.1, 1.0),
 }
 COMPARISON_KNOBS = tuple(COMPARISON_LEVELS)
 COMPARISON_TITLES = {
