@@ -64,7 +64,7 @@ COMPARISON_TITLES = {
 }
 RANDOM_KNOBS = ("noise", "model_drift", "bits")
 # Training: one level per knob, where the gradient sweeps separate the rules.
-TRAINING_POINTS = (("ideal", 0.0), ("noise", 1e-1), ("model_error", 0.3), ("damping", 1.0))
+TRAINING_POINTS = (("ideal", 0.0), ("noise", 1e-1), ("model_error", 0.3), ("damping", 1.0), ("circuit", 1.0))
 
 
 CIRCUIT_TIMESTEP = 0.02   # ngspice's fixed step, in drive steps: gradient error ~1e-5 (docs/physical.md, the h² line)
