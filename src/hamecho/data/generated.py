@@ -238,7 +238,8 @@ class NoisePadded(GeneratedTask):
         if kind.lower() not in ARCHIVES or not name:
             raise ValueError(f"the noise-padded task takes an archive dataset, uea/<Name> or ucr/<Name>; "
                              f"got {self.dataset!r}")
-        data = load_archive(kind.lower(), name, self.dataset, None, self.dataset_seed, False, None, None, None, None)
+        data = load_archive(kind.lower(), name, self.dataset, root=None, seed=self.dataset_seed, time_channel=False,
+                            length=None, num_samples=None, split_dir=None, download=None)
         if data.task != "classification":
             raise ValueError(f"{self.dataset} is a {data.task} dataset; the noise-padded task needs class labels")
         return data
