@@ -128,6 +128,32 @@ def test_a_tiny_grid_end_to_end_then_a_rerun_skips_it_and_reports_what_does_not_
     assert "does not fit: needs ≈" in capsys.readouterr().out
 
 
+def test_the_model_options_reach_the_runs_and_leave_recorded_cell_names_alone(tmp_path):
+    """--zero-head and --hru-output-norm build the HSSM with those options (a regression grid runs with them);
+    at their defaults a cell's name is the one recorded before they existed (benchmarks/results/longrange)."""
+    from pathlib import Path
+
+    recorded = json.loads((Path(__file__).parents[1] / "benchmarks/results/longrange/first5-10k/longrange.json")
+                          .read_text())["rows"][0]
+    assert lr.Cell.from_json(recorded["cell"]).name == recorded["name"]
+    options = lr.RunSettings(zero_head=True, hru_output_norm=True)
+    cell = lr.Cell("ppg", 256, "streaming", 0, options)
+    assert lr.Cell.from_json(cell.to_json()) == cell and cell.name != lr.Cell("ppg", 256, "streaming", 0).name
+    source = type("Source", (), {"channels": 6, "out_dim": 1, "task": "regression", "output_step": 128})()
+    model = lr._build_model(cell, source, jax.random.PRNGKey(0))
+    assert all(block.hru_output_norm for block in model.blocks) and not np.any(np.asarray(model.head.weight))
+    with pytest.raises(ValueError, match="hru_output_norm must be True or False"):
+        lr.RunSettings(hru_output_norm=1)
+    out = tmp_path / "grid"
+    assert cli_main(["longrange", "--lengths", "256", "--tasks", "ppg", "--methods", "streaming", "--steps", "2",
+                     "--batch", "2", "--hidden", "4", "--state", "4", "--blocks", "1", "--chunk", "64",
+                     "--test-size", "4", "--zero-head", "--hru-output-norm", "--out", str(out),
+                     "--no-progress"]) == 0
+    row = json.loads((out / "longrange.json").read_text())["rows"][0]
+    assert row["status"] == "done" and row["cell"]["settings"]["hru_output_norm"] is True
+    assert 0 <= row["test_metric"] < 1
+
+
 def test_the_default_memory_limit_is_what_is_available_now():
     import os
 
@@ -168,3 +194,53 @@ def test_the_initial_loss_is_log_classes_at_any_length_with_a_zero_head():
     assert losses[100, True] == pytest.approx(np.log(4), abs=1e-6)
     assert losses[10_000, True] == pytest.approx(np.log(4), abs=1e-6)
     assert losses[10_000, False] > losses[100, False]      # the default head: the loss grows with L
+
+
+def test_hru_output_norm_bounds_the_head_input_at_any_length_and_streams():
+    """hru_output_norm=True normalises each HRU output per step before the GELU: the regression head's input
+    (root mean square over the last steps, noise-driven inputs) stays O(1) whatever L, where without it it is
+    an order of magnitude larger already at initialisation (and unbounded once training detunes the
+    oscillators: the saturated tanh of docs/longrange.md); Streaming reproduces the plain pass, and RHEL's gradient
+    with it still equals BPTT's (float64, linear HRU: exact for any ε)."""
+    import hamecho as he
+
+    def head_input(model, x):
+        h = model.encode(x)
+        for block in model.blocks:
+            h, _ = block(h)
+        return float(jnp.sqrt(jnp.mean(jnp.square(h[-50:]))))
+
+    sizes = {}
+    for length in (100, 10_000):
+        x = jnp.asarray(np.random.default_rng(1).normal(size=(4, length, 2)), jnp.float32)
+        for flag in (False, True):
+            model = he.HSSM(in_dim=2, out_dim=1, hidden=8, state=4, blocks=2, norm="layer", task="regression",
+                            output_step=length, hru_output_norm=flag, key=jax.random.PRNGKey(0))
+            sizes[length, flag] = head_input(model, x)
+    for length in (100, 10_000):
+        assert sizes[length, True] < 2.0 < sizes[length, False] / 5
+    assert sizes[10_000, True] == pytest.approx(sizes[100, True], rel=0.25)
+
+
+def test_hru_output_norm_streams_and_keeps_rhel_exact():
+    """With hru_output_norm: Streaming reproduces the plain pass and RHEL's gradient (plain and streamed)
+    equals BPTT's (float64, linear HRU: exact for any ε)."""
+    import hamecho as he
+
+    old = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 40, 2)))
+        y = jnp.asarray(np.random.default_rng(3).uniform(-0.5, 0.5, size=(3, 8, 1)))
+        model = he.HSSM(in_dim=2, out_dim=1, hidden=4, state=4, blocks=2, norm="layer", task="regression",
+                        output_step=5, hru_output_norm=True, dtype=jnp.float64, key=jax.random.PRNGKey(5))
+        np.testing.assert_allclose(np.asarray(he.predict(model, x, memory=he.Streaming(16))),
+                                   np.asarray(he.predict(model, x)), rtol=1e-10, atol=1e-12)
+        loss_bptt, grads_bptt = he.value_and_grad(model, x, y, gradient=he.BPTT())
+        for memory in (None, he.Streaming(16)):
+            loss_rhel, grads_rhel = he.value_and_grad(model, x, y, gradient=he.RHEL(eps=0.1), memory=memory)
+            assert float(loss_rhel) == pytest.approx(float(loss_bptt), rel=1e-10)
+            for a, b in zip(jax.tree_util.tree_leaves(grads_rhel), jax.tree_util.tree_leaves(grads_bptt)):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-10)
+    finally:
+        jax.config.update("jax_enable_x64", old)

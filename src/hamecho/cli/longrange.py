@@ -21,7 +21,8 @@ def _run(args: argparse.Namespace) -> int:
         steps=args.steps, batch=args.batch, lr=args.lr, theta_lr_scale=None if args.theta_lr_scale == 0
         else args.theta_lr_scale, hidden=args.hidden, state=args.state, blocks=args.blocks, hru=args.hru,
         chunk=args.chunk, curriculum_steps=args.curriculum, curriculum_factor=args.curriculum_factor,
-        init_model=args.init_model, test_size=args.test_size, data_seed=args.data_seed, task_params=task_params)
+        init_model=args.init_model, test_size=args.test_size, data_seed=args.data_seed, task_params=task_params,
+        zero_head=args.zero_head, hru_output_norm=args.hru_output_norm)
     cells = lr.grid_cells(args.lengths, args.tasks, args.methods, args.seeds, settings)
     limit = None if args.memory_limit_gib is None else args.memory_limit_gib * lr.GIB
     rows = lr.run_grid(cells, args.out, memory_limit_bytes=limit, timeout_s=args.timeout,
@@ -72,6 +73,13 @@ def add_command(subparsers) -> None:
     parser.add_argument("--state", type=int, default=16)
     parser.add_argument("--blocks", type=int, default=2)
     parser.add_argument("--hru", choices=("linear", "nonlinear"), default="linear")
+    parser.add_argument("--zero-head", action="store_true",
+                        help="HSSM(zero_head=True): the head starts at 0, so the initial loss is log(classes) or the "
+                             "targets' mean square at any L")
+    parser.add_argument("--hru-output-norm", action="store_true",
+                        help="HSSM(hru_output_norm=True): each HRU's output normalised per step before the GELU; "
+                             "the regression tasks (adding, ppg) need it at long L, their tanh head saturates "
+                             "otherwise (docs/longrange.md)")
     parser.add_argument("--chunk", type=int, default=512, help="time chunk of Streaming and TimeChunks")
     parser.add_argument("--test-size", type=int, default=300,
                         help="test samples (inference runs in batches of ≈ 2^25 / (L · hidden) samples: at L = 10^6 "

@@ -8,6 +8,7 @@
     head:   classification: mean over time → Dense(H→classes)            → logits (N, classes)
             regression:     every output_step-th step → Dense(H→out) → tanh → (N, L // k, out)
             zero_head=True: the head's weight and bias start at 0 (initial loss log(classes) at any L)
+    hru_output_norm=True: block:  … → HRU layer → normalise each step over its features → GELU → …
 
 The Hamiltonian cores are differentiated by the call's gradient method (RHEL or BPTT); everything
 else is ordinary autodiff, so JAX's backward traversal *is* RHEL's chaining through the stack (spec
@@ -59,14 +60,19 @@ class Block(eqx.Module):
 
     norm: "batch" (``BatchNorm``) or "layer" (``LayerNorm``, per step). With "layer" the block is local in
     time (``time_local``) and its dropout masks are drawn per step from ``fold_in(key, step)``, so any
-    run over time chunks draws what the whole sequence draws.
+    run over time chunks draws what the whole sequence draws. hru_output_norm: the HRU's output (L, N, H) is
+    normalised each step over its features (no parameters) before the GELU, bounding what an undamped HRU
+    adds to the residual stream at any L.
     """
 
     norm: BatchNorm | LayerNorm
     hru: HRU
     glu: GLU
+    hru_output_norm: bool = eqx.field(static=True)
 
-    def __init__(self, hidden: int, state: int, hru: str, *, key, dtype, hru_kwargs=None, norm: str = "batch"):
+    def __init__(self, hidden: int, state: int, hru: str, *, key, dtype, hru_kwargs=None, norm: str = "batch",
+                 hru_output_norm: bool = False):
+        self.hru_output_norm = bool(hru_output_norm)
         hru_key, glu_key = jax.random.split(key)
         self.norm = NORMS[norm](hidden, dtype=dtype)
         self.hru = HRU_KINDS[hru](hidden, state, key=hru_key, dtype=dtype, **(hru_kwargs or {}))
@@ -119,7 +125,10 @@ class Block(eqx.Module):
             return tuple(dropout_keep_mask(k, DROPOUT_RATE, shape) for k in keys)
 
     def after_hru(self, x, hru_output, keep_masks):
-        """Everything after the HRU layer, local in time: GELU → dropout → GLU → dropout → x + ·."""
+        """Everything after the HRU layer, local in time: (normalise per step →) GELU → dropout → GLU → dropout
+        → x + ·."""
+        if self.hru_output_norm:
+            hru_output = LayerNorm().normalise(hru_output)
         with jax.named_scope("gelu_glu"):
             h = apply_dropout(jax.nn.gelu(hru_output), keep_masks[0], DROPOUT_RATE)
             return x + apply_dropout(self.glu(h), keep_masks[1], DROPOUT_RATE)
@@ -135,11 +144,13 @@ class HSSM(eqx.Module):
     x64, else float32), norm ("batch", the paper's BatchNorm, or "layer": each step over its features,
     needed by ``hamecho.Streaming``), key.
 
-    Options for long sequences (docs/longrange.md), both off by default: zero_head (the head's weight and
+    Options for long sequences (docs/longrange.md), all off by default: zero_head (the head's weight and
     bias start at 0: the features an undamped stack pools grow with L, and so would the initial logits and
     loss; with a zero head the initial loss is log(classes), or the targets' mean square, at every L);
     periods ((shortest, longest) in steps: the linear HRU's oscillator periods spread log-uniformly over that
-    range instead of the paper's initialisation, ``LinearHRU``).
+    range instead of the paper's initialisation, ``LinearHRU``); hru_output_norm (each HRU's output
+    normalised per step before the GELU, ``Block``: an undamped HRU's output grows with L, and through the
+    residual stream so would a regression head's input, until its tanh saturates and the gradient vanishes).
     """
 
     encoder: Dense
@@ -155,13 +166,14 @@ class HSSM(eqx.Module):
     def __init__(self, *, in_dim: int, out_dim: int, hidden: int = 64, state: int = 16, blocks: int = 6,
                  hru: str = "linear", task: str = "classification", output_step: int = 1, step: float = 1e-4,
                  dtype=None, norm: str = "batch", zero_head: bool = False,
-                 periods: tuple[float, float] | None = None, key):
+                 periods: tuple[float, float] | None = None, hru_output_norm: bool = False, key):
         if hru not in HRU_KINDS:
             raise ValueError(f"hru must be one of {', '.join(map(repr, HRU_KINDS))}; got {hru!r}")
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(map(repr, NORMS))}; got {norm!r}")
-        if not isinstance(zero_head, bool):
-            raise ValueError(f"zero_head must be True or False; got {zero_head!r}")
+        for name, flag in (("zero_head", zero_head), ("hru_output_norm", hru_output_norm)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False; got {flag!r}")
         if periods is not None and hru != "linear":
             raise ValueError(f"periods initialises the linear HRU's oscillators; got hru={hru!r}")
         if task not in TASKS:
@@ -178,8 +190,8 @@ class HSSM(eqx.Module):
         if periods is not None:
             hru_kwargs["periods"] = tuple(periods)
         self.encoder = Dense(in_dim, hidden, key=encoder_key, dtype=dtype)
-        self.blocks = tuple(Block(hidden, state, hru, key=k, dtype=dtype, hru_kwargs=hru_kwargs, norm=norm)
-                            for k in block_keys)
+        self.blocks = tuple(Block(hidden, state, hru, key=k, dtype=dtype, hru_kwargs=hru_kwargs, norm=norm,
+                                  hru_output_norm=hru_output_norm) for k in block_keys)
         self.head = Dense(hidden, out_dim, key=head_key, dtype=dtype)
         if zero_head:
             self.head = eqx.tree_at(lambda d: (d.weight, d.bias), self.head,
