@@ -119,13 +119,29 @@ def test_noise_padded_holds_the_dataset_series_then_noise():
     source = GeneratedSplits(task, 1000, (400, 5, 6), seed=0)
     x, y = source.batch("train", [0, 1, 363])
     data = task.data
-    np.testing.assert_array_equal(x[0, :24], data.x_train[0])
-    np.testing.assert_array_equal(x[2, :24], data.x_train[363 % len(data.x_train)])
-    assert list(y) == [data.y_train[0], data.y_train[1], data.y_train[363 % len(data.x_train)]]
+    order = task.orders["train"]
+    assert sorted(order) == list(range(len(data.x_train)))
+    np.testing.assert_array_equal(x[0, :24], data.x_train[order[0]])
+    np.testing.assert_array_equal(x[2, :24], data.x_train[order[363 % len(data.x_train)]])
+    assert list(y) == [data.y_train[order[0]], data.y_train[order[1]], data.y_train[order[363 % len(order)]]]
     assert abs(float(x[:, 24:].std()) - 0.5) < 0.02
     assert source.num_classes == data.num_classes == 2
     with pytest.raises(ValueError, match="length must be an integer ≥ 24"):
         GeneratedSplits(task, 20, (1, 1, 1))
+
+
+def test_noise_padded_samples_the_classes_in_proportion_not_in_the_archives_order():
+    """The archive stores each split grouped by class (ECG5000's test split opens with 445 series of class 0,
+    Chinatown's first third is 89 % (train) and 72 % (test) class 0 against 32 % and 24 % overall):
+    the first samples of a split draw the classes in proportion, so a test of 300 samples is not one class."""
+    task = NoisePadded(dataset="ucr/Chinatown")
+    for split in ("train", "test"):
+        stored = task.series(split)[1]
+        n = len(stored) // 3
+        first = GeneratedSplits(task, 30, (n, n, n), seed=0).batch(split, np.arange(n))[1]
+        whole = np.bincount(stored, minlength=2) / len(stored)
+        assert np.abs(np.bincount(stored[:n], minlength=2) / n - whole).max() > 0.3      # grouped when stored
+        assert np.abs(np.bincount(first, minlength=2) / n - whole).max() < 0.15        # drawn in proportion
 
 
 # --- a generated source where a loaded dataset goes: load, the training loop, its evaluator, hamecho train ------

@@ -221,8 +221,8 @@ class NoisePadded(GeneratedTask):
 
     The series of ``dataset`` (an archive name, loaded once as ``hamecho.data.load`` loads it: the archive
     protocol and its stored 70/15/15 split under ``dataset_seed``) fill the first steps; noise N(0, noise²)
-    fills the rest of every channel. Sample ``index`` of a split is that split's series ``index mod n`` with its
-    own noise, so a split larger than the dataset's repeats series under new noise; the dataset's own split keeps
+    fills the rest of every channel. Sample ``index`` of a split is that split's series ``index mod n``, in a
+    fixed shuffled order (``orders``), with its own noise, so a split larger than the dataset's repeats series under new noise; the dataset's own split keeps
     the series of train, validation and test apart.
     """
 
@@ -257,13 +257,23 @@ class NoisePadded(GeneratedTask):
         return int(self.data.num_classes)
 
     def series(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """The dataset's series and labels of ``split`` in the order the archive stores them."""
         data = self.data
         return {"train": (data.x_train, data.y_train), "val": (data.x_val, data.y_val),
                 "test": (data.x_test, data.y_test)}[split]
 
+    @cached_property
+    def orders(self) -> dict[str, np.ndarray]:
+        """Per split, a fixed permutation of its series (from ``dataset_seed``): sample ``index`` is series
+        ``order[index mod n]``. Archives store their splits grouped by class (ECG5000's test split: 445 of class
+        0 first), so the first samples of a split must not be its first series, or a test of 300 samples is
+        91 % one class and a training run sees the classes one after another."""
+        return {split: np.random.default_rng([self.dataset_seed, _split_code(split)]).permutation(
+                    len(self.series(split)[1])) for split in ("train", "val", "test")}
+
     def sample(self, rng, length, split="train", index=0):
         xs, ys = self.series(split)
-        row = index % len(xs)
+        row = int(self.orders[split][index % len(xs)])
         x = self.noise * rng.standard_normal((length, self.channels), dtype=np.float32)
         x[:xs.shape[1]] = xs[row]
         return x, int(ys[row])
