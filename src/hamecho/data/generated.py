@@ -222,8 +222,8 @@ class NoisePadded(GeneratedTask):
     The series of ``dataset`` (an archive name, loaded once as ``hamecho.data.load`` loads it: the archive
     protocol and its stored 70/15/15 split under ``dataset_seed``) fill the first steps; noise N(0, noise²)
     fills the rest of every channel. Sample ``index`` of a split is that split's series ``index mod n``, in a
-    fixed shuffled order (``orders``), with its own noise, so a split larger than the dataset's repeats series under new noise; the dataset's own split keeps
-    the series of train, validation and test apart.
+    fixed shuffled order (``orders``), with its own noise, so a split larger than the dataset's repeats series
+    under new noise; the dataset's own split keeps the series of train, validation and test apart.
     """
 
     name: ClassVar[str] = "noise_padded"
