@@ -26,13 +26,7 @@ import optax
 import hamecho as he
 from hamecho.data.generated import GENERATED_TASKS, GeneratedSplits
 from hamecho.nn.hssm import parameter_groups
-
-METHODS = {
-    "streaming": lambda chunk: {"gradient": he.RHEL(), "memory": he.Streaming(chunk)},
-    "rhel": lambda chunk: {"gradient": he.RHEL()},
-    "bptt": lambda chunk: {"gradient": he.BPTT()},
-    "bptt_chunks": lambda chunk: {"gradient": he.BPTT(), "memory": he.TimeChunks(chunk)},
-}
+from hamecho.tools.longrange import METHODS, method_choices
 
 
 def build_source(args) -> GeneratedSplits:
@@ -46,6 +40,8 @@ def build_model(args, source, key):
     kwargs = {}
     if args.head_zero:
         kwargs["zero_head"] = True
+    if args.post_norm:
+        kwargs["hru_output_norm"] = True
     if args.periods:
         kwargs["periods"] = tuple(float(p) if p != "L" else float(args.length) for p in args.periods)
     return he.HSSM(in_dim=source.channels, out_dim=source.out_dim, hidden=args.hidden, state=args.state,
@@ -111,13 +107,14 @@ def main(argv=None) -> int:
     p.add_argument("--blocks", type=int, default=2)
     p.add_argument("--hru", default="linear")
     p.add_argument("--periods", nargs=2, default=None, help="min and max oscillator period in steps ('L': the length)")
-    p.add_argument("--post-norm", action="store_true", help="prototype: LayerNorm on the HRU output before GELU")
+    p.add_argument("--post-norm", action="store_true",
+                   help="HSSM(hru_output_norm=True): each HRU output normalised per step before the GELU")
     p.add_argument("--head-lr", type=float, default=None, help="a separate Adam learning rate for the head")
     p.add_argument("--pool-norm", action="store_true",
                    help="prototype: LayerNorm each step's features before mean pooling (not with streaming)")
     p.add_argument("--head-zero", action="store_true", help="HSSM(zero_head=True): the head starts at 0")
     p.add_argument("--c-scale", type=float, default=None, help="prototype: multiply every HRU's C at init")
-    p.add_argument("--method", default="streaming", choices=sorted(METHODS))
+    p.add_argument("--method", default="streaming", choices=METHODS)
     p.add_argument("--chunk", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--theta-lr", type=float, default=None)
@@ -149,10 +146,6 @@ def main(argv=None) -> int:
         from hamecho.nn import hssm, layers
         original_decode = hssm.HSSM.decode
         hssm.HSSM.decode = lambda self, h: original_decode(self, layers.LayerNorm().normalise(h))
-    if args.post_norm:
-        from hamecho.nn import hssm, layers
-        original = hssm.Block.after_hru
-        hssm.Block.after_hru = lambda self, x, y, keep: original(self, x, layers.LayerNorm().normalise(y), keep)
     model = build_model(args, source, jax.random.PRNGKey(args.seed))
     if args.load:
         model = eqx.tree_deserialise_leaves(args.load, model)
@@ -179,7 +172,7 @@ def main(argv=None) -> int:
         return 0
     optimizer = build_optimizer(args, model)
     opt_state = he.init_optimizer(optimizer, model)
-    choices = METHODS[args.method](args.chunk)
+    choices = method_choices(args.method, args.chunk)
     key = jax.random.PRNGKey(10_000 + args.seed)
     start = time.perf_counter()
     first_step_s, step = 0.0, -1
