@@ -19,7 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 
 import hamecho as he
-from hamecho.data.generated import generated
+from hamecho.data.generated import First5, generated
+
+
+def load_first5_model(path: str, classes: int = 4):
+    """A saved model of the curriculum runs (explore.py's tiny HSSM on first-5 %: 2 blocks, hidden 16, state 16,
+    norm "layer", float32)."""
+    template = he.HSSM(in_dim=First5(classes=classes).channels, out_dim=classes, hidden=16, state=16, blocks=2,
+                       norm="layer", task="classification", dtype=jnp.float32, key=jax.random.PRNGKey(0))
+    return eqx.tree_deserialise_leaves(path, template)
 
 
 def main() -> int:
@@ -33,9 +41,7 @@ def main() -> int:
     jax.config.update("jax_enable_x64", True)        # float64 cores, as the training runs
     source = generated("first5", length=args.length, sizes=(1, 1, args.count), seed=args.data_seed,
                        classes=args.classes, prefix_fraction=0.05)
-    template = he.HSSM(in_dim=source.channels, out_dim=args.classes, hidden=16, state=16, blocks=2, norm="layer",
-                       task="classification", dtype=jnp.float32, key=jax.random.PRNGKey(0))
-    model = eqx.tree_deserialise_leaves(args.model, template)
+    model = load_first5_model(args.model, args.classes)
     confusion = np.zeros((args.classes, args.classes), int)
     for start in range(0, args.count, 10):
         x, y = source.batch("test", np.arange(start, min(start + 10, args.count)))

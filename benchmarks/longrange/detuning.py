@@ -4,7 +4,7 @@
     python benchmarks/longrange/detuning.py runs/longrange/models2/d-2k.eqx runs/longrange/models2/d-200k-c.eqx ...
 
 Prints per model and block: the class periods' angular frequencies ω_k = 2π/(8 + 4k) and |θ − ω_k| of the
-nearest oscillator θ (rotation per step, ``explore.oscillator_angles``'s formula), and how many oscillators lie within
+nearest oscillator θ (rotation per step, ``explore.block_angles``), and how many oscillators lie within
 1e-2 and 1e-3 of some class (NOTES.md section 2: the noise-limited band is ~1e-2 at 10⁵, a few 1e-3 at 10⁶).
 """
 from __future__ import annotations
@@ -12,20 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
 import numpy as np
+from confusion import load_first5_model  # beside this script
+from explore import block_angles
 
-import hamecho as he
 from hamecho.data.generated import First5
-
-
-def angles(block) -> np.ndarray:
-    theta = block.hru.core_parameters()
-    step = jax.nn.sigmoid(theta["steps"])
-    stiffness = jnp.minimum(jax.nn.relu(theta["a"]), 0.999 * 4 / step**2)
-    return np.arccos(np.clip(1 - np.asarray(step**2 * stiffness, dtype=np.float64) / 2, -1, 1)).ravel()
 
 
 def main() -> int:
@@ -35,12 +26,10 @@ def main() -> int:
     args = parser.parse_args()
     task = First5(classes=args.classes)
     omega = 2 * np.pi / task.periods()
-    template = he.HSSM(in_dim=task.channels, out_dim=task.classes, hidden=16, state=16, blocks=2, norm="layer",
-                       task="classification", dtype=jnp.float32, key=jax.random.PRNGKey(0))
     for path in args.models:
-        model = eqx.tree_deserialise_leaves(path, template)
+        model = load_first5_model(path, args.classes)
         for index, block in enumerate(model.blocks):
-            theta = angles(block)
+            theta = np.asarray(block_angles(block), dtype=np.float64).ravel()
             nearest = [float(np.min(np.abs(theta - w))) for w in omega]
             close = np.min(np.abs(theta[:, None] - omega[None, :]), axis=1)
             print(json.dumps({"model": path, "block": index + 1, "omega": [round(float(w), 4) for w in omega],

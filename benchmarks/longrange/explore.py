@@ -63,18 +63,23 @@ def build_optimizer(args, model):
     return optax.multi_transform({name: adam(lr) for name, lr in rates.items()}, lambda params: labels)
 
 
+def block_angles(block) -> np.ndarray | None:
+    """The rotation per step θ = arccos(1 − δ²A/2) of each oscillator of a block's linear HRU (None for another
+    HRU)."""
+    theta = block.hru.core_parameters()
+    if "a" not in theta:
+        return None
+    step = jax.nn.sigmoid(theta["steps"])
+    stiffness = jnp.minimum(jax.nn.relu(theta["a"]), 0.999 * 4 / step**2)
+    return np.arccos(np.clip(1 - np.asarray(step**2 * stiffness) / 2, -1, 1))
+
+
 def oscillator_angles(model):
-    """Per block: (smallest, largest) rotation per step θ = arccos(1 − δ²A/2) of the linear HRU's oscillators."""
-    out = []
-    for block in model.blocks:
-        theta = block.hru.core_parameters()
-        if "a" not in theta:
-            return None
-        step = jax.nn.sigmoid(theta["steps"])
-        stiffness = jnp.minimum(jax.nn.relu(theta["a"]), 0.999 * 4 / step**2)
-        angle = np.arccos(np.clip(1 - np.asarray(step**2 * stiffness) / 2, -1, 1))
-        out.append([float(angle.min()), float(angle.max())])
-    return out
+    """Per block: (smallest, largest) rotation per step of the linear HRU's oscillators (``block_angles``)."""
+    angles = [block_angles(block) for block in model.blocks]
+    if any(a is None for a in angles):
+        return None
+    return [[float(a.min()), float(a.max())] for a in angles]
 
 
 def evaluate(model, source, split, batch, method):
