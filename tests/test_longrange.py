@@ -196,12 +196,11 @@ def test_the_initial_loss_is_log_classes_at_any_length_with_a_zero_head():
     assert losses[10_000, False] > losses[100, False]      # the default head: the loss grows with L
 
 
-def test_hru_output_norm_bounds_the_head_input_at_any_length_and_streams():
+def test_hru_output_norm_bounds_the_head_input_at_any_length():
     """hru_output_norm=True normalises each HRU output per step before the GELU: the regression head's input
     (root mean square over the last steps, noise-driven inputs) stays O(1) whatever L, where without it it is
     an order of magnitude larger already at initialisation (and unbounded once training detunes the
-    oscillators: the saturated tanh of docs/longrange.md); Streaming reproduces the plain pass, and RHEL's gradient
-    with it still equals BPTT's (float64, linear HRU: exact for any ε)."""
+    oscillators: the saturated tanh of docs/longrange.md). Streaming and RHEL with it: the next test."""
     import hamecho as he
 
     def head_input(model, x):
